@@ -1,0 +1,42 @@
+"""PEFT configs from params: adding a PEFT method touches this module only."""
+
+from __future__ import annotations
+
+from peftpipe.params import Params
+
+
+def peft_config(params: Params, task_type: str, head: list[str]):
+    """The peft config for ``peft.method``, or None for full fine-tuning."""
+    if params.peft.method == "none":
+        return None
+    from peft import LoraConfig
+
+    lora = params.lora
+    return LoraConfig(
+        task_type=task_type,
+        r=lora.r,
+        lora_alpha=int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha,
+        lora_dropout=lora.dropout,
+        bias=lora.bias,
+        target_modules=list(lora.target_modules) or None,
+        # The new head is trained in full and saved with the adapter; without this the
+        # reloaded model gets a fresh random head (peft #310, #577, #876).
+        modules_to_save=head,
+    )
+
+
+def wrap(model, params: Params, task_type: str, head: list[str]):
+    """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random."""
+    config = peft_config(params, task_type, head)
+    if config is None:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
+def parameter_counts(model) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total,
+            "trainable_share": round(trainable / total, 6)}

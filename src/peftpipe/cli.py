@@ -1,0 +1,90 @@
+"""The `peftpipe` command: predict with an exported model, check params files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from peftpipe.errors import ModelError, PeftpipeError
+
+
+def _fail(err: PeftpipeError, debug: bool) -> None:
+    if debug:
+        raise err
+    click.echo(f"error: {err}", err=True)
+    sys.exit(2)
+
+
+def entities(folder: Path, texts: list[str]) -> list[list[dict]]:
+    """Entity spans per text from the transformers pipeline (aggregation_strategy=simple).
+
+    ``word`` is cut from the input text by the offsets, so an uncased model still shows
+    the text as written.
+    """
+    if not (folder / "config.json").exists():
+        raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    ner = pipeline("token-classification", model=str(folder), aggregation_strategy="simple", device="cpu")
+    results = []
+    for text, spans in zip(texts, ner(texts)):
+        results.append([
+            {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
+             "start": int(s["start"]), "end": int(s["end"])}
+            for s in spans
+        ])
+    return results
+
+
+@click.group()
+def main() -> None:
+    """peftpipe: reproducible parameter-efficient fine-tuning on DVC."""
+
+
+@main.command()
+@click.argument("texts", nargs=-1)
+@click.option("--model", "model_dir", default="models/export", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Exported model folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one line per text.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, debug: bool) -> None:
+    """Print the entities the exported model finds in TEXTS (or in each line of stdin)."""
+    lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not lines:
+        raise click.UsageError("give text as arguments or on stdin")
+    try:
+        results = entities(model_dir, lines)
+    except PeftpipeError as err:
+        _fail(err, debug)
+    for text, spans in zip(lines, results):
+        if as_json:
+            click.echo(json.dumps({"text": text, "entities": spans}))
+            continue
+        click.echo(text)
+        for span in spans or []:
+            click.echo(f"  {span['word']}\t{span['type']}\t{span['score']:.3f}\t{span['start']}-{span['end']}")
+        if not spans:
+            click.echo("  (no entities)")
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def check(files: tuple[Path, ...], debug: bool) -> None:
+    """Validate params files (default: params.yaml and recipes/*.yaml)."""
+    from peftpipe.params import load_params
+
+    paths = list(files) or [Path("params.yaml"), *sorted(Path("recipes").glob("*.yaml"))]
+    for path in paths:
+        try:
+            load_params(path)
+        except PeftpipeError as err:
+            _fail(err, debug)
+        click.echo(f"ok: {path}")

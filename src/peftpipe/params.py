@@ -1,0 +1,320 @@
+"""The params schema: params.yaml is validated here, once, into typed objects.
+
+Every section is a frozen dataclass. ``load_params`` walks the YAML against the type hints
+and fails on the first problem with one line that names the file, the key, the value and
+what is allowed (with a did-you-mean for misspelt keys). Range checks live in each
+section's ``__post_init__`` so the rule sits next to the field it guards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from peftpipe.errors import ParamsError
+
+TaskKind = Literal["token_classification"]
+ModelSource = Literal["packaged", "local", "hub"]
+DataSource = Literal["packaged", "local", "hub"]
+DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"]
+PeftMethod = Literal["none", "lora"]
+LoraBias = Literal["none", "all", "lora_only"]
+SPLITS = ("train", "validation", "test")
+
+
+class _Invalid(Exception):
+    """Raised inside a section's checks; turned into a ParamsError naming the key."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(key, value, allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    kind: TaskKind = "token_classification"
+
+
+@dataclass(frozen=True)
+class ColumnsParams:
+    """Which source columns hold the words and their tags."""
+
+    tokens: str = "tokens"
+    tags: str = "tags"
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: DataSource = "packaged"
+    # packaged: a name from peftpipe.sources.PACKAGED_DATASETS; hub: a dataset id
+    # (or a folder laid out like a hub dataset repository).
+    name: Optional[str] = "wnut16"
+    config: Optional[str] = None
+    revision: Optional[str] = None
+    # local: one file per split, e.g. {train: path/train.jsonl}
+    files: dict[str, str] = field(default_factory=dict)
+    format: DataFormat = "auto"
+    encoding: str = "utf-8"
+    columns: ColumnsParams = field(default_factory=ColumnsParams)
+    # The label set, in id order. Left empty, it is read from the data (O first).
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.source in ("packaged", "hub") and not self.name:
+            raise _Invalid("name", self.name, f"a dataset name (data.source is {self.source})")
+        if self.source == "local":
+            if "train" not in self.files:
+                raise _Invalid("files", self.files, "a mapping with at least a 'train' file")
+            for split in self.files:
+                if split not in SPLITS:
+                    raise _Invalid(f"files.{split}", self.files[split], f"splits {', '.join(SPLITS)}")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Fractions of the source's train split carved out for splits the source lacks."""
+
+    seed: int = 42
+    validation: float = 0.1
+    test: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("validation", "test"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                raise _Invalid(key, getattr(self, key), "a fraction in (0, 1)")
+        if self.validation + self.test >= 1.0:
+            raise _Invalid("test", self.test, f"validation + test below 1 (validation is {self.validation})")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    source: ModelSource = "packaged"
+    # packaged: a name from peftpipe.models.PACKAGED_MODELS; local: a folder; hub: a model id
+    name: str = "all-MiniLM-L6-v2"
+    revision: Optional[str] = None
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise _Invalid("max_length", self.max_length, "an integer >= 8")
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    # true: continuation sub-words get the word's I- tag (the course's align_labels_with_tokens);
+    # false: only a word's first sub-word is labelled, the rest are ignored (-100).
+    label_all_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class PeftParams:
+    method: PeftMethod = "lora"
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int = 16
+    alpha: float = 16
+    dropout: float = 0.1
+    bias: LoraBias = "all"
+    # Empty: peft's default for the architecture (query/value for BERT and RoBERTa).
+    target_modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise _Invalid("r", self.r, "an integer > 0")
+        if self.alpha <= 0:
+            raise _Invalid("alpha", self.alpha, "a number > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise _Invalid("dropout", self.dropout, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: float = 5
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    # A number below 1 is a fraction of the total steps, as in transformers 5.
+    warmup_steps: float = 0.0
+    # -1: run the full number of epochs.
+    max_steps: int = -1
+    logging_steps: int = 20
+    # Batch sentences of similar length together: less padding, same examples per epoch.
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise _Invalid("epochs", self.epochs, "a number > 0")
+        if self.batch_size <= 0:
+            raise _Invalid("batch_size", self.batch_size, "an integer > 0")
+        if self.learning_rate <= 0:
+            raise _Invalid("learning_rate", self.learning_rate, "a number > 0")
+        if self.weight_decay < 0:
+            raise _Invalid("weight_decay", self.weight_decay, "a number >= 0")
+        if self.warmup_steps < 0:
+            raise _Invalid("warmup_steps", self.warmup_steps, "a number >= 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise _Invalid("max_steps", self.max_steps, "-1 (use epochs) or an integer > 0")
+        if self.logging_steps <= 0:
+            raise _Invalid("logging_steps", self.logging_steps, "an integer > 0")
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise _Invalid("batch_size", self.batch_size, "an integer > 0")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    # Largest allowed difference between merged and adapter logits in the reload check.
+    logits_tolerance: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.logits_tolerance <= 0:
+            raise _Invalid("logits_tolerance", self.logits_tolerance, "a number > 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    task: TaskParams = field(default_factory=TaskParams)
+    data: DataParams = field(default_factory=DataParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    tokenize: TokenizeParams = field(default_factory=TokenizeParams)
+    peft: PeftParams = field(default_factory=PeftParams)
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+    export: ExportParams = field(default_factory=ExportParams)
+
+    def uses_hub(self) -> bool:
+        return self.model.source == "hub" or self.data.source == "hub"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in inner) + " or null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, key: str, file: str) -> Any:
+    """Check ``value`` against the type hint ``tp``; return it converted (floats, sections)."""
+
+    def bad() -> ParamsError:
+        return ParamsError(
+            f"{file}: {key}: expected {_describe(tp)}, got {value!r} ({type(value).__name__})"
+        )
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return _build(tp, value, key, file)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad()
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(inner[0], value, key, file)
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        key_tp, value_tp = typing.get_args(tp)
+        return {
+            _convert(key_tp, k, key, file): _convert(value_tp, v, f"{key}.{k}", file)
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"params schema: unsupported type {tp!r} at {key}")
+
+
+def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    where = f"{prefix}." if prefix else ""
+    for key in data:
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), valid, n=1) or [
+                name for name in valid if str(key).startswith(name)  # lora.rank -> lora.r
+            ]
+            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
+            raise ParamsError(
+                f"{file}: unknown key '{where}{key}'{hint}; valid keys"
+                f"{' in ' + prefix if prefix else ''}: {', '.join(valid)}"
+            )
+    values = {k: _convert(hints[k], v, f"{where}{k}", file) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except _Invalid as err:
+        raise ParamsError(
+            f"{file}: {where}{err.key}: got {err.value!r}, expected {err.allowed}"
+        ) from None
+
+
+def parse_params(data: Any, file: str = "params.yaml") -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{file}: expected a mapping of sections at the top level")
+    return _build(Params, data, "", file)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (YAML 1.2, as DVC writes it: 1e-3 is a number)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(data, str(path))

@@ -1,0 +1,53 @@
+"""What every stage script shares: options, params loading, offline set-up, error display."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Callable
+
+import click
+
+from peftpipe.errors import PeftpipeError
+from peftpipe.params import Params, load_params
+
+log = logging.getLogger("peftpipe")
+
+
+def configure_runtime(params: Params) -> None:
+    """Quiet library noise and skip hub look-ups when nothing in the recipe needs the hub.
+
+    Offline, each hub look-up otherwise retries for 20-50 s before failing.
+    """
+    if not params.uses_hub():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def stage(fn: Callable[..., None]) -> click.Command:
+    """Turn ``fn(params, **options)`` into a click command with --params and --debug.
+
+    A PeftpipeError becomes one line on stderr and exit code 2; --debug shows the traceback.
+    """
+
+    @click.option("--params", "params_path", default="params.yaml", show_default=True,
+                  type=click.Path(dir_okay=False), help="Params file to read.")
+    @click.option("--debug", is_flag=True, help="Show full tracebacks.")
+    @functools.wraps(fn)
+    def wrapper(params_path: str, debug: bool, **options) -> None:
+        try:
+            params = load_params(params_path)
+            configure_runtime(params)
+            fn(params, **options)
+        except PeftpipeError as err:
+            if debug:
+                raise
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+    return click.command(help=fn.__doc__)(wrapper)

@@ -1,0 +1,27 @@
+"""download: fetch the raw data set named by `data.*` into data/raw.
+
+Writes one parquet file per split the source has (canonical tokens/tags columns) and
+meta.json (label names, source, package version or file hashes, row counts).
+"""
+
+from peftpipe.io import atomic_path, write_json
+from peftpipe.sources import load_raw
+from peftpipe.stage import stage
+
+OUT = "data/raw"
+
+
+@stage
+def main(params):
+    """Load data.source into data/raw."""
+    raw = load_raw(params.data)
+    with atomic_path(OUT, directory=True) as tmp:
+        for split, frame in raw.splits.items():
+            frame.to_parquet(tmp / f"{split}.parquet", index=False)
+        write_json(tmp / "meta.json", {**raw.meta, "labels": raw.labels})
+    print(f"download: {', '.join(f'{s} {n}' for s, n in raw.meta['rows'].items())} rows, "
+          f"{len(raw.labels)} labels -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""evaluate: score the trained model on the test split; save its predictions."""
+
+import json
+
+from peftpipe.artifacts import load_tokenized, load_trained
+from peftpipe.evaluation import score_split
+from peftpipe.io import atomic_path, write_json
+from peftpipe.stage import stage
+from peftpipe.tasks import get_task
+
+OUT, PREDICTIONS = "metrics/eval.json", "data/predictions/test.jsonl"
+
+
+@stage
+def main(params):
+    """Score models/adapter on test (same schema as metrics/baseline.json)."""
+    model, tokenizer, info = load_trained()
+    datasets, labels = load_tokenized()
+    task = get_task(info["task"])
+    test = datasets["test"]
+    metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
+    with atomic_path(PREDICTIONS) as tmp, open(tmp, "w") as fh:
+        for tokens, gold, pred in zip(test["tokens"], test["tags"], predicted):
+            fh.write(json.dumps({"tokens": tokens, "gold": gold, "predicted": pred}) + "\n")
+    write_json(OUT, metrics)
+    print(f"evaluate: test F1 {metrics['overall']['f1']:.4f} -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""tokenize-align: tokenize data/split with the model's tokenizer and align tags to sub-words.
+
+(Not named tokenize.py: a script's folder comes first on sys.path, and that name would
+shadow the standard library's tokenize module.)
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from peftpipe.artifacts import save_tokenized
+from peftpipe.io import atomic_path, read_json
+from peftpipe.models import load_tokenizer, resolve_model
+from peftpipe.stage import stage
+from peftpipe.tasks import get_task
+
+SPLIT, OUT = Path("data/split"), "data/tokenized"
+
+
+@stage
+def main(params):
+    """Tokenize every split; labels aligned per tokenize.label_all_tokens."""
+    task = get_task(params.task.kind)
+    labels = read_json(SPLIT / "labels.json")
+    tokenizer = load_tokenizer(resolve_model(params.model), params.model.revision)
+    datasets = {
+        name: task.tokenize(pd.read_parquet(SPLIT / f"{name}.parquet"), tokenizer, labels,
+                            params.model.max_length, params.tokenize.label_all_tokens)
+        for name in ("train", "validation", "test")
+    }
+    with atomic_path(OUT, directory=True) as tmp:
+        save_tokenized(datasets, labels, tmp)
+    print(f"tokenize: max_length {params.model.max_length} -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

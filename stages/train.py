@@ -1,0 +1,43 @@
+"""train: fine-tune the base model with the PEFT method in `peft.method` on the train split.
+
+Writes models/adapter (adapter weights with the head, tokenizer, label map, base model
+reference) and metrics/train.json (loss, timings, trainable-parameter share).
+"""
+
+import tempfile
+from pathlib import Path
+
+from peftpipe import adapters, training
+from peftpipe.artifacts import load_tokenized, save_trained
+from peftpipe.evaluation import seed_everything
+from peftpipe.io import atomic_path, write_json
+from peftpipe.models import load_tokenizer, resolve_model
+from peftpipe.stage import stage
+from peftpipe.tasks import get_task
+
+OUT, REPORT = "models/adapter", "metrics/train.json"
+
+
+@stage
+def main(params):
+    """Train the adapter and save it."""
+    task = get_task(params.task.kind)
+    datasets, labels = load_tokenized()
+    path = resolve_model(params.model)
+    tokenizer = load_tokenizer(path, params.model.revision)
+    seed_everything(params.seed)  # before the head and the adapter are drawn
+    model = task.load_model(path, labels, params.model.revision)
+    model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
+    counts = adapters.parameter_counts(model)
+    print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
+          f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
+    with tempfile.TemporaryDirectory() as work_dir:
+        summary = training.train(model, tokenizer, datasets, params, task, labels, Path(work_dir))
+    with atomic_path(OUT, directory=True) as tmp:
+        save_trained(model, tokenizer, labels, params, tmp)
+    write_json(REPORT, {**summary, **counts})
+    print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

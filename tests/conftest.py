@@ -1,0 +1,106 @@
+"""Shared fixtures: a tiny random-weight BERT built from a config, and tiny NER data."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+
+WORDS = ("alice bob carol paris london berlin acme globex initech visited works at in the "
+         "and met from to a city company person went saw").split()
+ENTITIES = {"alice": "PER", "bob": "PER", "carol": "PER", "paris": "LOC", "london": "LOC",
+            "berlin": "LOC", "acme": "ORG", "globex": "ORG", "initech": "ORG"}
+
+
+def make_sentences(n: int, seed: int = 0) -> list[dict]:
+    """Synthetic but consistent NER sentences: the tag follows from the word."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+        tags = [("B-" + ENTITIES[t]) if t in ENTITIES else "O" for t in tokens]
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and a WordPiece vocabulary, saved to a folder."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "##ed", "##ing"]
+    # Built with `tokenizers` directly: transformers 5 ignores BertTokenizerFast(vocab_file=).
+    backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = BertTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A project folder with params.yaml for the tiny model and local jsonl data; cwd set there."""
+    from ruamel.yaml import YAML
+
+    write_jsonl(tmp_path / "corpus" / "train.jsonl", make_sentences(120, seed=1))
+    write_jsonl(tmp_path / "corpus" / "test.jsonl", make_sentences(30, seed=2))
+    yaml = YAML(typ="safe", pure=True)
+    params = yaml.load((ROOT / "params.yaml").read_text())
+    params["data"].update(source="local", name=None,
+                          files={"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"})
+    params["model"].update(source="local", name=str(tiny_model_dir), max_length=32)
+    params["train"].update(epochs=10, batch_size=8, learning_rate=2e-2, logging_steps=5)
+    params["eval"]["batch_size"] = 16
+    with open(tmp_path / "params.yaml", "w") as fh:
+        yaml.dump(params, fh)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_stage(name: str, *args: str) -> None:
+    """Run stages/<name>.py in this process (the real click command, no subprocess)."""
+    command = runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="peftpipe_test")["main"]
+    command.main(list(args), standalone_mode=False)
+
+
+def copy_repo(dest: Path) -> Path:
+    """The project's tracked (and untracked, not ignored) files, as a fresh clone has them."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest

@@ -1,0 +1,66 @@
+"""The real embedded default (MiniLM + LoRA on WNUT-16 tweets) through `dvc repro`, in a
+fresh copy of the repository. Slow (~8 minutes on 2 cores): select with `-m slow`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_repo
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("clone"))
+    for args in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
+        run(args, root)
+    return root
+
+
+def test_default_pipeline_beats_its_baseline(repo):
+    output = run(["dvc", "repro"], repo)
+    assert ran_stages(output) == ["download", "split", "tokenize", "baseline", "train", "evaluate", "export"]
+    evaluated = json.loads((repo / "metrics/eval.json").read_text())["overall"]
+    baseline = json.loads((repo / "metrics/baseline.json").read_text())
+    assert evaluated["f1"] > baseline["overall"]["f1"] + 0.25
+    assert evaluated["f1"] > baseline["reference"]["overall"]["f1"] + 0.25
+    assert json.loads((repo / "metrics/export.json").read_text())["prediction_agreement"] == 1.0
+
+
+def test_second_repro_runs_nothing(repo):
+    output = run(["dvc", "repro"], repo)
+    assert ran_stages(output) == []
+    assert "up to date" in output
+
+
+def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "default run"], repo)
+    # max_steps keeps the test short; both are train params, so the same stages rerun.
+    output = run(["dvc", "exp", "run", "-n", "r8", "-S", "lora.r=8", "-S", "train.max_steps=30"], repo)
+    assert sorted(ran_stages(output)) == ["evaluate", "export", "train"]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    text = json.dumps(shown)
+    assert '"r8"' in text and "overall" in text
+
+
+def test_predict_prints_entities_from_the_exported_model(repo):
+    output = run(["peftpipe", "predict", "--json", "I love New York and Barack Obama"], repo)
+    (row,) = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert row["entities"], row

@@ -1,0 +1,128 @@
+"""The seven stages, in order, on a tiny random-weight BERT and synthetic NER data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, run_stage
+
+from peftpipe.io import read_json
+
+STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
+
+
+def schema(metrics: dict) -> set:
+    return {(k, tuple(sorted(v))) if isinstance(v, dict) and k == "overall" else k for k, v in metrics.items()}
+
+
+@pytest.fixture
+def finished_project(tiny_project):
+    for name in STAGES:
+        run_stage(name)
+    return tiny_project
+
+
+def test_all_stages_run_and_agree(finished_project):
+    root = finished_project
+    assert sorted(p.name for p in (root / "data/split").iterdir()) == [
+        "labels.json", "test.parquet", "train.parquet", "validation.parquet"]
+    data = read_json(root / "metrics/data.json")
+    assert data["test"]["rows"] == 30 and data["train"]["rows"] + data["validation"]["rows"] == 120
+
+    baseline, evaluated = read_json(root / "metrics/baseline.json"), read_json(root / "metrics/eval.json")
+    # Same schema so `dvc metrics diff` lines up; baseline adds the trivial reference.
+    assert set(baseline) - set(evaluated) == {"reference"}
+    assert baseline["overall"].keys() == evaluated["overall"].keys() == baseline["reference"]["overall"].keys()
+    assert baseline["reference"]["overall"]["f1"] == 0.0
+    # The synthetic tags follow from the words: even a tiny model learns them.
+    assert evaluated["overall"]["f1"] > baseline["overall"]["f1"] + 0.3
+
+    train = read_json(root / "metrics/train.json")
+    assert 0 < train["trainable_share"] < 1 and train["steps"] == 10 * 14  # 108 train rows / 8 per batch
+
+    adapter = root / "models/adapter"
+    assert (adapter / "adapter_model.safetensors").exists() and (adapter / "peftpipe.json").exists()
+    assert "classifier" in json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"]
+
+    check = read_json(root / "metrics/export.json")
+    assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
+    card = (root / "models/export/README.md").read_text()
+    assert f"{evaluated['overall']['f1']:.4f}" in card and "lora" in card
+
+    lines = (root / "data/predictions/test.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and set(json.loads(lines[0])) == {"tokens", "gold", "predicted"}
+
+
+def test_exported_model_loads_plainly_and_predicts(finished_project):
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(finished_project / "models/export")
+    assert model.config.id2label[0] == "O"
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+    from peftpipe.cli import main
+
+    result = CliRunner().invoke(main, ["predict", "--json", "alice visited paris", "bob works at acme"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["alice visited paris", "bob works at acme"]
+    for row in rows:
+        for span in row["entities"]:
+            assert row["text"][span["start"]:span["end"]] == span["word"]
+            assert span["type"] in {"PER", "LOC", "ORG"}
+
+
+def test_same_seed_gives_identical_eval_metrics(tiny_project):
+    for name in STAGES[:6]:
+        run_stage(name)
+    first = (tiny_project / "metrics/eval.json").read_text()
+    run_stage("train")
+    run_stage("evaluate")
+    assert (tiny_project / "metrics/eval.json").read_text() == first
+
+
+def test_a_failing_stage_leaves_no_output(tiny_project, monkeypatch):
+    run_stage("download")
+    run_stage("split")
+    import peftpipe.artifacts
+
+    def broken(datasets, labels, folder):
+        (folder / "partial.arrow").write_text("half")
+        raise OSError("disk full")  # as if it failed half-way through writing
+
+    monkeypatch.setattr(peftpipe.artifacts, "save_tokenized", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_stage("tokenize_align")
+    assert not (tiny_project / "data/tokenized").exists()
+    assert not [p for p in (tiny_project / "data").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("lora:\n  rank: 8\n", "error: params.yaml: unknown key 'lora.rank' (did you mean 'lora.r'?)"),
+        ("lora:\n  r: eight\n", "error: params.yaml: lora.r: expected an integer, got 'eight' (str)"),
+    ],
+)
+def test_bad_params_stop_a_stage_with_one_line(tmp_path, yaml_text, expected):
+    (tmp_path / "params.yaml").write_text(yaml_text)
+    result = subprocess.run([sys.executable, str(ROOT / "stages/download.py")], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(expected)
+    assert not (tmp_path / "data").exists()
+
+
+def test_check_command_validates_params_files(tmp_path):
+    from peftpipe.cli import main
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("lora:\n  r: 8\n")
+    bad.write_text("train:\n  epochs: many\n")
+    result = CliRunner().invoke(main, ["check", str(good), str(bad)])
+    assert result.exit_code == 2
+    assert f"ok: {good}" in result.output and "train.epochs: expected a number" in result.output

