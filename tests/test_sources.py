@@ -108,3 +108,15 @@ def test_conll2003_column_files_match_the_jsonl_copy():
         rows = [json.loads(line) for line in (folder / jsonl_name).read_text().splitlines()]
         assert columns["tokens"].tolist() == [r["tokens"] for r in rows]
         assert columns["tags"].tolist() == [r["tags"] for r in rows]
+
+
+def test_blank_tokens_are_refused_and_empty_rows_dropped_and_counted(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"tokens": ["a", " "], "tags": ["O", "O"]}])
+    with pytest.raises(DataError, match="split 'train': row 0: token 1 is empty or whitespace"):
+        load_raw(local({"train": path}))
+    path = write_jsonl(tmp_path / "e.jsonl", [{"tokens": [], "tags": []}, {"tokens": ["a"], "tags": ["O"]}])
+    raw = load_raw(local({"train": path}))
+    assert len(raw.splits["train"]) == 1 and raw.meta["dropped_empty_rows"] == {"train": 1}
+    path = write_jsonl(tmp_path / "z.jsonl", [{"tokens": [], "tags": []}])
+    with pytest.raises(DataError, match="split 'train': no rows with tokens"):
+        load_raw(local({"train": path}))

@@ -39,3 +39,11 @@ def test_empty_split_is_an_error():
 def test_report_counts_entities_per_type():
     df = pd.DataFrame({"tokens": [["a", "b", "c"]], "tags": [["B-PER", "I-PER", "B-LOC"]]})
     assert data_report({"train": df}) == {"train": {"rows": 1, "tokens": 3, "entities": {"LOC": 1, "PER": 1}}}
+
+
+def test_report_flags_leakage_and_types_unseen_in_train():
+    train = pd.DataFrame({"tokens": [["a", "b"], ["c"]], "tags": [["B-PER", "O"], ["O"]]})
+    test = pd.DataFrame({"tokens": [["a", "b"], ["d"]], "tags": [["B-PER", "O"], ["B-ORG"]]})
+    report = data_report({"train": train, "test": test})["test"]
+    assert report["rows_also_in_train"] == 1
+    assert report["types_missing_from_train"] == ["ORG"]

@@ -223,7 +223,14 @@ def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFram
     for i, (words, labels) in enumerate(zip(tokens, tags)):
         if len(words) != len(labels):
             raise DataError(f"{where}: row {i}: {len(words)} tokens but {len(labels)} tags")
-    return pd.DataFrame({"tokens": tokens, "tags": [iob1_to_iob2(t) for t in tags]})
+        blank = [j for j, word in enumerate(words) if not word.strip()]
+        if blank:
+            # A blank word has no sub-words, so its tag could never be predicted.
+            raise DataError(f"{where}: row {i}: token {blank[0]} is empty or whitespace")
+    # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
+    keep = [i for i, words in enumerate(tokens) if words]
+    return pd.DataFrame({"tokens": [tokens[i] for i in keep],
+                         "tags": [iob1_to_iob2(tags[i]) for i in keep]})
 
 
 def _label_order(splits: dict[str, pd.DataFrame]) -> list[str]:
@@ -241,14 +248,15 @@ def load_raw(data: DataParams) -> RawData:
         frames, meta = _load_local(data)
     else:
         frames, meta, hub_labels = _load_hub(data)
-    splits = {}
+    splits, dropped = {}, {}
     for split, frame in frames.items():
         if split not in SPLITS:
             continue
         where = f"{meta['source']} data, split '{split}'"
         splits[split] = _canonical(frame, data, where)
+        dropped[split] = len(frame) - len(splits[split])
         if splits[split].empty:
-            raise DataError(f"{where}: no rows")
+            raise DataError(f"{where}: no rows with tokens")
     if "train" not in splits:
         raise DataError(f"{meta['source']} data: no 'train' split (found {', '.join(frames) or 'none'})")
     labels = list(data.labels) or hub_labels or _label_order(splits)
@@ -261,4 +269,5 @@ def load_raw(data: DataParams) -> RawData:
                 f"({', '.join(labels)}); add them to data.labels or fix the data"
             )
     meta["rows"] = {split: len(frame) for split, frame in splits.items()}
+    meta["dropped_empty_rows"] = dropped
     return RawData(splits=splits, labels=labels, meta=meta)

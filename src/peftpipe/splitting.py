@@ -37,11 +37,19 @@ def entity_counts(tags: pd.Series) -> dict[str, int]:
 
 
 def data_report(splits: dict[str, pd.DataFrame]) -> dict:
-    return {
-        name: {
+    """Per split: rows, tokens, entities per type; for validation/test also how many rows
+    repeat a train sentence (leakage) and which entity types train never shows."""
+    train_sentences = {tuple(t) for t in splits["train"]["tokens"]} if "train" in splits else set()
+    train_types = set(entity_counts(splits["train"]["tags"])) if "train" in splits else set()
+    report = {}
+    for name, frame in splits.items():
+        entities = entity_counts(frame["tags"])
+        report[name] = {
             "rows": len(frame),
             "tokens": int(sum(len(t) for t in frame["tokens"])),
-            "entities": entity_counts(frame["tags"]),
+            "entities": entities,
         }
-        for name, frame in splits.items()
-    }
+        if name != "train":
+            report[name]["rows_also_in_train"] = sum(tuple(t) in train_sentences for t in frame["tokens"])
+            report[name]["types_missing_from_train"] = sorted(set(entities) - train_types)
+    return report

@@ -26,6 +26,12 @@ def configure_runtime(params: Params) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # The "newly initialized: classifier" load report is expected for a new head.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():
+        # In CI logs a bar redrawn with carriage returns is noise: the Trainer prints plain
+        # periodic loss lines instead (see training.training_arguments).
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 

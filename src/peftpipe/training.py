@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def training_arguments(params: Params, output_dir: Path):
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        # A bar with rate and ETA on a terminal; plain log lines every logging_steps in CI.
+        disable_tqdm=not sys.stderr.isatty(),
     )
 
 
