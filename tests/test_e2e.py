@@ -49,6 +49,13 @@ def test_second_repro_runs_nothing(repo):
     assert "up to date" in output
 
 
+def test_predict_prints_entities_from_the_exported_model(repo):
+    # Before the experiment below, which replaces models/export with a 30-step model.
+    output = run(["peftpipe", "predict", "--json", "Going to see Justin Bieber in London tonight"], repo)
+    (row,) = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert row["entities"], row
+
+
 def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "default run"], repo)
@@ -58,9 +65,3 @@ def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert '"r8"' in text and "overall" in text
-
-
-def test_predict_prints_entities_from_the_exported_model(repo):
-    output = run(["peftpipe", "predict", "--json", "I love New York and Barack Obama"], repo)
-    (row,) = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    assert row["entities"], row

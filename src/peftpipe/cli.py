@@ -32,6 +32,7 @@ def entities(folder: Path, texts: list[str]) -> list[list[dict]]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     ner = pipeline("token-classification", model=str(folder), aggregation_strategy="simple", device="cpu")
     results = []
     for text, spans in zip(texts, ner(texts)):
