@@ -1,5 +1,5 @@
 """The real embedded default (MiniLM + LoRA on WNUT-16 tweets) through `dvc repro`, in a
-fresh copy of the repository. Slow (~8 minutes on 2 cores): select with `-m slow`."""
+fresh copy of the repository. Slow (~6-7 minutes on 2 cores): select with `-m slow`."""
 
 import json
 import os
