@@ -2,9 +2,9 @@
 (all-O for NER) on the test split, in the same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
-from peftpipe.evaluation import score_split, seed_everything
+from peftpipe.evaluation import score_split
 from peftpipe.io import write_json
-from peftpipe.models import load_tokenizer, resolve_model
+from peftpipe.models import load_base
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -16,10 +16,7 @@ def main(params):
     """Score the untrained model and the reference predictor on test."""
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized()
-    path = resolve_model(params.model)
-    tokenizer = load_tokenizer(path, params.model.revision)
-    seed_everything(params.seed)  # the untrained head is drawn at random
-    model = task.load_model(path, labels, params.model.revision)
+    model, tokenizer = load_base(params, labels)
     test = datasets["test"]
     metrics, _ = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     metrics["reference"] = task.compute_metrics(test["tags"], task.reference_predictions(test["tags"]))

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from peftpipe import adapters, training
 from peftpipe.artifacts import load_tokenized, save_trained
-from peftpipe.evaluation import seed_everything
 from peftpipe.io import atomic_path, write_json
-from peftpipe.models import load_tokenizer, resolve_model
+from peftpipe.models import load_base
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -23,10 +22,7 @@ def main(params):
     """Train the adapter and save it."""
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized()
-    path = resolve_model(params.model)
-    tokenizer = load_tokenizer(path, params.model.revision)
-    seed_everything(params.seed)  # before the head and the adapter are drawn
-    model = task.load_model(path, labels, params.model.revision)
+    model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
     model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
     counts = adapters.parameter_counts(model)
     print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "

@@ -2,19 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch before any weights are drawn (heads, LoRA matrices)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
 
 def predict_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int):
     """(logits per example, predicted tags per example)."""

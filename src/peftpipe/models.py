@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from peftpipe.errors import ModelError
-from peftpipe.params import ModelParams
+from peftpipe.params import ModelParams, Params
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,24 @@ def load_tokenizer(path: str, revision: str | None = None):
     if not tokenizer.is_fast:
         raise ModelError(f"model {path!r}: needs a fast tokenizer (word_ids are used to align labels)")
     return tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch before any weights are drawn (heads, LoRA matrices)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_base(params: Params, labels: list[str]):
+    """(base model with a new head for ``labels``, tokenizer). Seeded first: the head is
+    drawn at random, and so is an adapter attached right after."""
+    from peftpipe.tasks import get_task
+
+    path = resolve_model(params.model)
+    tokenizer = load_tokenizer(path, params.model.revision)
+    seed_everything(params.seed)
+    model = get_task(params.task.kind).load_model(path, labels, params.model.revision)
+    return model, tokenizer
