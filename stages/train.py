@@ -1,13 +1,13 @@
 """train: fine-tune the base model with the PEFT method in `peft.method` on the train split.
 
 Writes models/adapter (adapter weights with the head, tokenizer, label map, base model
-reference) and metrics/train.json (loss, timings, trainable-parameter share).
+reference) and metrics/train.json (loss, timings, trainable-parameter share). Checkpoints
+go to models/checkpoints; a run that was killed resumes from the last complete one.
 """
 
-import tempfile
 from pathlib import Path
 
-from peftpipe import adapters, training
+from peftpipe import adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
 from peftpipe.io import atomic_path, write_json
 from peftpipe.models import load_base
@@ -15,6 +15,7 @@ from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
 OUT, REPORT = "models/adapter", "metrics/train.json"
+CHECKPOINTS, TOKENIZED = Path("models/checkpoints"), Path("data/tokenized")
 
 
 @stage
@@ -27,10 +28,13 @@ def main(params):
     counts = adapters.parameter_counts(model)
     print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
-    with tempfile.TemporaryDirectory() as work_dir:
-        summary = training.train(model, tokenizer, datasets, params, task, labels, Path(work_dir))
+    resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
+    if resume_from:
+        print(f"train: resuming from {resume_from}")
+    summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, resume_from)
     with atomic_path(OUT, directory=True) as tmp:
         save_trained(model, tokenizer, labels, params, tmp)
+    checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
     write_json(REPORT, {**summary, **counts})
     print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
 

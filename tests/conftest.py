@@ -79,7 +79,7 @@ def tiny_project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     params["data"].update(source="local", name=None,
                           files={"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"})
     params["model"].update(source="local", name=str(tiny_model_dir), max_length=32)
-    params["train"].update(epochs=10, batch_size=8, learning_rate=2e-2, logging_steps=5)
+    params["train"].update(epochs=10, batch_size=8, learning_rate=2e-2, logging_steps=5, checkpoint_steps=20)
     params["eval"]["batch_size"] = 16
     with open(tmp_path / "params.yaml", "w") as fh:
         yaml.dump(params, fh)

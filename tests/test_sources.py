@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 from conftest import SHARED_CORPORA, make_sentences, write_jsonl
@@ -26,7 +24,12 @@ def test_conll_reader_skips_docstart_and_splits_on_tabs(tmp_path):
                     "New York\tB-LOC\nrocks\tO\n\t\n")
     frame = read_conll(path)
     assert frame["tokens"].tolist() == [["EU", "rejects"], ["New York", "rocks"]]
-    assert frame["tags"].tolist() == [["B-ORG", "O"], ["B-LOC", "O"]]
+    assert frame["tags"].tolist() == [["I-ORG", "O"], ["B-LOC", "O"]]  # as written (IOB1)
+    raw = load_raw(local({"train": path}))
+    assert raw.splits["train"]["tags"].tolist() == [["B-ORG", "O"], ["B-LOC", "O"]]
+    assert raw.meta["bio_repaired_rows"] == {"train": 1}
+    with pytest.raises(DataError, match="row 0: tag I-ORG at token 0 does not continue an entity"):
+        load_raw(local({"train": path}, on_invalid_bio="reject"))
 
 
 def test_packaged_wnut16_is_the_real_corpus():
@@ -103,11 +106,15 @@ def test_hub_source_on_a_local_folder_in_the_hubs_format(tmp_path):
 def test_conll2003_column_files_match_the_jsonl_copy():
     """-DOCSTART- lines dropped and IOB1 converted: the raw files equal the hub-style jsonl."""
     folder = SHARED_CORPORA / "conll2003"
-    for raw_name, jsonl_name in (("eng.testa", "validation.jsonl"), ("eng.testb", "test.jsonl")):
-        columns = read_conll(folder / "raw" / raw_name)
-        rows = [json.loads(line) for line in (folder / jsonl_name).read_text().splitlines()]
-        assert columns["tokens"].tolist() == [r["tokens"] for r in rows]
-        assert columns["tags"].tolist() == [r["tags"] for r in rows]
+    columns = load_raw(local({"validation": folder / "raw/eng.testa", "test": folder / "raw/eng.testb",
+                              "train": folder / "raw/eng.train"}, format="conll"))
+    copies = load_raw(local({"validation": folder / "validation.jsonl", "test": folder / "test.jsonl",
+                             "train": folder / "train.jsonl"}))
+    assert columns.labels == copies.labels and len(columns.labels) == 9
+    for split in ("train", "validation", "test"):
+        assert columns.splits[split].equals(copies.splits[split])
+    assert columns.splits["train"].shape[0] == 14041
+    assert columns.meta["bio_repaired_rows"]["train"] > 0 and copies.meta["bio_repaired_rows"]["train"] == 0
 
 
 def test_blank_tokens_are_refused_and_empty_rows_dropped_and_counted(tmp_path):

@@ -39,6 +39,8 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
+    for stale in target.parent.glob(prefix + "*"):
+        _remove(stale)  # left by a run killed with SIGKILL; DVC runs one stage at a time
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:

@@ -63,6 +63,9 @@ class DataParams:
     columns: ColumnsParams = field(default_factory=ColumnsParams)
     # The label set, in id order. Left empty, it is read from the data (O first).
     labels: list[str] = field(default_factory=list)
+    # An I-X that does not continue an X entity (IOB1 files, broken data):
+    # fix turns it into B-X (counted in data/raw/meta.json), reject stops with the row named.
+    on_invalid_bio: Literal["fix", "reject"] = "fix"
 
     def __post_init__(self) -> None:
         if self.source in ("packaged", "hub") and not self.name:
@@ -147,6 +150,9 @@ class TrainParams:
     logging_steps: int = 20
     # Batch sentences of similar length together: less padding, same examples per epoch.
     group_by_length: bool = True
+    # Save a resumable checkpoint every this many steps (0: never). A killed train stage
+    # resumes from the last complete one on the next `dvc repro`.
+    checkpoint_steps: int = 100
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -161,6 +167,8 @@ class TrainParams:
             raise _Invalid("warmup_steps", self.warmup_steps, "a number >= 0")
         if self.max_steps == 0 or self.max_steps < -1:
             raise _Invalid("max_steps", self.max_steps, "-1 (use epochs) or an integer > 0")
+        if self.checkpoint_steps < 0:
+            raise _Invalid("checkpoint_steps", self.checkpoint_steps, "an integer >= 0 (0: no checkpoints)")
         if self.logging_steps <= 0:
             raise _Invalid("logging_steps", self.logging_steps, "an integer > 0")
 
@@ -213,7 +221,8 @@ def _describe(tp: Any) -> str:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(_describe(a) for a in inner) + " or null"
     if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+        item = typing.get_args(tp)[0]
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, _describe(item))
     if origin is dict:
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(

@@ -93,13 +93,14 @@ def read_conll(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """CoNLL columns: a token first, its tag last; blank lines between sentences.
 
     Tab-separated lines are split on tabs only (tokens may hold spaces), others on
-    whitespace. ``-DOCSTART-`` lines are skipped and IOB1 tags are converted to IOB2.
+    whitespace. ``-DOCSTART-`` lines are skipped. Tags are kept as written: IOB1 files
+    (CoNLL-2003's originals) are converted with the other sources, per data.on_invalid_bio.
     """
     sentences, tokens, tags = [], [], []
     for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
         if not line.strip():
             if tokens:
-                sentences.append((tokens, iob1_to_iob2(tags)))
+                sentences.append((tokens, tags))
                 tokens, tags = [], []
             continue
         columns = line.split("\t") if "\t" in line else line.split()
@@ -111,7 +112,7 @@ def read_conll(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
         tokens.append(columns[0])
         tags.append(columns[-1])
     if tokens:
-        sentences.append((tokens, iob1_to_iob2(tags)))
+        sentences.append((tokens, tags))
     return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
 
 
@@ -230,7 +231,26 @@ def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFram
     # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
     keep = [i for i, words in enumerate(tokens) if words]
     return pd.DataFrame({"tokens": [tokens[i] for i in keep],
-                         "tags": [iob1_to_iob2(tags[i]) for i in keep]})
+                         "tags": [_valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep]})
+
+
+def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
+    """IOB2 tags: an I-X that does not continue an X is fixed to B-X (IOB1 -> IOB2) or
+    rejected, per data.on_invalid_bio."""
+    fixed = iob1_to_iob2(tags)
+    if policy == "reject" and fixed != tags:
+        position = next(j for j, (a, b) in enumerate(zip(tags, fixed)) if a != b)
+        raise DataError(
+            f"{where}: tag {tags[position]} at token {position} does not continue an entity "
+            f"(I- without B-); set data.on_invalid_bio: fix to convert such tags to B-"
+        )
+    return fixed
+
+
+def _count_bio_repairs(original: pd.DataFrame, canonical: pd.DataFrame, data: DataParams) -> int:
+    """Rows whose tags data.on_invalid_bio: fix changed (I- without B-)."""
+    before = [list(map(str, t)) for t in original[data.columns.tags] if len(t)]
+    return sum(a != list(b) for a, b in zip(before, canonical["tags"]))
 
 
 def _label_order(splits: dict[str, pd.DataFrame]) -> list[str]:
@@ -248,13 +268,14 @@ def load_raw(data: DataParams) -> RawData:
         frames, meta = _load_local(data)
     else:
         frames, meta, hub_labels = _load_hub(data)
-    splits, dropped = {}, {}
+    splits, dropped, repaired = {}, {}, {}
     for split, frame in frames.items():
         if split not in SPLITS:
             continue
         where = f"{meta['source']} data, split '{split}'"
         splits[split] = _canonical(frame, data, where)
         dropped[split] = len(frame) - len(splits[split])
+        repaired[split] = _count_bio_repairs(frame, splits[split], data)
         if splits[split].empty:
             raise DataError(f"{where}: no rows with tokens")
     if "train" not in splits:
@@ -270,4 +291,5 @@ def load_raw(data: DataParams) -> RawData:
             )
     meta["rows"] = {split: len(frame) for split, frame in splits.items()}
     meta["dropped_empty_rows"] = dropped
+    meta["bio_repaired_rows"] = repaired
     return RawData(splits=splits, labels=labels, meta=meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -46,6 +47,8 @@ def stage(fn: Callable[..., None]) -> click.Command:
     @click.option("--debug", is_flag=True, help="Show full tracebacks.")
     @functools.wraps(fn)
     def wrapper(params_path: str, debug: bool, **options) -> None:
+        # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so temporary outputs are removed.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             params = load_params(params_path)
             configure_runtime(params)

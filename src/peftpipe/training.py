@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from peftpipe import checkpoints
 from peftpipe.params import Params
 
 
@@ -24,9 +25,11 @@ def training_arguments(params: Params, output_dir: Path):
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_steps,
         logging_steps=train.logging_steps,
+        save_strategy="steps" if train.checkpoint_steps else "no",
+        save_steps=train.checkpoint_steps or 500,
+        save_total_limit=2,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         eval_strategy="epoch",
-        save_strategy="no",
         seed=params.seed,
         data_seed=params.seed,
         report_to="none",
@@ -37,21 +40,56 @@ def training_arguments(params: Params, output_dir: Path):
     )
 
 
-def train(model, tokenizer, datasets, params: Params, task, labels: list[str], work_dir: Path) -> dict:
-    """Run the Trainer; return the training summary (loss history, timings)."""
-    from transformers import Trainer
+def _trainer_class():
+    """The Trainer, with length-grouped batches that a resumed run reproduces exactly.
 
-    trainer = Trainer(
+    The stock LengthGroupedSampler draws its order from the global torch RNG when an epoch
+    starts; a run resumed mid-epoch restores that RNG only later, so it would see other
+    batches. Seeding the order with (seed, epoch) makes it independent of what ran before.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+            super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:  # the Trainer calls this at each epoch
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator.manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
+    class PipelineTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return EpochSeededLengthGroupedSampler(batch, lengths, self.args.data_seed or self.args.seed)
+
+    return PipelineTrainer
+
+
+def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
+          checkpoint_dir: Path, resume_from: Path | None = None) -> dict:
+    """Run the Trainer (from ``resume_from`` when given); return the training summary."""
+    trainer = _trainer_class()(
         model=model,
-        args=training_arguments(params, work_dir),
+        args=training_arguments(params, checkpoint_dir),
         train_dataset=task.model_inputs(datasets["train"]),
         eval_dataset=task.model_inputs(datasets["validation"]),
         data_collator=task.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=task.trainer_metrics(labels),
+        callbacks=[checkpoints.marker_callback()],
     )
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
     evals = [h for h in history if "eval_f1" in h]
@@ -59,6 +97,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], w
         "train_loss": float(result.training_loss),
         "steps": int(result.global_step),
         "epochs": float(trainer.state.epoch or 0),
+        "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
         "train_seconds": round(seconds, 2),
         "train_samples_per_second": round(len(datasets["train"]) * float(trainer.state.epoch or 0) / seconds, 2),
         "validation": {

@@ -1,0 +1,78 @@
+"""Resumable training: checkpoints that are trusted only when complete, and only for the
+run they belong to.
+
+DVC dropped its own checkpoints (dvc #9221), so resuming goes through the Trainer. The
+folder is a ``persist: true`` output of the train stage: DVC leaves it in place when the
+stage reruns after an interruption. A checkpoint counts only once a marker file is written
+after the Trainer has finished saving it; anything else is a partial write and is deleted.
+A fingerprint of the params and data the run trains on keeps a changed recipe (say
+``lora.r=8``) from resuming someone else's checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+from peftpipe.io import read_json, write_json
+from peftpipe.params import Params
+
+MARKER = "COMPLETE"
+FINGERPRINT_FILE = "run.json"
+_STEP = re.compile(r"^checkpoint-(\d+)$")
+
+
+def fingerprint(params: Params, data_dir: Path) -> str:
+    """Hash of what decides the training trajectory: these params and the data's bytes."""
+    digest = hashlib.sha256()
+    sections = {name: dataclasses.asdict(getattr(params, name)) if dataclasses.is_dataclass(getattr(params, name))
+                else getattr(params, name) for name in ("seed", "task", "model", "peft", "lora", "train")}
+    digest.update(json.dumps(sections, sort_keys=True).encode())
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(data_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def prepare(folder: Path, run_fingerprint: str) -> Path | None:
+    """Make ``folder`` safe to resume from; return the latest complete checkpoint, if any."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = folder / FINGERPRINT_FILE
+    if not recorded.exists() or read_json(recorded).get("fingerprint") != run_fingerprint:
+        clear(folder)
+        write_json(recorded, {"fingerprint": run_fingerprint})
+    latest = None
+    for _, path in _checkpoints(folder):
+        if (path / MARKER).exists():
+            latest = path
+        else:
+            shutil.rmtree(path)  # interrupted while saving
+    return latest
+
+
+def clear(folder: Path) -> None:
+    """Remove every checkpoint (after a finished run, or when the recipe changed)."""
+    for _, path in _checkpoints(folder):
+        shutil.rmtree(path)
+
+
+def marker_callback():
+    """A TrainerCallback that marks a checkpoint complete; on_save runs after it is written."""
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir():
+                (path / MARKER).write_text(f"{state.global_step}\n")
+
+    return MarkComplete()

@@ -1,0 +1,85 @@
+"""Killing train mid-run and running it again resumes from the last complete checkpoint
+and ends with the same metrics as a run that was never interrupted."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_stage
+
+from peftpipe import checkpoints
+from peftpipe.io import read_json
+from peftpipe.params import Params
+
+
+def test_prepare_drops_partial_checkpoints_and_resumes_from_the_last_complete(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert checkpoints.prepare(folder, "abc") is None
+    for step, complete in ((20, True), (40, True), (60, False)):
+        (folder / f"checkpoint-{step}").mkdir()
+        if complete:
+            (folder / f"checkpoint-{step}" / checkpoints.MARKER).write_text("")
+    assert checkpoints.prepare(folder, "abc") == folder / "checkpoint-40"
+    assert not (folder / "checkpoint-60").exists()
+
+
+def test_a_changed_recipe_never_resumes_an_old_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    checkpoints.prepare(folder, "recipe-a")
+    (folder / "checkpoint-20").mkdir()
+    (folder / "checkpoint-20" / checkpoints.MARKER).write_text("")
+    assert checkpoints.prepare(folder, "recipe-b") is None
+    assert not (folder / "checkpoint-20").exists()
+
+
+def test_fingerprint_follows_training_params_and_data(tmp_path):
+    (tmp_path / "a.arrow").write_bytes(b"1")
+    base = checkpoints.fingerprint(Params(), tmp_path)
+    assert checkpoints.fingerprint(Params(), tmp_path) == base
+    from dataclasses import replace
+
+    assert checkpoints.fingerprint(replace(Params(), lora=replace(Params().lora, r=8)), tmp_path) != base
+    assert checkpoints.fingerprint(replace(Params(), eval=replace(Params().eval, batch_size=1)), tmp_path) == base
+    (tmp_path / "a.arrow").write_bytes(b"2")
+    assert checkpoints.fingerprint(Params(), tmp_path) != base
+
+
+def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:
+    """Start the train stage, wait until checkpoint ``step`` is complete, then send ``sig``."""
+    marker = project / "models/checkpoints" / f"checkpoint-{step}" / checkpoints.MARKER
+    process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py")], cwd=project,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.kill(process.pid, sig)
+    process.wait(timeout=60)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_kill_and_resume_gives_the_same_metrics(tiny_project, sig):
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    step = random.Random().choice([20, 40, 60, 80, 100])  # 140 steps in all
+    kill_after_checkpoint(tiny_project, step, sig)
+    assert not (tiny_project / "models/adapter").exists()
+    assert not [p for p in (tiny_project / "models").iterdir() if p.name.startswith(".")]
+
+    run_stage("train")  # as `dvc repro` would: the checkpoint folder persists
+    resumed = read_json(tiny_project / "metrics/train.json")
+    assert resumed["resumed_from_step"] >= step, f"killed after checkpoint {step}"
+    assert resumed["steps"] == 140
+    run_stage("evaluate")
+    after_resume = (tiny_project / "metrics/eval.json").read_text()
+
+    run_stage("train")  # the finished run cleared its checkpoints: this one is uninterrupted
+    assert read_json(tiny_project / "metrics/train.json")["resumed_from_step"] == 0
+    run_stage("evaluate")
+    assert (tiny_project / "metrics/eval.json").read_text() == after_resume, f"killed after checkpoint {step}"
