@@ -2,13 +2,13 @@
 (all-O for NER) on the test split, in the same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
-from peftpipe.evaluation import score_split
+from peftpipe.evaluation import score_split, write_plots
 from peftpipe.io import write_json
 from peftpipe.models import load_base
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT = "metrics/baseline.json"
+OUT, PLOTS = "metrics/baseline.json", "metrics/plots/baseline"
 
 
 @stage
@@ -18,8 +18,9 @@ def main(params):
     datasets, labels = load_tokenized()
     model, tokenizer = load_base(params, labels)
     test = datasets["test"]
-    metrics, _ = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
+    metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     metrics["reference"] = task.compute_metrics(test["tags"], task.reference_predictions(test["tags"]))
+    write_plots(PLOTS, task, metrics, test["tags"], predicted)
     write_json(OUT, metrics)
     print(f"baseline: test F1 {metrics['overall']['f1']:.4f} "
           f"(reference {metrics['reference']['overall']['f1']:.4f}) -> {OUT}")

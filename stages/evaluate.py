@@ -3,12 +3,12 @@
 import json
 
 from peftpipe.artifacts import load_tokenized, load_trained
-from peftpipe.evaluation import score_split
+from peftpipe.evaluation import score_split, write_plots
 from peftpipe.io import atomic_path, write_json
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, PREDICTIONS = "metrics/eval.json", "data/predictions/test.jsonl"
+OUT, PREDICTIONS, PLOTS = "metrics/eval.json", "data/predictions/test.jsonl", "metrics/plots/eval"
 
 
 @stage
@@ -22,6 +22,7 @@ def main(params):
     with atomic_path(PREDICTIONS) as tmp, open(tmp, "w") as fh:
         for tokens, gold, pred in zip(test["tokens"], test["tags"], predicted):
             fh.write(json.dumps({"tokens": tokens, "gold": gold, "predicted": pred}) + "\n")
+    write_plots(PLOTS, task, metrics, test["tags"], predicted)
     write_json(OUT, metrics)
     print(f"evaluate: test F1 {metrics['overall']['f1']:.4f} -> {OUT}")
 

@@ -16,6 +16,7 @@ from peftpipe.tasks import get_task
 
 OUT, REPORT = "models/adapter", "metrics/train.json"
 CHECKPOINTS, TOKENIZED = Path("models/checkpoints"), Path("data/tokenized")
+CURVES = Path("metrics/curves")  # DVCLive: train/eval loss and eval F1 per step
 
 
 @stage
@@ -31,7 +32,7 @@ def main(params):
     resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
     if resume_from:
         print(f"train: resuming from {resume_from}")
-    summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, resume_from)
+    summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, CURVES, resume_from)
     with atomic_path(OUT, directory=True) as tmp:
         save_trained(model, tokenizer, labels, params, tmp)
     checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch

@@ -1,6 +1,9 @@
 """The seven stages, in order, on a tiny random-weight BERT and synthetic NER data."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +13,11 @@ from click.testing import CliRunner
 from conftest import ROOT, run_stage
 
 from peftpipe.io import read_json
+
+def _venv_env() -> dict:
+    """The environment with this interpreter's bin folder (dvc, peftpipe) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
 
 STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
 
@@ -126,3 +134,39 @@ def test_check_command_validates_params_files(tmp_path):
     result = CliRunner().invoke(main, ["check", str(good), str(bad)])
     assert result.exit_code == 2
     assert f"ok: {good}" in result.output and "train.epochs: expected a number" in result.output
+
+
+def plot_files() -> set[str]:
+    from ruamel.yaml import YAML
+
+    pipeline = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())
+    return {path for plot in pipeline["plots"] for spec in plot.values() for path in spec["y"]}
+
+
+def test_plot_declarations_resolve_to_files_the_stages_write(finished_project):
+    files = plot_files()
+    assert len(files) == 7
+    for path in files:
+        assert (finished_project / path).is_file(), path
+    curve = (finished_project / "metrics/curves/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "loss"] and len(curve) > 5
+    confusion = json.loads((finished_project / "metrics/plots/eval/confusion.json").read_text())
+    assert len(confusion) == sum(len(json.loads(line)["tokens"]) for line in
+                                 (finished_project / "data/predictions/test.jsonl").read_text().splitlines())
+    assert {row["actual"] for row in confusion} <= {"O", "PER", "LOC", "ORG"}
+
+
+def test_dvc_plots_page_has_no_external_scripts(finished_project):
+    """`dvc plots show` with the committed template: vega inlined, no CDN, all plots there."""
+    shutil.copy(ROOT / "dvc.yaml", finished_project / "dvc.yaml")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=finished_project, check=True, env=_venv_env())
+    shutil.copytree(ROOT / ".dvc/plots", finished_project / ".dvc/plots")
+    shutil.copy(ROOT / ".dvc/config", finished_project / ".dvc/config")
+    subprocess.run(["dvc", "plots", "show", "-o", "page"], cwd=finished_project, check=True,
+                   capture_output=True, env=_venv_env())
+    page = (finished_project / "page/index.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page), "a script is loaded from elsewhere"
+    assert not re.search(r"<link[^>]+href=[\"']https?:", page)
+    assert "vega-embed" in page and page.count("vegaEmbed(") >= 5
+    for title in ("Loss", "Validation F1", "Confusion, trained model"):
+        assert title in page

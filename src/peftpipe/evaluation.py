@@ -13,3 +13,14 @@ def score_split(task, model, tokenizer, dataset, labels: list[str], batch_size: 
     """(metrics in the shared schema, predicted tags)."""
     _, predicted = predict_split(task, model, tokenizer, dataset, labels, batch_size)
     return task.compute_metrics(dataset["tags"], predicted), predicted
+
+
+def write_plots(folder, task, metrics: dict, gold: list, predicted: list) -> None:
+    """Per-class F1 bars and confusion rows: the same files for baseline and evaluate."""
+    from peftpipe.io import atomic_path, write_json
+
+    per_class = [{"class": name, "f1": row["f1"], "support": row["support"]}
+                 for name, row in metrics["per_type"].items()]
+    with atomic_path(folder, directory=True) as tmp:
+        write_json(tmp / "per_class_f1.json", per_class)
+        write_json(tmp / "confusion.json", task.confusion_rows(gold, predicted))

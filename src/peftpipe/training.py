@@ -75,8 +75,35 @@ def _trainer_class():
     return PipelineTrainer
 
 
+def curves_callback(folder: Path, resume: bool):
+    """Log train loss, eval loss and eval F1 per step with DVCLive into ``folder``.
+
+    Only these curves: DVCLive's stock Trainer integration also logs every
+    TrainingArguments field as a param (about 100 columns in `dvc exp show`).
+    """
+    from dvclive import Live
+    from transformers import TrainerCallback
+
+    curves = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_f1": "eval/f1"}
+
+    class DVCLiveCurves(TrainerCallback):
+        def __init__(self):
+            self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.live.step = state.global_step
+            for key, name in curves.items():
+                if key in (logs or {}):
+                    self.live.log_metric(name, float(logs[key]))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.live.make_summary()
+
+    return DVCLiveCurves()
+
+
 def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
-          checkpoint_dir: Path, resume_from: Path | None = None) -> dict:
+          checkpoint_dir: Path, curves_dir: Path, resume_from: Path | None = None) -> dict:
     """Run the Trainer (from ``resume_from`` when given); return the training summary."""
     trainer = _trainer_class()(
         model=model,
@@ -86,7 +113,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         data_collator=task.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=task.trainer_metrics(labels),
-        callbacks=[checkpoints.marker_callback()],
+        callbacks=[checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)],
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -135,6 +135,16 @@ def decode(logits: list[np.ndarray], dataset, labels: list[str]) -> list[list[st
     return predictions
 
 
+def confusion_rows(gold: list[list[str]], predicted: list[list[str]]) -> list[dict]:
+    """One row per word: its gold and predicted entity type (O outside entities), for DVC's
+    confusion template. Word level, so a type mix-up and a missed entity both show."""
+    def kind(tag: str) -> str:
+        return tag[2:] if tag[:2] in ("B-", "I-") else tag
+
+    return [{"actual": kind(g), "predicted": kind(p)}
+            for gold_row, pred_row in zip(gold, predicted) for g, p in zip(gold_row, pred_row)]
+
+
 def reference_predictions(gold: list[list[str]]) -> list[list[str]]:
     """The trivial reference: every word is O."""
     return [["O"] * len(tags) for tags in gold]
