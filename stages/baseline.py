@@ -3,7 +3,7 @@
 
 from peftpipe.artifacts import load_tokenized
 from peftpipe.evaluation import score_split, write_plots
-from peftpipe.io import write_json
+from peftpipe.provenance import write_metrics
 from peftpipe.models import load_base
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
@@ -21,7 +21,7 @@ def main(params):
     metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     metrics["reference"] = task.compute_metrics(test["tags"], task.reference_predictions(test["tags"]))
     write_plots(PLOTS, task, metrics, test["tags"], predicted)
-    write_json(OUT, metrics)
+    write_metrics(OUT, metrics, params.seed)
     print(f"baseline: test F1 {metrics['overall']['f1']:.4f} "
           f"(reference {metrics['reference']['overall']['f1']:.4f}) -> {OUT}")
 

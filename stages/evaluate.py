@@ -4,7 +4,8 @@ import json
 
 from peftpipe.artifacts import load_tokenized, load_trained
 from peftpipe.evaluation import score_split, write_plots
-from peftpipe.io import atomic_path, write_json
+from peftpipe.io import atomic_path
+from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -23,7 +24,7 @@ def main(params):
         for tokens, gold, pred in zip(test["tokens"], test["tags"], predicted):
             fh.write(json.dumps({"tokens": tokens, "gold": gold, "predicted": pred}) + "\n")
     write_plots(PLOTS, task, metrics, test["tags"], predicted)
-    write_json(OUT, metrics)
+    write_metrics(OUT, metrics, info["seed"])
     print(f"evaluate: test F1 {metrics['overall']['f1']:.4f} -> {OUT}")
 
 

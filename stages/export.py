@@ -3,7 +3,8 @@ tokenizer, label map, model card), reload it and check its predictions equal the
 
 from peftpipe import export
 from peftpipe.artifacts import load_tokenized, load_trained
-from peftpipe.io import atomic_path, read_json, write_json
+from peftpipe.io import atomic_path, read_json
+from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -30,8 +31,8 @@ def main(params):
         export.check_pipeline(tmp, " ".join(test[0]["tokens"]))
         facts = {name: read_json(path) for name, path in RUN_FACTS.items()}
         (tmp / "README.md").write_text(export.model_card(info, facts))
-    write_json(REPORT, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
-                        "merged_ms_per_example": round(merged_ms, 3)})
+    write_metrics(REPORT, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
+                        "merged_ms_per_example": round(merged_ms, 3)}, info["seed"])
     print(f"export: merged model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {OUT}")
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftpipe.io import atomic_path, read_json, write_json
+from peftpipe.provenance import write_metrics
 from peftpipe.splitting import data_report, make_splits
 from peftpipe.stage import stage
 
@@ -21,7 +22,7 @@ def main(params):
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / "labels.json", read_json(RAW / "meta.json")["labels"])
     report = data_report(splits)
-    write_json(REPORT, report)
+    write_metrics(REPORT, report, params.split.seed)
     print("split: " + ", ".join(f"{name} {r['rows']}" for name, r in report.items()) + f" rows -> {OUT}")
 
 

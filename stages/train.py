@@ -9,7 +9,8 @@ from pathlib import Path
 
 from peftpipe import adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
-from peftpipe.io import atomic_path, write_json
+from peftpipe.io import atomic_path
+from peftpipe.provenance import write_metrics
 from peftpipe.models import load_base
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
@@ -36,7 +37,7 @@ def main(params):
     with atomic_path(OUT, directory=True) as tmp:
         save_trained(model, tokenizer, labels, params, tmp)
     checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
-    write_json(REPORT, {**summary, **counts})
+    write_metrics(REPORT, {**summary, **counts}, params.seed)
     print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
 
 

@@ -59,6 +59,13 @@ def test_all_stages_run_and_agree(finished_project):
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
     card = (root / "models/export/README.md").read_text()
     assert f"{evaluated['overall']['f1']:.4f}" in card and "lora" in card
+    assert "transformers 5." in card and "108 |" in card  # versions, train rows
+
+    for name in ("data", "baseline", "train", "eval", "export"):
+        made = read_json(root / f"metrics/{name}.json")["provenance"]
+        assert set(made) == {"git", "seed", "versions", "hardware"}, name
+        assert "torch 2." in made["versions"] and "peft 0." in made["versions"]
+    assert read_json(root / "metrics/eval.json")["provenance"]["seed"] == 42
 
     lines = (root / "data/predictions/test.jsonl").read_text().splitlines()
     assert len(lines) == 30 and set(json.loads(lines[0])) == {"tokens", "gold", "predicted"}

@@ -68,7 +68,9 @@ def model_card(info: dict, facts: dict) -> str:
         (name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"])
         for name, r in evaluated["per_type"].items()
     ]
-    splits = [("split", "rows", "tokens")] + [(n, s["rows"], s["tokens"]) for n, s in data.items()]
+    splits = [("split", "rows", "tokens")] + [(n, s["rows"], s["tokens"]) for n, s in data.items()
+                                              if n != "provenance"]
+    made = train["provenance"]
     model = info["model"]
     return f"""---
 library_name: transformers
@@ -84,6 +86,7 @@ tags: [peftpipe, {info['peft_method']}]
   ({train['trainable_share']:.2%})
 - Training: {train['epochs']:g} epochs, {train['steps']} steps, {train['train_seconds']:.0f} s,
   final train loss {train['train_loss']:.4f}; seed {info['seed']}
+- Made with: {made['versions']}; commit {made['git']}; {made['hardware']}
 
 ## Data
 

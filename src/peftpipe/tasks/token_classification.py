@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError, ModelError
+from peftpipe.progress import progress
 
 PEFT_TASK_TYPE = "TOKEN_CLS"
 # Columns the model's forward takes; the others (tokens, tags, word_ids) are for scoring.
@@ -111,7 +112,8 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
     out: list[np.ndarray] = [np.empty(0)] * len(features)
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in progress(starts, len(starts), "predict (batches)"):
             rows = order[start : start + batch_size]
             batch = data_collator([features[int(i)] for i in rows])
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
