@@ -3,6 +3,7 @@ fresh copy of the repository. Slow (~6-7 minutes on 2 cores): select with `-m sl
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,8 @@ def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert '"r8"' in text and "overall" in text
+    # Before and after side by side, on a page that needs no internet.
+    run(["dvc", "plots", "diff", "HEAD", "r8", "-o", "plots-page"], repo)
+    page = (repo / "plots-page/index.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page)
+    assert page.count("vegaEmbed(") == 5 and "r8" in page and "Confusion, trained model" in page
