@@ -60,6 +60,9 @@ def test_all_stages_run_and_agree(finished_project):
     card = (root / "models/export/README.md").read_text()
     assert f"{evaluated['overall']['f1']:.4f}" in card and "lora" in card
     assert "transformers 5." in card and "108 |" in card  # versions, train rows
+    assert "- Recipe: default" in card and "(loss_curve.png)" in card
+    png = (root / "models/export/loss_curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000  # a drawn figure, not an empty file
 
     for name in ("data", "baseline", "train", "eval", "export"):
         made = read_json(root / f"metrics/{name}.json")["provenance"]

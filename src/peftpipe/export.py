@@ -10,6 +10,8 @@ import numpy as np
 
 from peftpipe.errors import ExportError
 
+LOSS_CURVE = "loss_curve.png"
+
 
 def timed_logits(task, model, tokenizer, dataset, batch_size: int) -> tuple[list[np.ndarray], float]:
     """Logits and milliseconds per example."""
@@ -50,13 +52,37 @@ def check_pipeline(folder: Path, text: str) -> list[dict]:
     return ner(text)
 
 
+def loss_curve_png(curves: Path, out: Path) -> None:
+    """The train and validation loss curves DVCLive logged, as a PNG for the model card."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for split in ("train", "eval"):
+        tsv = curves / "plots" / "metrics" / split / "loss.tsv"
+        if not tsv.exists():
+            raise ExportError(f"{tsv}: no loss curve; rerun `dvc repro train`")
+        points = pd.read_csv(tsv, sep="\t")
+        axes.plot(points["step"], points["loss"], marker="o" if split == "eval" else None,
+                  label="validation" if split == "eval" else "train")
+    axes.set(xlabel="step", ylabel="loss", title="Training loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
 def _table(rows: list[tuple]) -> str:
     head, *body = rows
     lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in body])
 
 
-def model_card(info: dict, facts: dict) -> str:
+def model_card(recipe: str, info: dict, facts: dict) -> str:
     """README.md for models/export, built only from the run's files."""
     base, train, data = facts["baseline"], facts["train"], facts["data"]
     evaluated = facts["eval"]
@@ -79,6 +105,7 @@ tags: [peftpipe, {info['peft_method']}]
 ---
 # {model['name']} fine-tuned with {info['peft_method']} by peftpipe
 
+- Recipe: {recipe}
 - Task: {info['task']}; labels ({len(info['labels'])}): {', '.join(info['labels'])}
 - Base model: {model['name']} (source: {model['source']}), max length {model['max_length']}
 - PEFT method: {info['peft_method']}, merged into the base weights for serving;
@@ -97,6 +124,10 @@ tags: [peftpipe, {info['peft_method']}]
 {_table(overall)}
 
 {_table(per_type)}
+
+## Training loss
+
+![train and validation loss per step]({LOSS_CURVE})
 
 ## Use
 

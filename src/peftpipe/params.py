@@ -194,6 +194,7 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class Params:
+    recipe: str = "default"  # a name for the model card and `dvc exp show`; recipes/*.yaml set it
     seed: int = 42
     task: TaskParams = field(default_factory=TaskParams)
     data: DataParams = field(default_factory=DataParams)
