@@ -3,9 +3,13 @@
 Writes models/adapter (adapter weights with the head, tokenizer, label map, base model
 reference) and metrics/train.json (loss, timings, trainable-parameter share). Checkpoints
 go to models/checkpoints; a run that was killed resumes from the last complete one.
+Under `accelerate launch` (train.launcher) every process trains; only the main one writes.
 """
 
 from pathlib import Path
+
+import torch
+from accelerate import PartialState
 
 from peftpipe import adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
@@ -23,22 +27,29 @@ CURVES = Path("metrics/curves")  # DVCLive: train/eval loss and eval F1 per step
 @stage
 def main(params):
     """Train the adapter and save it."""
+    # This process, or one of N under `accelerate launch` (gloo on a machine with no CUDA).
+    processes = PartialState(cpu=not torch.cuda.is_available())
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized()
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
     model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
     counts = adapters.parameter_counts(model)
-    print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
+    processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
-    resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
+    with processes.main_process_first():  # the main one sweeps partial checkpoints first
+        resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
     if resume_from:
-        print(f"train: resuming from {resume_from}")
+        processes.print(f"train: resuming from {resume_from}")
     summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, CURVES, resume_from)
-    with atomic_path(OUT, directory=True) as tmp:
-        save_trained(model, tokenizer, labels, params, tmp)
-    checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
-    write_metrics(REPORT, {**summary, **counts}, params.seed)
-    print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
+    if processes.is_main_process:
+        with atomic_path(OUT, directory=True) as tmp:
+            save_trained(model, tokenizer, labels, params, tmp)
+        checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
+        write_metrics(REPORT, {**summary, "processes": processes.num_processes,
+                               "effective_batch_size": processes.num_processes * params.train.batch_size,
+                               **counts}, params.seed)
+    processes.wait_for_everyone()
+    processes.print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
 
 
 if __name__ == "__main__":

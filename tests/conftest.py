@@ -6,6 +6,8 @@ import json
 import os
 import runpy
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,24 +69,61 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def tiny_project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
-    """A project folder with params.yaml for the tiny model and local jsonl data; cwd set there."""
+def write_tiny_recipe(folder: Path, model_dir: Path) -> Path:
+    """Tiny synthetic NER data in folder/corpus and a params.yaml that trains the tiny model on it."""
     from ruamel.yaml import YAML
 
-    write_jsonl(tmp_path / "corpus" / "train.jsonl", make_sentences(120, seed=1))
-    write_jsonl(tmp_path / "corpus" / "test.jsonl", make_sentences(30, seed=2))
+    write_jsonl(folder / "corpus" / "train.jsonl", make_sentences(120, seed=1))
+    write_jsonl(folder / "corpus" / "test.jsonl", make_sentences(30, seed=2))
     yaml = YAML(typ="safe", pure=True)
     params = yaml.load((ROOT / "params.yaml").read_text())
     params["data"].update(source="local", name=None,
                           files={"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"})
-    params["model"].update(source="local", name=str(tiny_model_dir), max_length=32)
+    params["model"].update(source="local", name=str(model_dir), max_length=32)
     params["train"].update(epochs=10, batch_size=8, learning_rate=2e-2, logging_steps=5, checkpoint_steps=20)
     params["eval"]["batch_size"] = 16
-    with open(tmp_path / "params.yaml", "w") as fh:
+    with open(folder / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
+    return folder
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A project folder with params.yaml for the tiny model and local jsonl data; cwd set there."""
+    write_tiny_recipe(tmp_path, tiny_model_dir)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def venv_env() -> dict:
+    """The environment with this interpreter's bin folder (dvc, accelerate, peftpipe) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run_cli(args: list[str], cwd: Path) -> str:
+    """Run a command line tool; fail the test with its output's tail if it fails."""
+    result = subprocess.run(args, cwd=cwd, env=venv_env(), capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run_cli(["git", "add", "-A"], repo)
+    run_cli(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def git_repo(folder: Path) -> Path:
+    """``folder`` as a fresh git repository with everything in it committed."""
+    run_cli(["git", "init", "-q", "-b", "main"], folder)
+    run_cli(["git", "config", "user.name", "t"], folder)  # dvc exp commits too
+    run_cli(["git", "config", "user.email", "t@t"], folder)
+    git_commit(folder, "clone")
+    return folder
 
 
 def run_stage(name: str, *args: str) -> None:
@@ -95,8 +134,6 @@ def run_stage(name: str, *args: str) -> None:
 
 def copy_repo(dest: Path) -> Path:
     """The project's tracked (and untracked, not ignored) files, as a fresh clone has them."""
-    import subprocess
-
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:

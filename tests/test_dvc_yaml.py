@@ -69,3 +69,16 @@ def test_lora_params_only_reach_training_and_after():
     readers = {name for name, stage in PIPELINE.items()
                if any(p in ("lora", "peft", "train") or p.startswith("lora.") for p in stage.get("params", []))}
     assert readers == {"train"}
+
+
+def test_accelerate_configs_load_and_the_default_launcher_is_python():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((ROOT / "accelerate").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"cpu-2proc", "multi-gpu", "multi-node", "deepspeed-zero2", "fsdp"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.num_processes >= 1 and config.num_machines >= 1, path.name
+    train = PIPELINE["train"]
+    assert train["cmd"] == "${train.launcher} stages/train.py" and "accelerate" in train["deps"]
+    assert PARAMS["train"]["launcher"] == "python"

@@ -2,36 +2,20 @@
 fresh copy of the repository. Slow (~6-7 minutes on 2 cores): select with `-m slow`."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_repo
+from conftest import copy_repo, git_commit, git_repo, ran_stages
+from conftest import run_cli as run
 
 pytestmark = pytest.mark.slow
 
 
-def run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    root = copy_repo(tmp_path_factory.mktemp("clone"))
-    for args in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
-        run(args, root)
-    return root
+    return git_repo(copy_repo(tmp_path_factory.mktemp("clone")))
 
 
 def test_default_pipeline_beats_its_baseline(repo):
@@ -63,8 +47,7 @@ def test_predict_prints_entities_from_the_exported_model(repo):
 
 
 def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "default run"], repo)
+    git_commit(repo, "default run")
     # max_steps keeps the test short; both are train params, so the same stages rerun.
     output = run(["dvc", "exp", "run", "-n", "r8", "-S", "lora.r=8", "-S", "train.max_steps=30"], repo)
     assert sorted(ran_stages(output)) == ["evaluate", "export", "train"]

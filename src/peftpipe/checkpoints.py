@@ -71,6 +71,8 @@ def marker_callback():
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if path.is_dir():
                 (path / MARKER).write_text(f"{state.global_step}\n")

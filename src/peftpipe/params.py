@@ -24,6 +24,7 @@ DataSource = Literal["packaged", "local", "hub"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"]
 PeftMethod = Literal["none", "lora"]
 LoraBias = Literal["none", "all", "lora_only"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -153,8 +154,22 @@ class TrainParams:
     # Save a resumable checkpoint every this many steps (0: never). A killed train stage
     # resumes from the last complete one on the next `dvc repro`.
     checkpoint_steps: int = 100
+    # How dvc.yaml starts the train stage: `python`, or `accelerate launch --config_file
+    # accelerate/<name>.yaml` for several processes, GPUs or machines (see accelerate/).
+    launcher: str = "python"
+    # Autocast on GPUs; an accelerate config's mixed_precision applies when this is "no".
+    mixed_precision: MixedPrecision = "no"
 
     def __post_init__(self) -> None:
+        words = self.launcher.split()
+        if words[:1] != ["python"] and words[:2] != ["accelerate", "launch"]:
+            raise _Invalid("launcher", self.launcher,
+                           "'python' or 'accelerate launch --config_file accelerate/<name>.yaml'")
+        if "--config_file" in words:
+            config = words[words.index("--config_file") + 1:][:1]
+            if not config or not Path(config[0]).is_file():
+                raise _Invalid("launcher", self.launcher,
+                               "a --config_file that exists, e.g. accelerate/cpu-2proc.yaml")
         if self.epochs <= 0:
             raise _Invalid("epochs", self.epochs, "a number > 0")
         if self.batch_size <= 0:

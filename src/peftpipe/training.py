@@ -34,6 +34,8 @@ def training_arguments(params: Params, output_dir: Path):
         data_seed=params.seed,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
+        bf16=train.mixed_precision == "bf16",
+        fp16=train.mixed_precision == "fp16",
         dataloader_num_workers=0,
         # A bar with rate and ETA on a terminal; plain log lines every logging_steps in CI.
         disable_tqdm=not sys.stderr.isatty(),
@@ -80,6 +82,7 @@ def curves_callback(folder: Path, resume: bool):
 
     Only these curves: DVCLive's stock Trainer integration also logs every
     TrainingArguments field as a param (about 100 columns in `dvc exp show`).
+    Under `accelerate launch` only the main process writes them.
     """
     from dvclive import Live
     from transformers import TrainerCallback
@@ -87,17 +90,21 @@ def curves_callback(folder: Path, resume: bool):
     curves = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_f1": "eval/f1"}
 
     class DVCLiveCurves(TrainerCallback):
-        def __init__(self):
-            self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+        live = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            if self.live is None:
+                self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
             self.live.step = state.global_step
             for key, name in curves.items():
                 if key in (logs or {}):
                     self.live.log_metric(name, float(logs[key]))
 
         def on_train_end(self, args, state, control, **kwargs):
-            self.live.make_summary()
+            if self.live is not None:
+                self.live.make_summary()
 
     return DVCLiveCurves()
 

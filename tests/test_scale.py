@@ -1,0 +1,85 @@
+"""Scaling out on existing engines: accelerate launch with 2 CPU processes, a DVC remote
+that lets a second clone skip every stage, and a queued sweep. Tiny model, real tools."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, copy_repo, git_commit, git_repo, ran_stages, run_cli, run_stage, venv_env, write_tiny_recipe
+
+from peftpipe.io import read_json
+
+pytestmark = pytest.mark.slow
+
+LAUNCH_2_CPU = f"accelerate launch --config_file {ROOT}/accelerate/cpu-2proc.yaml"
+
+
+def _train_with(launcher: str, batch_size: int, project: Path) -> dict:
+    """Run the train stage the way dvc.yaml does: `${train.launcher} stages/train.py`."""
+    text = (project / "params.yaml").read_text()
+    text = text.replace("batch_size: 8", f"batch_size: {batch_size}", 1)
+    (project / "params.yaml").write_text(text.replace("launcher: python", f"launcher: {launcher}"))
+    done = subprocess.run(f"{launcher} {ROOT}/stages/train.py", shell=True, cwd=project, env=venv_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return read_json(project / "metrics/train.json")
+
+
+def test_train_stage_runs_on_two_cpu_processes(tiny_project):
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    one = _train_with("python", 8, tiny_project)
+    run_stage("evaluate")
+    f1_one = read_json(tiny_project / "metrics/eval.json")["overall"]["f1"]
+
+    # Two processes of 4 rows each see the same 8 rows a step as one process of 8.
+    two = _train_with(LAUNCH_2_CPU, 4, tiny_project)
+    assert set(two) == set(one)  # same metrics schema
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["effective_batch_size"] == two["effective_batch_size"] == 8
+    assert two["steps"] == one["steps"]
+    run_stage("evaluate")
+    f1_two = read_json(tiny_project / "metrics/eval.json")["overall"]["f1"]
+    assert abs(f1_two - f1_one) < 0.1, (f1_one, f1_two)
+    assert not any((tiny_project / "models/checkpoints").glob("checkpoint-*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory, tiny_model_dir) -> Path:
+    """This repository with the tiny recipe, in git, after one `dvc repro`."""
+    repo = write_tiny_recipe(copy_repo(tmp_path_factory.mktemp("repo")), tiny_model_dir)
+    git_repo(repo)
+    run_cli(["dvc", "repro"], repo)
+    git_commit(repo, "tiny run")
+    return repo
+
+
+def test_a_clone_with_the_remote_reproduces_without_recomputing(tiny_repo, tmp_path):
+    remote = tmp_path / "remote"  # a folder; s3://, gs:// work the same (README: scaling up)
+    run_cli(["dvc", "remote", "add", "-d", "store", str(remote)], tiny_repo)
+    run_cli(["dvc", "push"], tiny_repo)
+    git_commit(tiny_repo, "use a remote")
+
+    clone = tmp_path / "clone"
+    run_cli(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
+    assert not (clone / "models/export").exists()
+    run_cli(["dvc", "pull"], clone)
+    assert (clone / "models/export/model.safetensors").exists()
+    output = run_cli(["dvc", "repro"], clone)
+    assert ran_stages(output) == [] and "Data and pipelines are up to date" in output, output
+
+
+def test_a_queued_sweep_runs_every_point(tiny_repo):
+    run_cli(["dvc", "exp", "run", "--queue", "-n", "rank", "-S", "lora.r=4,8,16"], tiny_repo)
+    run_cli(["dvc", "exp", "run", "--run-all"], tiny_repo)  # = dvc queue start, then wait
+    rows = json.loads(run_cli(["dvc", "exp", "show", "--json"], tiny_repo))
+    found = {}
+    for experiment in [e for row in rows for e in row.get("experiments") or []]:  # under their commit
+        run = experiment["revs"][0]
+        data = run["data"]
+        rank = data["params"]["params.yaml"]["data"]["lora"]["r"]
+        found[rank] = (run["name"], data["metrics"]["metrics/eval.json"]["data"]["overall"]["f1"])
+    assert sorted(found) == [4, 8, 16], found
+    assert {name for name, _ in found.values()} == {"rank-1", "rank-2", "rank-3"}
+    assert all(0 < f1 <= 1 for _, f1 in found.values()), found
