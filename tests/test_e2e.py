@@ -49,7 +49,7 @@ def test_predict_prints_entities_from_the_exported_model(repo):
 def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     git_commit(repo, "default run")
     # max_steps keeps the test short; both are train params, so the same stages rerun.
-    output = run(["dvc", "exp", "run", "-n", "r8", "-S", "lora.r=8", "-S", "train.max_steps=30"], repo)
+    output = run(["dvc", "exp", "run", "-n", "r8", "-S", "lora.r=8", "-S", "train.max_steps=10"], repo)
     assert sorted(ran_stages(output)) == ["evaluate", "export", "train"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
