@@ -1,0 +1,57 @@
+"""Rates of the non-training stages, measured on the current pipeline outputs:
+tokenize rows/s, baseline and evaluate examples/s, and the export stage's adapter vs
+merged inference latency per example. Prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from peftpipe import export
+from peftpipe.artifacts import load_tokenized, load_trained
+from peftpipe.io import read_json
+from peftpipe.models import load_base, load_tokenizer, resolve_model
+from peftpipe.params import load_params
+from peftpipe.tasks import get_task
+
+SPLIT = Path("data/split")
+
+
+def main() -> None:
+    params = load_params()
+    task = get_task(params.task.kind)
+    labels = read_json(SPLIT / "labels.json")
+    tokenizer = load_tokenizer(resolve_model(params.model), params.model.revision)
+    frames = {name: pd.read_parquet(SPLIT / f"{name}.parquet") for name in ("train", "validation", "test")}
+    started = time.perf_counter()
+    for frame in frames.values():
+        task.tokenize(frame, tokenizer, labels, params.model.max_length, params.tokenize.label_all_tokens)
+    tokenize_seconds = time.perf_counter() - started
+    rows = sum(len(f) for f in frames.values())
+
+    datasets, labels = load_tokenized()
+    test = datasets["test"]
+    base, tokenizer = load_base(params, labels)
+    _, base_ms = export.timed_logits(task, base, tokenizer, test, params.eval.batch_size)
+    adapter, tokenizer, info = load_trained()
+    _, adapter_ms = export.timed_logits(task, adapter, tokenizer, test, params.eval.batch_size)
+    merged = export.merge(adapter, info)
+    _, merged_ms = export.timed_logits(task, merged, tokenizer, test, params.eval.batch_size)
+    # One example at a time: the serving latency a user of the exported model sees.
+    single = test.select(range(min(64, len(test))))
+    _, adapter_single_ms = export.timed_logits(task, load_trained()[0], tokenizer, single, 1)
+    _, merged_single_ms = export.timed_logits(task, merged, tokenizer, single, 1)
+    print(json.dumps({
+        "tokenize_rows_per_s": rows / tokenize_seconds,
+        "baseline_examples_per_s": 1000 / base_ms,
+        "evaluate_examples_per_s": 1000 / adapter_ms,
+        "adapter_ms_per_example_batched": adapter_ms, "merged_ms_per_example_batched": merged_ms,
+        "adapter_ms_per_example_single": adapter_single_ms, "merged_ms_per_example_single": merged_single_ms,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""One training run for the benchmark, in its own process so peak memory is its own.
+
+--style pipeline: the train stage's code (peftpipe.training) on the tokenized splits.
+--style tutorial: a script written the way the PEFT LoRA token-classification tutorial
+  does it (tokenize_and_align_labels, random batches, DataCollatorForTokenClassification,
+  eval and save every epoch, load_best_model_at_end), same model, rows, LoRA config,
+  batch size, epochs, learning rate and max length.
+Prints one JSON line: wall seconds, real and padded tokens, FLOPs, validation F1, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLIT = Path("data/split")
+
+
+class TokenCounter:
+    """Counts what the model computes while training: a pre-hook on the word embeddings."""
+
+    def __init__(self, model, pad_id: int):
+        self.real = self.padded = self.attention_units = 0
+        embeddings = model.get_input_embeddings()
+        embeddings.register_forward_pre_hook(self._count)
+        self.pad_id = pad_id
+
+    def _count(self, module, args):
+        if not module.training:
+            return
+        ids = args[0]
+        self.padded += ids.numel()
+        self.real += int((ids != self.pad_id).sum())
+        self.attention_units += ids.shape[0] * ids.shape[1] ** 2  # sum over batches of B * S^2
+
+
+def flop_counts(model, counter: TokenCounter) -> dict:
+    """Training FLOPs, counted from the linear layers the model runs (see bench/README.md).
+
+    Forward 2N per token over every linear weight N; backward 2N for the input gradients
+    (LoRA sits in every layer, so they flow to the bottom) plus 2 x trainable weights for
+    the weight gradients; LoRA's own matrices cost 6 x their size per token. Attention
+    scores and weighted sums: 4 x layers x hidden per token x sequence length forward, twice
+    that backward.
+    """
+    import torch
+
+    frozen = trainable = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            for p in module.parameters(recurse=False):
+                if p.dim() == 2:
+                    if p.requires_grad:
+                        trainable += p.numel()
+                    else:
+                        frozen += p.numel()
+    config = model.config
+    per_token = 4 * frozen + 6 * trainable
+    attention = 12 * config.num_hidden_layers * config.hidden_size * counter.attention_units
+    return {"linear_frozen": frozen, "linear_trainable": trainable,
+            "flops": per_token * counter.padded + attention,
+            "flops_real_tokens": per_token * counter.real + attention * counter.real / max(1, counter.padded)}
+
+
+def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: Path) -> dict:
+    from peftpipe import adapters, training
+    from peftpipe.io import read_json
+    from peftpipe.models import load_base
+    from peftpipe.tasks import get_task
+
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=epochs),
+                                 model=dataclasses.replace(params.model, max_length=max_length))
+    task = get_task(params.task.kind)
+    labels = read_json(SPLIT / "labels.json")
+    model, tokenizer = load_base(params, labels)
+    datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, max_length,
+                                    params.tokenize.label_all_tokens) for name in ("train", "validation")}
+    model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
+    counter = TokenCounter(model, tokenizer.pad_token_id)
+    started = time.perf_counter()
+    summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "validation_f1": summary["validation"]["f1"], "steps": summary["steps"],
+            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded}
+
+
+def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: Path) -> dict:
+    """As in the tutorial, apart from reading the same rows and model as the pipeline."""
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from seqeval.metrics import f1_score
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                              Trainer, TrainingArguments, set_seed)
+
+    from peftpipe.io import read_json
+    from peftpipe.models import resolve_model
+
+    set_seed(params.seed)
+    label_list = read_json(SPLIT / "labels.json")
+    label2id = {name: i for i, name in enumerate(label_list)}
+    checkpoint = resolve_model(params.model)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+
+    def tokenize_and_align_labels(examples):
+        tokenized_inputs = tokenizer(examples["tokens"], truncation=True, is_split_into_words=True,
+                                     max_length=max_length)
+        labels = []
+        for i, label in enumerate(examples["tags"]):
+            word_ids = tokenized_inputs.word_ids(batch_index=i)
+            previous_word_idx = None
+            label_ids = []
+            for word_idx in word_ids:
+                if word_idx is None:
+                    label_ids.append(-100)
+                elif word_idx != previous_word_idx:
+                    label_ids.append(label2id[label[word_idx]])
+                else:
+                    label_ids.append(-100)
+                previous_word_idx = word_idx
+            labels.append(label_ids)
+        tokenized_inputs["labels"] = labels
+        return tokenized_inputs
+
+    splits = {name: Dataset.from_pandas(frame(name, fraction, params.seed)[["tokens", "tags"]], preserve_index=False)
+              .map(tokenize_and_align_labels, batched=True, remove_columns=["tokens", "tags"])
+              for name in ("train", "validation")}
+
+    def compute_metrics(p):
+        predictions, labels = p
+        predictions = np.argmax(predictions, axis=2)
+        true_predictions = [[label_list[p] for (p, l) in zip(prediction, label) if l != -100]
+                            for prediction, label in zip(predictions, labels)]
+        true_labels = [[label_list[l] for (p, l) in zip(prediction, label) if l != -100]
+                       for prediction, label in zip(predictions, labels)]
+        return {"f1": f1_score(true_labels, true_predictions)}
+
+    model = AutoModelForTokenClassification.from_pretrained(
+        checkpoint, num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label2id)
+    lora = params.lora
+    peft_config = LoraConfig(task_type=TaskType.TOKEN_CLS, inference_mode=False, r=lora.r, lora_alpha=lora.alpha,
+                             lora_dropout=lora.dropout, bias=lora.bias)
+    model = get_peft_model(model, peft_config)
+    counter = TokenCounter(model, tokenizer.pad_token_id)
+    args = TrainingArguments(
+        output_dir=str(out / "tutorial"),
+        learning_rate=params.train.learning_rate,
+        per_device_train_batch_size=params.train.batch_size,
+        per_device_eval_batch_size=params.train.batch_size,
+        num_train_epochs=epochs,
+        weight_decay=params.train.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        seed=params.seed,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
+                      processing_class=tokenizer, data_collator=DataCollatorForTokenClassification(tokenizer=tokenizer),
+                      compute_metrics=compute_metrics)
+    started = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    last = [h for h in trainer.state.log_history if "eval_f1" in h][-1]
+    return {"seconds": seconds, "validation_f1": last["eval_f1"], "steps": result.global_step,
+            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded}
+
+
+def frame(name: str, fraction: float, seed: int) -> pd.DataFrame:
+    rows = pd.read_parquet(SPLIT / f"{name}.parquet")
+    if name == "train" and fraction != 1:
+        n = max(1, round(len(rows) * fraction))
+        rows = pd.concat([rows] * int(np.ceil(fraction)))[:n] if fraction > 1 else rows.sample(n, random_state=seed)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--style", choices=["pipeline", "tutorial"], required=True)
+    parser.add_argument("--epochs", type=float, default=5)
+    parser.add_argument("--fraction", type=float, default=1.0, help="share of the train split (>1 repeats it)")
+    parser.add_argument("--max-length", type=int, default=None)
+    args = parser.parse_args()
+
+    from peftpipe.params import load_params
+
+    params = load_params()
+    run = pipeline_run if args.style == "pipeline" else tutorial_run
+    with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
+        result = run(params, args.epochs, args.fraction, args.max_length or params.model.max_length, Path(out))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"style": args.style, "epochs": args.epochs, "fraction": args.fraction,
+                      "max_length": args.max_length or params.model.max_length,
+                      "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
+
+
+if __name__ == "__main__":
+    main()
