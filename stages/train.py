@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from peftpipe import adapters, checkpoints, training
+from peftpipe import accelerate_loop, adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
 from peftpipe.io import atomic_path
 from peftpipe.provenance import write_metrics
@@ -36,11 +36,14 @@ def main(params):
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
-    with processes.main_process_first():  # the main one sweeps partial checkpoints first
-        resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
-    if resume_from:
-        processes.print(f"train: resuming from {resume_from}")
-    summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, CURVES, resume_from)
+    if params.train.loop == "accelerate":  # the course's custom loop: no checkpoints to resume
+        summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, CURVES)
+    else:
+        with processes.main_process_first():  # the main one sweeps partial checkpoints first
+            resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
+        if resume_from:
+            processes.print(f"train: resuming from {resume_from}")
+        summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, CURVES, resume_from)
     if processes.is_main_process:
         with atomic_path(OUT, directory=True) as tmp:
             save_trained(model, tokenizer, labels, params, tmp)

@@ -180,3 +180,24 @@ def test_dvc_plots_page_has_no_external_scripts(finished_project):
     assert "vega-embed" in page and page.count("vegaEmbed(") >= 5
     for title in ("Loss", "Validation F1", "Confusion, trained model"):
         assert title in page
+
+
+def test_accelerate_loop_and_trainer_agree(tiny_project):
+    """train.loop: accelerate (the course's custom loop) gives the Trainer's metrics schema
+    and, with the same seed and data, a close score."""
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    scores, reports = {}, {}
+    for loop in ("trainer", "accelerate"):
+        text = (tiny_project / "params.yaml").read_text()
+        (tiny_project / "params.yaml").write_text(re.sub(r"loop: \w+", f"loop: {loop}", text))
+        run_stage("train")
+        run_stage("evaluate")
+        reports[loop] = read_json(tiny_project / "metrics/train.json")
+        scores[loop] = read_json(tiny_project / "metrics/eval.json")["overall"]["f1"]
+        curves = tiny_project / "metrics/curves/plots/metrics"
+        assert {p.relative_to(curves).as_posix() for p in curves.rglob("*.tsv")} == {
+            "train/loss.tsv", "eval/loss.tsv", "eval/f1.tsv"}, loop
+    assert set(reports["trainer"]) == set(reports["accelerate"])
+    assert reports["trainer"]["steps"] == reports["accelerate"]["steps"] == 140
+    assert scores["accelerate"] > 0.8 and abs(scores["accelerate"] - scores["trainer"]) < 0.05, scores

@@ -127,3 +127,21 @@ def test_blank_tokens_are_refused_and_empty_rows_dropped_and_counted(tmp_path):
     path = write_jsonl(tmp_path / "z.jsonl", [{"tokens": [], "tags": []}])
     with pytest.raises(DataError, match="split 'train': no rows with tokens"):
         load_raw(local({"train": path}))
+
+
+def test_integer_tags_are_named_by_data_labels_in_id_order(tmp_path):
+    """tner/bionlp2004 stores tags as ids (no ClassLabel); data.labels gives tner's order."""
+    import datasets
+
+    repo = tmp_path / "tner-like" / "data"
+    repo.mkdir(parents=True)
+    datasets.Dataset.from_dict({"tokens": [["IL-2", "gene", "in", "T", "cells"]] * 4,
+                                "tags": [[1, 2, 0, 5, 6]] * 4}).to_parquet(str(repo / "train-00000-of-00001.parquet"))
+    labels = ["O", "B-DNA", "I-DNA", "B-protein", "I-protein", "B-cell_type", "I-cell_type"]
+    raw = load_raw(DataParams(source="hub", name=str(tmp_path / "tner-like"), labels=labels))
+    assert raw.splits["train"]["tags"][0] == ["B-DNA", "I-DNA", "O", "B-cell_type", "I-cell_type"]
+    assert raw.meta["bio_repaired_rows"] == {"train": 0}
+    with pytest.raises(DataError, match=r"tags are integer ids; list the label names in id order in data.labels"):
+        load_raw(DataParams(source="hub", name=str(tmp_path / "tner-like")))
+    with pytest.raises(DataError, match=r"tag id 5 is outside data.labels \(ids 0-2\)"):
+        load_raw(DataParams(source="hub", name=str(tmp_path / "tner-like"), labels=labels[:3]))

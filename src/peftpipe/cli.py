@@ -89,3 +89,33 @@ def check(files: tuple[Path, ...], debug: bool) -> None:
         except PeftpipeError as err:
             _fail(err, debug)
         click.echo(f"ok: {path}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def recipe(name: str | None, debug: bool) -> None:
+    """Make recipes/NAME.yaml the active params.yaml (no NAME: list the recipes).
+
+    The file is checked first; then `dvc repro` or `dvc exp run -n NAME` runs it, and only
+    the stages whose params changed rerun.
+    """
+    from peftpipe.errors import ParamsError
+    from peftpipe.io import atomic_path
+    from peftpipe.params import load_params
+
+    known = sorted(p.stem for p in Path("recipes").glob("*.yaml"))
+    if not name:
+        for stem in known:
+            click.echo(stem)
+        return
+    source = Path("recipes") / f"{name}.yaml"
+    try:
+        if not source.exists():
+            raise ParamsError(f"no recipe {name!r} in recipes/; known: {', '.join(known) or 'none'}")
+        load_params(source)
+    except PeftpipeError as err:
+        _fail(err, debug)
+    with atomic_path("params.yaml") as tmp:
+        tmp.write_text(source.read_text())
+    click.echo(f"params.yaml <- {source}; run: dvc exp run -n {name}   (or dvc repro)")

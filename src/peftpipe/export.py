@@ -94,8 +94,8 @@ def model_card(recipe: str, info: dict, facts: dict) -> str:
         (name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"])
         for name, r in evaluated["per_type"].items()
     ]
-    splits = [("split", "rows", "tokens")] + [(n, s["rows"], s["tokens"]) for n, s in data.items()
-                                              if n != "provenance"]
+    splits = [("split", "rows", "tokens")] + [(n, data[n]["rows"], data[n]["tokens"])
+                                              for n in ("train", "validation", "test")]
     made = train["provenance"]
     model = info["model"]
     return f"""---

@@ -56,11 +56,21 @@ def load_tokenizer(path: str, revision: str | None = None):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        if _byte_level(tokenizer) and not getattr(tokenizer, "add_prefix_space", False):
+            # Byte-level BPE (RoBERTa, GPT-2) marks a word start by a leading space; words
+            # handed over one by one (is_split_into_words) need it added, or they tokenize
+            # as word pieces glued to the previous word.
+            tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, add_prefix_space=True)
     except (OSError, ValueError) as err:
         raise ModelError(f"model {path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
     if not tokenizer.is_fast:
         raise ModelError(f"model {path!r}: needs a fast tokenizer (word_ids are used to align labels)")
     return tokenizer
+
+
+def _byte_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and "ByteLevel" in repr(backend.pre_tokenizer)
 
 
 def seed_everything(seed: int) -> None:

@@ -25,6 +25,7 @@ DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"]
 PeftMethod = Literal["none", "lora"]
 LoraBias = Literal["none", "all", "lora_only"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
+TrainLoop = Literal["trainer", "accelerate"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -154,6 +155,9 @@ class TrainParams:
     # Save a resumable checkpoint every this many steps (0: never). A killed train stage
     # resumes from the last complete one on the next `dvc repro`.
     checkpoint_steps: int = 100
+    # trainer: the transformers Trainer (resumable, length-grouped batches); accelerate: the
+    # course's custom loop (DataLoader, AdamW, linear schedule, accelerator.backward).
+    loop: TrainLoop = "trainer"
     # How dvc.yaml starts the train stage: `python`, or `accelerate launch --config_file
     # accelerate/<name>.yaml` for several processes, GPUs or machines (see accelerate/).
     launcher: str = "python"

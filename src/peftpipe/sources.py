@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError
@@ -210,7 +211,8 @@ _HUB_SPLIT_NAMES = {"dev": "validation", "valid": "validation", "val": "validati
 # --------------------------------------------------------------------------- canonical form
 
 
-def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
+def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns (tokens, tags as names, IOB2) and how many rows' tags were fixed."""
     wanted = {data.columns.tokens: "tokens", data.columns.tags: "tags"}
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -220,7 +222,7 @@ def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFram
         )
     frame = frame[list(wanted)].rename(columns=wanted)
     tokens = [list(map(str, t)) for t in frame["tokens"]]
-    tags = [list(map(str, t)) for t in frame["tags"]]
+    tags = [_tag_names(list(t), data.labels, f"{where}: row {i}") for i, t in enumerate(frame["tags"])]
     for i, (words, labels) in enumerate(zip(tokens, tags)):
         if len(words) != len(labels):
             raise DataError(f"{where}: row {i}: {len(words)} tokens but {len(labels)} tags")
@@ -230,8 +232,22 @@ def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFram
             raise DataError(f"{where}: row {i}: token {blank[0]} is empty or whitespace")
     # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
     keep = [i for i, words in enumerate(tokens) if words]
-    return pd.DataFrame({"tokens": [tokens[i] for i in keep],
-                         "tags": [_valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep]})
+    valid = {i: _valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep}
+    repaired = sum(valid[i] != tags[i] for i in keep)
+    return pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]}), repaired
+
+
+def _tag_names(tags: list, labels: list[str], where: str) -> list[str]:
+    """Tags as names: integer ids (tner's data sets, hub data without ClassLabel names) are
+    looked up in data.labels, which must list the names in id order."""
+    if not any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
+        return list(map(str, tags))
+    if not labels:
+        raise DataError(f"{where}: tags are integer ids; list the label names in id order in data.labels")
+    bad = [t for t in tags if not 0 <= int(t) < len(labels)]
+    if bad:
+        raise DataError(f"{where}: tag id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
+    return [labels[int(t)] for t in tags]
 
 
 def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
@@ -245,12 +261,6 @@ def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
             f"(I- without B-); set data.on_invalid_bio: fix to convert such tags to B-"
         )
     return fixed
-
-
-def _count_bio_repairs(original: pd.DataFrame, canonical: pd.DataFrame, data: DataParams) -> int:
-    """Rows whose tags data.on_invalid_bio: fix changed (I- without B-)."""
-    before = [list(map(str, t)) for t in original[data.columns.tags] if len(t)]
-    return sum(a != list(b) for a, b in zip(before, canonical["tags"]))
 
 
 def _label_order(splits: dict[str, pd.DataFrame]) -> list[str]:
@@ -273,9 +283,8 @@ def load_raw(data: DataParams) -> RawData:
         if split not in SPLITS:
             continue
         where = f"{meta['source']} data, split '{split}'"
-        splits[split] = _canonical(frame, data, where)
+        splits[split], repaired[split] = _canonical(frame, data, where)
         dropped[split] = len(frame) - len(splits[split])
-        repaired[split] = _count_bio_repairs(frame, splits[split], data)
         if splits[split].empty:
             raise DataError(f"{where}: no rows with tokens")
     if "train" not in splits:

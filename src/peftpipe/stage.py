@@ -14,8 +14,6 @@ import click
 from peftpipe.errors import PeftpipeError
 from peftpipe.params import Params, load_params
 
-log = logging.getLogger("peftpipe")
-
 
 def configure_runtime(params: Params) -> None:
     """Quiet library noise and skip hub look-ups when nothing in the recipe needs the hub.

@@ -1,0 +1,126 @@
+"""The custom training loop of the Hugging Face course's NER chapter, with Accelerate:
+a DataLoader with the task's collator, AdamW, a linear schedule, accelerator.backward,
+pad_across_processes + gather for evaluation. ``train.loop: accelerate`` picks it; it gives
+the same summary as the Trainer (peftpipe.training.train) so metrics files line up.
+
+What it leaves to the Trainer loop: resuming from checkpoints and length-grouped batches
+(the course shuffles at random).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from peftpipe.params import Params
+
+
+def _optimizer(model, params: Params):
+    """AdamW with weight decay on weights only, as the Trainer does (not on biases, norms)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.dim() < 2 else decay).append(parameter)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": params.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=params.train.learning_rate)
+
+
+def _evaluate(accelerator, model, loader, metrics) -> dict:
+    """Validation loss and the task's metric, gathered from every process."""
+    import torch
+
+    model.eval()
+    losses, logits_all, labels_all = [], [], []
+    for batch in loader:
+        with torch.no_grad():
+            outputs = model(**batch)
+        losses.append(accelerator.gather_for_metrics(outputs.loss.detach().repeat(len(batch["labels"]))))
+        # Batches differ in length across processes: pad before gathering.
+        logits = accelerator.pad_across_processes(outputs.logits, dim=1, pad_index=0)
+        labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=-100)
+        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        logits_all += list(logits.float().cpu().numpy())
+        labels_all += list(labels.cpu().numpy())
+    model.train()
+    width = max(len(row) for row in labels_all)
+    logits = np.stack([np.pad(r, ((0, width - len(r)), (0, 0))) for r in logits_all])
+    labels = np.stack([np.pad(r, (0, width - len(r)), constant_values=-100) for r in labels_all])
+    scores = metrics((logits, labels))
+    return {"loss": float(torch.cat(losses).mean()), **scores}
+
+
+def train(model, tokenizer, datasets, params: Params, task, labels: list[str], curves_dir: Path) -> dict:
+    """Train ``model`` in place; return the same summary as the Trainer loop."""
+    import torch
+    from accelerate import Accelerator
+    from dvclive import Live
+    from torch.utils.data import DataLoader
+    from transformers import get_scheduler
+
+    train = params.train
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=None if train.mixed_precision == "no" else train.mixed_precision)
+    collate = task.collator(tokenizer)
+    shuffle = torch.Generator().manual_seed(params.seed)
+    train_loader = DataLoader(task.model_inputs(datasets["train"]), batch_size=train.batch_size, shuffle=True,
+                              collate_fn=collate, generator=shuffle)
+    eval_loader = DataLoader(task.model_inputs(datasets["validation"]), batch_size=params.eval.batch_size,
+                             collate_fn=collate)
+    optimizer = _optimizer(model, params)
+    prepared, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+
+    per_epoch = len(train_loader)
+    total = train.max_steps if train.max_steps > 0 else math.ceil(train.epochs * per_epoch)
+    warmup = int(train.warmup_steps * total) if train.warmup_steps < 1 else int(train.warmup_steps)
+    scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    metrics = task.trainer_metrics(labels)
+    live = Live(str(curves_dir), save_dvc_exp=False, dvcyaml=None) if accelerator.is_main_process else None
+
+    step, loss_sum, loss_count, losses_all, validation = 0, 0.0, 0, [], {}
+    started = time.perf_counter()
+    prepared.train()
+    for epoch in range(math.ceil(total / per_epoch)):
+        for batch in train_loader:
+            loss = prepared(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+            losses_all.append(loss.item())
+            if step % train.logging_steps == 0:
+                accelerator.print(f"step {step}/{total}: loss {loss_sum / loss_count:.4f}")
+                if live:
+                    live.step = step
+                    live.log_metric("train/loss", loss_sum / loss_count)
+                loss_sum, loss_count = 0.0, 0
+            if step == total:
+                break
+        validation = _evaluate(accelerator, prepared, eval_loader, metrics)
+        accelerator.print(f"epoch {epoch + 1}: validation loss {validation['loss']:.4f}, F1 {validation['f1']:.4f}")
+        if live:
+            live.step = step
+            live.log_metric("eval/loss", validation["loss"])
+            live.log_metric("eval/f1", validation["f1"])
+        if step == total:
+            break
+    seconds = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+    if live:
+        live.make_summary()
+    epochs = step / per_epoch
+    return {
+        "train_loss": float(np.mean(losses_all)),
+        "steps": step,
+        "epochs": round(epochs, 4),
+        "resumed_from_step": 0,
+        "train_seconds": round(seconds, 2),
+        "train_samples_per_second": round(len(datasets["train"]) * epochs / seconds, 2),
+        "validation": {"loss": validation.get("loss"), "f1": validation.get("f1")},
+    }
