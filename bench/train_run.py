@@ -188,16 +188,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=5)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the train split (>1 repeats it)")
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--random-batches", action="store_true",
+                        help="pipeline with train.group_by_length false (isolates what grouping does)")
     args = parser.parse_args()
 
     from peftpipe.params import load_params
 
     params = load_params()
+    if args.random_batches:
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train, group_by_length=False))
     run = pipeline_run if args.style == "pipeline" else tutorial_run
     with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
         result = run(params, args.epochs, args.fraction, args.max_length or params.model.max_length, Path(out))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"style": args.style, "epochs": args.epochs, "fraction": args.fraction,
+    print(json.dumps({"style": args.style, "random_batches": args.random_batches, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
                       "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
 

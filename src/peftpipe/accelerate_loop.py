@@ -95,7 +95,9 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
             loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
             losses_all.append(loss.item())
             if step % train.logging_steps == 0:
-                accelerator.print(f"step {step}/{total}: loss {loss_sum / loss_count:.4f}")
+                rate = step / (time.perf_counter() - started)
+                accelerator.print(f"step {step}/{total}: loss {loss_sum / loss_count:.4f} "
+                                  f"({rate:.2f} steps/s, ETA {(total - step) / rate:.0f} s)")
                 if live:
                     live.step = step
                     live.log_metric("train/loss", loss_sum / loss_count)
