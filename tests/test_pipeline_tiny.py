@@ -201,3 +201,11 @@ def test_accelerate_loop_and_trainer_agree(tiny_project):
     assert set(reports["trainer"]) == set(reports["accelerate"])
     assert reports["trainer"]["steps"] == reports["accelerate"]["steps"] == 140
     assert scores["accelerate"] > 0.8 and abs(scores["accelerate"] - scores["trainer"]) < 0.05, scores
+
+
+def test_loss_curve_png_is_drawn_even_when_no_loss_was_logged(tmp_path):
+    """A run shorter than train.logging_steps logs no loss; export must still finish."""
+    from peftpipe.export import loss_curve_png
+
+    loss_curve_png(tmp_path / "no-curves", tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes().startswith(b"\x89PNG")

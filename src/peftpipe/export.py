@@ -61,16 +61,22 @@ def loss_curve_png(curves: Path, out: Path) -> None:
     import pandas as pd
 
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    drawn = 0
     for split in ("train", "eval"):
         tsv = curves / "plots" / "metrics" / split / "loss.tsv"
-        if not tsv.exists():
-            raise ExportError(f"{tsv}: no loss curve; rerun `dvc repro train`")
+        if not tsv.exists():  # a short run (max_steps below logging_steps) logs no loss
+            continue
         points = pd.read_csv(tsv, sep="\t")
         axes.plot(points["step"], points["loss"], marker="o" if split == "eval" else None,
                   label="validation" if split == "eval" else "train")
+        drawn += 1
     axes.set(xlabel="step", ylabel="loss", title="Training loss")
     axes.grid(alpha=0.3)
-    axes.legend()
+    if drawn:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "no loss logged: fewer steps than train.logging_steps",
+                  ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
