@@ -20,7 +20,9 @@ def repo(tmp_path_factory) -> Path:
 
 def test_default_pipeline_beats_its_baseline(repo):
     output = run(["dvc", "repro"], repo)
-    assert ran_stages(output) == ["download", "split", "tokenize", "baseline", "train", "evaluate", "export"]
+    # All seven; baseline and train both follow tokenize, so DVC may run either first.
+    assert sorted(ran_stages(output)) == sorted(["download", "split", "tokenize", "baseline", "train", "evaluate",
+                                                 "export"])
     evaluated = json.loads((repo / "metrics/eval.json").read_text())["overall"]
     baseline = json.loads((repo / "metrics/baseline.json").read_text())
     # The committed metrics are this recipe's result: a silent change in behaviour fails here.
