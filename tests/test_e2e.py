@@ -20,9 +20,12 @@ def repo(tmp_path_factory) -> Path:
 
 def test_default_pipeline_beats_its_baseline(repo):
     output = run(["dvc", "repro"], repo)
-    # All seven; baseline and train both follow tokenize, so DVC may run either first.
-    assert sorted(ran_stages(output)) == sorted(["download", "split", "tokenize", "baseline", "train", "evaluate",
-                                                 "export"])
+    # Every stage with cached outputs runs (in any order DVC picks: baseline and train both
+    # follow tokenize). baseline's outputs are all in git; when tokenize reproduces
+    # data/tokenized byte for byte, DVC rightly finds baseline up to date and skips it.
+    ran = set(ran_stages(output))
+    assert ran >= {"download", "split", "tokenize", "train", "evaluate", "export"}, output[-2000:]
+    assert ran <= {"download", "split", "tokenize", "baseline", "train", "evaluate", "export"}
     evaluated = json.loads((repo / "metrics/eval.json").read_text())["overall"]
     baseline = json.loads((repo / "metrics/baseline.json").read_text())
     # The committed metrics are this recipe's result: a silent change in behaviour fails here.
