@@ -32,7 +32,7 @@ def main() -> None:
     frames = {name: pd.read_parquet(SPLIT / f"{name}.parquet") for name in ("train", "validation", "test")}
     started = time.perf_counter()
     for frame in frames.values():
-        task.tokenize(frame, tokenizer, labels, params.model.max_length, params.tokenize.label_all_tokens)
+        task.tokenize(frame, tokenizer, labels, params)
     tokenize_seconds = time.perf_counter() - started
     rows = sum(len(f) for f in frames.values())
 

@@ -81,8 +81,8 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     task = get_task(params.task.kind)
     labels = read_json(SPLIT / "labels.json")
     model, tokenizer = load_base(params, labels)
-    datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, max_length,
-                                    params.tokenize.label_all_tokens) for name in ("train", "validation")}
+    datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, params)
+                for name in ("train", "validation")}
     model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
     counter = TokenCounter(model, tokenizer.pad_token_id)
     started = time.perf_counter()

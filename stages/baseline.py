@@ -1,5 +1,6 @@
-"""baseline: score the base model (untrained head, no adapter) and the trivial reference
-(all-O for NER) on the test split, in the same schema as evaluate's metrics/eval.json."""
+"""baseline: score the base model (untrained head, no adapter; 4-bit for qlora) and the
+trivial reference (all-O for NER, the majority class otherwise) on the test split, in the
+same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
 from peftpipe.evaluation import score_split, write_plots
@@ -19,8 +20,10 @@ def main(params):
     model, tokenizer = load_base(params, labels)
     test = datasets["test"]
     metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
-    metrics["reference"] = task.compute_metrics(test["tags"], task.reference_predictions(test["tags"]))
-    write_plots(PLOTS, task, metrics, test["tags"], predicted)
+    gold = task.gold(test)
+    reference = task.reference_predictions(task.gold(datasets["train"]), gold)
+    metrics["reference"] = task.compute_metrics(gold, reference, labels)
+    write_plots(PLOTS, task, metrics, gold, predicted)
     write_metrics(OUT, metrics, params.seed)
     print(f"baseline: test F1 {metrics['overall']['f1']:.4f} "
           f"(reference {metrics['reference']['overall']['f1']:.4f}) -> {OUT}")

@@ -1,6 +1,6 @@
 """download: fetch the raw data set named by `data.*` into data/raw.
 
-Writes one parquet file per split the source has (canonical tokens/tags columns) and
+Writes one parquet file per split the source has (the task's canonical columns) and
 meta.json (label names, source, package version or file hashes, row counts).
 """
 
@@ -14,7 +14,7 @@ OUT = "data/raw"
 @stage
 def main(params):
     """Load data.source into data/raw."""
-    raw = load_raw(params.data)
+    raw = load_raw(params.data, params.task.kind)
     with atomic_path(OUT, directory=True) as tmp:
         for split, frame in raw.splits.items():
             frame.to_parquet(tmp / f"{split}.parquet", index=False)

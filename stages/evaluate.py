@@ -21,9 +21,9 @@ def main(params):
     test = datasets["test"]
     metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     with atomic_path(PREDICTIONS) as tmp, open(tmp, "w") as fh:
-        for tokens, gold, pred in zip(test["tokens"], test["tags"], predicted):
-            fh.write(json.dumps({"tokens": tokens, "gold": gold, "predicted": pred}) + "\n")
-    write_plots(PLOTS, task, metrics, test["tags"], predicted)
+        for row in task.prediction_rows(test, predicted):
+            fh.write(json.dumps(row) + "\n")
+    write_plots(PLOTS, task, metrics, task.gold(test), predicted)
     write_metrics(OUT, metrics, info["seed"])
     print(f"evaluate: test F1 {metrics['overall']['f1']:.4f} -> {OUT}")
 

@@ -1,6 +1,11 @@
 """export: merge the adapter into the base model, save it for serving (safetensors,
 tokenizer, label map, model card with the loss curve), reload it and check its predictions
-equal the adapter's."""
+equal the adapter's.
+
+qlora merges into a fresh full-precision copy of the base (never into 4-bit weights): the
+merge is checked exactly against that copy with the adapter, and its predictions against
+the 4-bit model's. Prompt methods (p_tuning) cannot merge: the adapter is exported as is.
+"""
 
 from pathlib import Path
 
@@ -23,22 +28,27 @@ def main(params):
     model, tokenizer, info = load_trained()
     datasets, labels = load_tokenized()
     task = get_task(info["task"])
-    test = datasets["test"]
-    adapter_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, params.eval.batch_size)
+    test, batch = datasets["test"], params.eval.batch_size
+    trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
+    reference_logits = trained_logits
+    if info.get("quantization"):  # merge into a full-precision base, never into 4-bit weights
+        model = load_trained(quantized=False)[0]
+        reference_logits = export.timed_logits(task, model, tokenizer, test, batch)[0]
     merged = export.merge(model, info)
     with atomic_path(OUT, directory=True) as tmp:
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        reloaded = task.load_model(str(tmp), labels)
-        merged_logits, merged_ms = export.timed_logits(task, reloaded, tokenizer, test, params.eval.batch_size)
-        check = export.compare_logits(adapter_logits, merged_logits, params.export.logits_tolerance)
-        export.check_pipeline(tmp, " ".join(test[0]["tokens"]))
+        export.save(merged, tokenizer, info, tmp)
+        served_logits, merged_ms = export.timed_logits(task, export.reload(tmp, task, labels), tokenizer, test, batch)
+        check = export.compare_logits(reference_logits, served_logits, params.export.logits_tolerance)
+        if info.get("quantization"):
+            check["quantized_agreement"] = export.check_quantized(
+                trained_logits, served_logits, params.export.min_quantized_agreement)
+        export.check_pipeline(tmp, test[0])
         facts = {name: read_json(path) for name, path in RUN_FACTS.items()}
         export.loss_curve_png(CURVES, tmp / export.LOSS_CURVE)
-        (tmp / "README.md").write_text(export.model_card(params.recipe, info, facts))
+        (tmp / "README.md").write_text(export.model_card(params.recipe, task, info, facts))
     write_metrics(REPORT, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
-                        "merged_ms_per_example": round(merged_ms, 3)}, info["seed"])
-    print(f"export: merged model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {OUT}")
+                           "merged_ms_per_example": round(merged_ms, 3)}, info["seed"])
+    print(f"export: exported model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""tokenize-align: tokenize data/split with the model's tokenizer and align tags to sub-words.
+"""tokenize-align: tokenize data/split with the model's tokenizer (NER: align tags to sub-words).
 
 (Not named tokenize.py: a script's folder comes first on sys.path, and that name would
 shadow the standard library's tokenize module.)
@@ -19,13 +19,12 @@ SPLIT, OUT = Path("data/split"), "data/tokenized"
 
 @stage
 def main(params):
-    """Tokenize every split; labels aligned per tokenize.label_all_tokens."""
+    """Tokenize every split (NER: tags aligned per tokenize.label_all_tokens)."""
     task = get_task(params.task.kind)
     labels = read_json(SPLIT / "labels.json")
     tokenizer = load_tokenizer(resolve_model(params.model), params.model.revision)
     datasets = {
-        name: task.tokenize(pd.read_parquet(SPLIT / f"{name}.parquet"), tokenizer, labels,
-                            params.model.max_length, params.tokenize.label_all_tokens)
+        name: task.tokenize(pd.read_parquet(SPLIT / f"{name}.parquet"), tokenizer, labels, params)
         for name in ("train", "validation", "test")
     }
     with atomic_path(OUT, directory=True) as tmp:

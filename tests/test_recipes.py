@@ -48,7 +48,7 @@ def test_cpu_recipe_data_is_there_and_fits_its_labels(path):
     here = os.getcwd()
     os.chdir(ROOT)  # recipe paths are relative to the repository root
     try:
-        raw = load_raw(params.data)
+        raw = load_raw(params.data, params.task.kind)
     finally:
         os.chdir(here)
     assert raw.labels == list(params.data.labels)  # every tag is in the recipe's label set

@@ -4,7 +4,8 @@ from conftest import SHARED_CORPORA, make_sentences, write_jsonl
 
 from peftpipe.errors import DataError
 from peftpipe.params import ColumnsParams, DataParams
-from peftpipe.sources import iob1_to_iob2, load_raw, read_conll
+from peftpipe.sources import load_raw, read_conll
+from peftpipe.tasks.token_classification import iob1_to_iob2
 
 
 def local(files, **kw) -> DataParams:
@@ -68,7 +69,7 @@ def test_length_mismatch_and_unknown_tags_are_named(tmp_path):
     with pytest.raises(DataError, match="row 0: 2 tokens but 1 tags"):
         load_raw(local({"train": path}))
     path = write_jsonl(tmp_path / "u.jsonl", [{"tokens": ["a"], "tags": ["B-FOO"]}])
-    with pytest.raises(DataError, match="tag\\(s\\) B-FOO not in the label set"):
+    with pytest.raises(DataError, match="label\\(s\\) B-FOO not in the label set"):
         load_raw(local({"train": path}, labels=["O", "B-PER", "I-PER"]))
 
 
@@ -125,7 +126,7 @@ def test_blank_tokens_are_refused_and_empty_rows_dropped_and_counted(tmp_path):
     raw = load_raw(local({"train": path}))
     assert len(raw.splits["train"]) == 1 and raw.meta["dropped_empty_rows"] == {"train": 1}
     path = write_jsonl(tmp_path / "z.jsonl", [{"tokens": [], "tags": []}])
-    with pytest.raises(DataError, match="split 'train': no rows with tokens"):
+    with pytest.raises(DataError, match="split 'train': no non-empty rows"):
         load_raw(local({"train": path}))
 
 

@@ -3,7 +3,8 @@ import pytest
 
 from peftpipe.errors import DataError
 from peftpipe.params import SplitParams
-from peftpipe.splitting import data_report, make_splits
+from peftpipe.splitting import make_splits
+from peftpipe.tasks.token_classification import data_report
 
 
 def frame(n: int) -> pd.DataFrame:

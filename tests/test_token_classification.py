@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from peftpipe.params import parse_params
 from peftpipe.tasks import token_classification as tc
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -46,7 +47,7 @@ def test_tokenize_aligns_real_rows(tiny_model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     frame = pd.DataFrame({"tokens": [["alice", "visited", "paris"]], "tags": [["B-PER", "O", "B-LOC"]]})
-    ds = tc.tokenize(frame, tokenizer, LABELS, max_length=16, label_all_tokens=False)
+    ds = tc.tokenize(frame, tokenizer, LABELS, parse_params({"model": {"max_length": 16}}))
     row = ds[0]
     assert tokenizer.convert_ids_to_tokens(row["input_ids"]) == ["[CLS]", "alice", "visited", "paris", "[SEP]"]
     assert row["word_ids"] == [-1, 0, 1, 2, -1]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from peftpipe.params import Params
+from peftpipe.training import train_class_weights, weighted_loss
 
 
 def _optimizer(model, params: Params):
@@ -30,7 +31,15 @@ def _optimizer(model, params: Params):
                               {"params": no_decay, "weight_decay": 0.0}], lr=params.train.learning_rate)
 
 
-def _evaluate(accelerator, model, loader, metrics) -> dict:
+def _loss(model, batch, weights):
+    if weights is None:
+        outputs = model(**batch)
+        return outputs.loss, outputs
+    outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return weighted_loss(outputs.logits, batch["labels"], weights), outputs
+
+
+def _evaluate(accelerator, model, loader, metrics, weights) -> dict:
     """Validation loss and the task's metric, gathered from every process."""
     import torch
 
@@ -38,18 +47,22 @@ def _evaluate(accelerator, model, loader, metrics) -> dict:
     losses, logits_all, labels_all = [], [], []
     for batch in loader:
         with torch.no_grad():
-            outputs = model(**batch)
-        losses.append(accelerator.gather_for_metrics(outputs.loss.detach().repeat(len(batch["labels"]))))
-        # Batches differ in length across processes: pad before gathering.
-        logits = accelerator.pad_across_processes(outputs.logits, dim=1, pad_index=0)
-        labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=-100)
+            loss, outputs = _loss(model, batch, weights)
+        losses.append(accelerator.gather_for_metrics(loss.detach().repeat(len(batch["labels"]))))
+        logits, labels = outputs.logits, batch["labels"]
+        if labels.dim() > 1:  # token labels: lengths differ across processes, pad to gather
+            logits = accelerator.pad_across_processes(logits, dim=1, pad_index=0)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
         logits, labels = accelerator.gather_for_metrics((logits, labels))
         logits_all += list(logits.float().cpu().numpy())
         labels_all += list(labels.cpu().numpy())
     model.train()
-    width = max(len(row) for row in labels_all)
-    logits = np.stack([np.pad(r, ((0, width - len(r)), (0, 0))) for r in logits_all])
-    labels = np.stack([np.pad(r, (0, width - len(r)), constant_values=-100) for r in labels_all])
+    if labels_all[0].ndim == 0:  # one label per row
+        logits, labels = np.stack(logits_all), np.stack(labels_all)
+    else:
+        width = max(len(row) for row in labels_all)
+        logits = np.stack([np.pad(r, ((0, width - len(r)), (0, 0))) for r in logits_all])
+        labels = np.stack([np.pad(r, (0, width - len(r)), constant_values=-100) for r in labels_all])
     scores = metrics((logits, labels))
     return {"loss": float(torch.cat(losses).mean()), **scores}
 
@@ -79,6 +92,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     warmup = int(train.warmup_steps * total) if train.warmup_steps < 1 else int(train.warmup_steps)
     scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
     metrics = task.trainer_metrics(labels)
+    weights = train_class_weights(params, task, datasets, labels)
     live = Live(str(curves_dir), save_dvc_exp=False, dvcyaml=None) if accelerator.is_main_process else None
 
     step, loss_sum, loss_count, losses_all, validation = 0, 0.0, 0, [], {}
@@ -86,14 +100,15 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     prepared.train()
     for epoch in range(math.ceil(total / per_epoch)):
         for batch in train_loader:
-            loss = prepared(**batch).loss
+            loss, _ = _loss(prepared, batch, weights)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-            losses_all.append(loss.item())
+            value = loss.item()  # one device sync per step
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            losses_all.append(value)
             if step % train.logging_steps == 0:
                 rate = step / (time.perf_counter() - started)
                 accelerator.print(f"step {step}/{total}: loss {loss_sum / loss_count:.4f} "
@@ -104,7 +119,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
                 loss_sum, loss_count = 0.0, 0
             if step == total:
                 break
-        validation = _evaluate(accelerator, prepared, eval_loader, metrics)
+        validation = _evaluate(accelerator, prepared, eval_loader, metrics, weights)
         accelerator.print(f"epoch {epoch + 1}: validation loss {validation['loss']:.4f}, F1 {validation['f1']:.4f}")
         if live:
             live.step = step
@@ -125,4 +140,5 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
         "train_seconds": round(seconds, 2),
         "train_samples_per_second": round(len(datasets["train"]) * epochs / seconds, 2),
         "validation": {"loss": validation.get("loss"), "f1": validation.get("f1")},
+        "class_weights": dict(zip(labels, weights)) if weights else None,
     }

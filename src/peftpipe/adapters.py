@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from peftpipe.params import Params
 
+# Prompt methods learn virtual tokens: nothing to merge into the base weights.
+PROMPT_METHODS = ("p_tuning",)
+
 
 def peft_config(params: Params, task_type: str, head: list[str]):
     """The peft config for ``peft.method``, or None for full fine-tuning."""
-    if params.peft.method == "none":
+    method = params.peft.method
+    if method == "none":
         return None
-    from peft import LoraConfig
+    if method == "p_tuning":
+        from peft import PromptEncoderConfig
+
+        return PromptEncoderConfig(
+            task_type=task_type,
+            num_virtual_tokens=params.prompt.num_virtual_tokens,
+            encoder_hidden_size=params.prompt.encoder_hidden_size,
+            modules_to_save=head,
+        )
+    from peft import LoraConfig  # lora, and qlora (LoRA on a 4-bit base)
 
     lora = params.lora
     return LoraConfig(
@@ -32,7 +45,17 @@ def wrap(model, params: Params, task_type: str, head: list[str]):
         return model
     from peft import get_peft_model
 
+    if params.peft.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Norms and the head in fp32, inputs that require grad (for checkpointing).
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=params.quantization.gradient_checkpointing)
     return get_peft_model(model, config)
+
+
+def mergeable(method: str) -> bool:
+    return method not in PROMPT_METHODS
 
 
 def parameter_counts(model) -> dict:

@@ -37,16 +37,23 @@ def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Pa
         "task": params.task.kind,
         "peft_method": params.peft.method,
         "model": dataclasses.asdict(params.model),
+        # qlora: how the base was quantized, so evaluate scores the model as it was trained
+        "quantization": dataclasses.asdict(params.quantization) if params.peft.method == "qlora" else None,
         "labels": labels,
         "seed": params.seed,
     })
 
 
-def load_trained(folder: str | Path = "models/adapter"):
-    """(model, tokenizer, info) for an adapter folder written by ``save_trained``."""
+def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
+    """(model, tokenizer, info) for an adapter folder written by ``save_trained``.
+
+    A qlora adapter goes onto its 4-bit base, as trained; ``quantized=False`` puts it on a
+    full-precision base instead (what export merges into).
+    """
     from transformers import AutoTokenizer
 
-    from peftpipe.models import resolve_model
+    from peftpipe.models import load_task_model, resolve_model
+    from peftpipe.params import QuantizationParams
     from peftpipe.tasks import get_task
 
     folder = Path(folder)
@@ -54,12 +61,15 @@ def load_trained(folder: str | Path = "models/adapter"):
         raise DataError(f"{folder}: no trained model; run `dvc repro train` first")
     info = read_json(folder / TRAINED_INFO_FILE)
     task = get_task(info["task"])
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if info["peft_method"] == "none":
-        model = task.load_model(str(folder), info["labels"])
+        model = load_task_model(task, str(folder), info["labels"], tokenizer)
     else:
         from peft import PeftModel
 
         base_params = ModelParams(**info["model"])
-        base = task.load_model(resolve_model(base_params), info["labels"], base_params.revision)
+        quantization = info.get("quantization") if quantized else None
+        base = load_task_model(task, resolve_model(base_params), info["labels"], tokenizer, base_params.revision,
+                               QuantizationParams(**quantization) if quantization else None)
         model = PeftModel.from_pretrained(base, str(folder))
-    return model, AutoTokenizer.from_pretrained(str(folder)), info
+    return model, tokenizer, info

@@ -30,7 +30,7 @@ def fingerprint(params: Params, data_dir: Path) -> str:
     """Hash of what decides the training trajectory: these params and the data's bytes."""
     digest = hashlib.sha256()
     everything = dataclasses.asdict(params)
-    sections = {name: everything[name] for name in ("seed", "task", "model", "peft", "lora", "train")}
+    sections = {name: everything[name] for name in ("seed", "task", "model", "peft", "lora", "prompt", "quantization", "train")}
     digest.update(json.dumps(sections, sort_keys=True).encode())
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         digest.update(path.relative_to(data_dir).as_posix().encode())

@@ -19,23 +19,27 @@ def _fail(err: PeftpipeError, debug: bool) -> None:
     sys.exit(2)
 
 
-def entities(folder: Path, texts: list[str]) -> list[list[dict]]:
-    """Entity spans per text from the transformers pipeline (aggregation_strategy=simple).
+def predictions(folder: Path, texts: list[str]) -> list:
+    """Per text: entity spans (token classification, aggregation_strategy=simple) or the
+    class with its score (sequence classification).
 
-    ``word`` is cut from the input text by the offsets, so an uncased model still shows
-    the text as written.
+    An entity's ``word`` is cut from the input text by the offsets, so an uncased model
+    still shows the text as written.
     """
-    if not (folder / "config.json").exists():
+    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
         raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import pipeline
     from transformers.utils import logging as hf_logging
+
+    from peftpipe.export import inference_pipeline
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    ner = pipeline("token-classification", model=str(folder), aggregation_strategy="simple", device="cpu")
+    classify = inference_pipeline(folder)
+    if classify.task != "token-classification":
+        return [{"label": r["label"], "score": round(float(r["score"]), 4)} for r in classify(texts)]
     results = []
-    for text, spans in zip(texts, ner(texts)):
+    for text, spans in zip(texts, classify(texts)):
         results.append([
             {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
              "start": int(s["start"]), "end": int(s["end"])}
@@ -56,15 +60,20 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one line per text.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, debug: bool) -> None:
-    """Print the entities the exported model finds in TEXTS (or in each line of stdin)."""
+    """Print the entities (NER) or the class the exported model finds for TEXTS (or each
+    line of stdin)."""
     lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not lines:
         raise click.UsageError("give text as arguments or on stdin")
     try:
-        results = entities(model_dir, lines)
+        results = predictions(model_dir, lines)
     except PeftpipeError as err:
         _fail(err, debug)
     for text, spans in zip(lines, results):
+        if isinstance(spans, dict):  # a class for the whole text
+            click.echo(json.dumps({"text": text, **spans}) if as_json
+                       else f"{spans['label']}\t{spans['score']:.3f}\t{text}")
+            continue
         if as_json:
             click.echo(json.dumps({"text": text, "entities": spans}))
             continue

@@ -20,36 +20,104 @@ def timed_logits(task, model, tokenizer, dataset, batch_size: int) -> tuple[list
     return logits, 1000 * (time.perf_counter() - started) / max(1, len(dataset))
 
 
-def compare_logits(expected: list[np.ndarray], actual: list[np.ndarray], tolerance: float) -> dict:
-    """Largest logit difference and the share of positions whose argmax agrees."""
+def logit_agreement(expected: list[np.ndarray], actual: list[np.ndarray]) -> dict:
+    """Largest logit difference and the share of predictions (positions, or rows) that agree."""
     max_diff, agree, total = 0.0, 0, 0
     for a, b in zip(expected, actual):
+        a, b = np.atleast_2d(a), np.atleast_2d(b)  # one row of class logits, or one per position
         max_diff = max(max_diff, float(np.abs(a - b).max()))
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         total += len(a)
-    check = {"max_abs_logit_diff": max_diff, "prediction_agreement": agree / max(1, total)}
-    if check["prediction_agreement"] < 1.0 or max_diff > tolerance:
+    return {"max_abs_logit_diff": max_diff, "prediction_agreement": agree / max(1, total)}
+
+
+def compare_logits(expected: list[np.ndarray], actual: list[np.ndarray], tolerance: float) -> dict:
+    """Largest logit difference and the share of positions whose argmax agrees."""
+    check = logit_agreement(expected, actual)
+    if check["prediction_agreement"] < 1.0 or check["max_abs_logit_diff"] > tolerance:
         raise ExportError(
             f"the exported model's predictions differ from the adapter's on the test split "
-            f"(agreement {check['prediction_agreement']:.4f}, max logit difference {max_diff:.2e}, "
+            f"(agreement {check['prediction_agreement']:.4f}, max logit difference {check['max_abs_logit_diff']:.2e}, "
             f"export.logits_tolerance {tolerance:g})"
         )
     return check
 
 
 def merge(model, info: dict):
-    """Fold the adapter into the base weights (a plain transformers model comes back)."""
-    if info["peft_method"] == "none":
+    """Fold the adapter into the base weights (a plain transformers model comes back).
+    Prompt methods (p_tuning) have nothing to fold: they come back as they are."""
+    from peftpipe.adapters import mergeable
+
+    if info["peft_method"] == "none" or not mergeable(info["peft_method"]):
         return model
     return model.merge_and_unload()
 
 
-def check_pipeline(folder: Path, text: str) -> list[dict]:
-    """The merged folder works in the transformers token-classification pipeline."""
+def kept_as_adapter(info: dict) -> bool:
+    from peftpipe.adapters import mergeable
+
+    return info["peft_method"] != "none" and not mergeable(info["peft_method"])
+
+
+def save(model, tokenizer, info: dict, folder: Path) -> None:
+    """The merged model (or a prompt adapter with peftpipe.json naming its base) + tokenizer."""
+    from peftpipe.artifacts import TRAINED_INFO_FILE
+    from peftpipe.io import write_json
+
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    if kept_as_adapter(info):
+        write_json(folder / TRAINED_INFO_FILE, {**info, "quantization": None})
+
+
+def reload(folder: Path, task, labels: list[str]):
+    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+
+    if (folder / TRAINED_INFO_FILE).exists():
+        return load_trained(folder)[0]
+    return task.load_model(str(folder), labels)
+
+
+def check_quantized(trained: list[np.ndarray], served: list[np.ndarray], minimum: float) -> float:
+    """Share of test predictions where the served full-precision model agrees with the
+    4-bit model it was trained as (dequantized weights differ slightly, so not exactly)."""
+    agreement = logit_agreement(trained, served)["prediction_agreement"]
+    if agreement < minimum:
+        raise ExportError(
+            f"the merged full-precision model agrees with the 4-bit model on only {agreement:.2%} of "
+            f"test predictions (export.min_quantized_agreement {minimum:g})")
+    return agreement
+
+
+def inference_pipeline(folder: Path):
+    """The transformers pipeline for an exported folder: a merged model loads by itself;
+    a prompt-method adapter (peftpipe.json beside it) goes onto its base model first."""
     from transformers import pipeline
 
-    ner = pipeline("token-classification", model=str(folder), aggregation_strategy="simple", device="cpu")
-    return ner(text)
+    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+    from peftpipe.io import read_json
+
+    if (folder / TRAINED_INFO_FILE).exists():
+        model, tokenizer, info = load_trained(folder)
+        task = read_json(folder / TRAINED_INFO_FILE)["task"]
+    else:
+        model, tokenizer = str(folder), None
+        architectures = read_json(folder / "config.json").get("architectures") or [""]
+        task = "token_classification" if architectures[0].endswith("ForTokenClassification") else "other"
+    if task == "token_classification":
+        return pipeline("token-classification", model=model, tokenizer=tokenizer,
+                        aggregation_strategy="simple", device="cpu")
+    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+
+
+def check_pipeline(folder: Path, example: dict):
+    """The exported folder works in the transformers pipeline for its task."""
+    classify = inference_pipeline(folder)
+    if "tokens" in example:
+        return classify(" ".join(example["tokens"]))
+    if example.get("text_pair"):
+        return classify({"text": example["text"], "text_pair": example["text_pair"]})
+    return classify(example["text"])
 
 
 def loss_curve_png(curves: Path, out: Path) -> None:
@@ -88,25 +156,32 @@ def _table(rows: list[tuple]) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in body])
 
 
-def model_card(recipe: str, info: dict, facts: dict) -> str:
+def model_card(recipe: str, task, info: dict, facts: dict) -> str:
     """README.md for models/export, built only from the run's files."""
     base, train, data = facts["baseline"], facts["train"], facts["data"]
     evaluated = facts["eval"]
-    overall = [("metric", "base model (untrained head)", "reference (all O)", "this model")]
-    for key in ("precision", "recall", "f1", "macro_f1", "accuracy"):
+    overall = [("metric", "base model (untrained head)", f"reference ({task.REFERENCE_NAME})", "this model")]
+    for key in evaluated["overall"]:
         overall.append((key, f"{base['overall'][key]:.4f}", f"{base['reference']['overall'][key]:.4f}",
                         f"{evaluated['overall'][key]:.4f}"))
-    per_type = [("type", "precision", "recall", "f1", "support")] + [
+    per_class = [("class", "precision", "recall", "f1", "support")] + [
         (name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"])
-        for name, r in evaluated["per_type"].items()
+        for name, r in evaluated[task.PER_CLASS_KEY].items()
     ]
-    splits = [("split", "rows", "tokens")] + [(n, data[n]["rows"], data[n]["tokens"])
-                                              for n in ("train", "validation", "test")]
+    splits = [("split", "rows")] + [(n, data[n]["rows"]) for n in ("train", "validation", "test")]
     made = train["provenance"]
     model = info["model"]
+    quantized = " (4-bit NF4 base during training; merged into a full-precision copy)" if info.get("quantization") else ""
+    merged = not kept_as_adapter(info)
+    if merged:
+        form = f"merged into the base weights for serving{quantized}"
+        load = f'pipeline("{task.PIPELINE_TAG}", model="models/export")'
+    else:
+        form = "kept as an adapter (prompt methods have no weights to merge); peftpipe.json names the base"
+        load = 'peftpipe.export.inference_pipeline(Path("models/export"))'
     return f"""---
-library_name: transformers
-pipeline_tag: token-classification
+library_name: {"transformers" if merged else "peft"}
+pipeline_tag: {task.PIPELINE_TAG}
 tags: [peftpipe, {info['peft_method']}]
 ---
 # {model['name']} fine-tuned with {info['peft_method']} by peftpipe
@@ -114,7 +189,7 @@ tags: [peftpipe, {info['peft_method']}]
 - Recipe: {recipe}
 - Task: {info['task']}; labels ({len(info['labels'])}): {', '.join(info['labels'])}
 - Base model: {model['name']} (source: {model['source']}), max length {model['max_length']}
-- PEFT method: {info['peft_method']}, merged into the base weights for serving;
+- PEFT method: {info['peft_method']}, {form};
   {train['trainable_params']:,} of {train['total_params']:,} parameters trained
   ({train['trainable_share']:.2%})
 - Training: {train['epochs']:g} epochs, {train['steps']} steps, {train['train_seconds']:.0f} s,
@@ -125,11 +200,11 @@ tags: [peftpipe, {info['peft_method']}]
 
 {_table(splits)}
 
-## Test metrics (seqeval, entity level)
+## Test metrics
 
 {_table(overall)}
 
-{_table(per_type)}
+{_table(per_class)}
 
 ## Training loss
 
@@ -138,8 +213,7 @@ tags: [peftpipe, {info['peft_method']}]
 ## Use
 
 ```python
-from transformers import pipeline
-ner = pipeline("token-classification", model="models/export", aggregation_strategy="simple")
+{load}
 ```
 
 or `peftpipe predict "some text"`.

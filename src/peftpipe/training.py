@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from peftpipe import checkpoints
 from peftpipe.params import Params
 
@@ -42,6 +44,30 @@ def training_arguments(params: Params, output_dir: Path):
     )
 
 
+def class_weights(label_ids: list[int], num_labels: int) -> list[float]:
+    """Normalised inverse class frequency (the QLoRA tutorial's CustomTrainer): a class
+    seen half as often weighs twice as much; weights sum to 1; an absent class gets 0."""
+    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=num_labels).astype(float)
+    inverse = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return (inverse / inverse.sum()).tolist()
+
+
+def train_class_weights(params: Params, task, datasets, labels: list[str]) -> list[float] | None:
+    if params.train.class_weights == "none":
+        return None
+    return class_weights(task.train_label_ids(datasets["train"]), len(labels))
+
+
+def weighted_loss(logits, labels, weights):
+    """Cross-entropy with class weights; positions labelled -100 are ignored. The mean is
+    taken over the weights of the targets, so the loss scale does not depend on them."""
+    import torch
+
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        weight=torch.as_tensor(weights, dtype=torch.float32, device=logits.device), ignore_index=-100)
+
+
 def _trainer_class():
     """The Trainer, with length-grouped batches that a resumed run reproduces exactly.
 
@@ -66,6 +92,15 @@ def _trainer_class():
             return super().__iter__()
 
     class PipelineTrainer(Trainer):
+        class_weights: list[float] | None = None  # train.class_weights: auto
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.class_weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = weighted_loss(outputs.logits, inputs["labels"], self.class_weights)
+            return (loss, outputs) if return_outputs else loss
+
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length":
@@ -122,6 +157,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         compute_metrics=task.trainer_metrics(labels),
         callbacks=[checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)],
     )
+    trainer.class_weights = train_class_weights(params, task, datasets, labels)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
@@ -138,4 +174,5 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
             "loss": float(evals[-1]["eval_loss"]) if evals else None,
             "f1": float(evals[-1]["eval_f1"]) if evals else None,
         },
+        "class_weights": dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
     }

@@ -7,6 +7,8 @@ truncation costs recall instead of silently shrinking the test set.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -14,9 +16,124 @@ from peftpipe.errors import DataError, ModelError
 from peftpipe.progress import progress
 
 PEFT_TASK_TYPE = "TOKEN_CLS"
+PIPELINE_TAG = "token-classification"
+REFERENCE_NAME = "all O"
+PER_CLASS_KEY = "per_type"
 # Columns the model's forward takes; the others (tokens, tags, word_ids) are for scoring.
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 IGNORE = -100
+
+
+# --------------------------------------------------------------------------- data
+
+
+def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns (tokens, tags as names, IOB2) and how many rows' tags were fixed."""
+    wanted = {data.columns.tokens: "tokens", data.columns.tags: "tags"}
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
+            f"(set data.columns.tokens / data.columns.tags)"
+        )
+    frame = frame[list(wanted)].rename(columns=wanted)
+    tokens = [list(map(str, t)) for t in frame["tokens"]]
+    tags = [_tag_names(list(t), labels, f"{where}: row {i}") for i, t in enumerate(frame["tags"])]
+    for i, (words, row_tags) in enumerate(zip(tokens, tags)):
+        if len(words) != len(row_tags):
+            raise DataError(f"{where}: row {i}: {len(words)} tokens but {len(row_tags)} tags")
+        blank = [j for j, word in enumerate(words) if not word.strip()]
+        if blank:
+            # A blank word has no sub-words, so its tag could never be predicted.
+            raise DataError(f"{where}: row {i}: token {blank[0]} is empty or whitespace")
+    # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
+    keep = [i for i, words in enumerate(tokens) if words]
+    valid = {i: _valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep}
+    repaired = sum(valid[i] != tags[i] for i in keep)
+    return pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]}), repaired
+
+
+def _tag_names(tags: list, labels: list[str], where: str) -> list[str]:
+    """Tags as names: integer ids (tner's data sets, hub ClassLabel columns) are looked up
+    in the label list (data.labels, or the hub's names), in id order."""
+    if not any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
+        return list(map(str, tags))
+    if not labels:
+        raise DataError(f"{where}: tags are integer ids; list the label names in id order in data.labels")
+    bad = [t for t in tags if not 0 <= int(t) < len(labels)]
+    if bad:
+        raise DataError(f"{where}: tag id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
+    return [labels[int(t)] for t in tags]
+
+
+def iob1_to_iob2(tags: list[str]) -> list[str]:
+    """Start every entity with B-: an I-X that does not continue an X becomes B-X.
+
+    This converts IOB1 (CoNLL-2003's original files) to IOB2 and leaves valid IOB2 as is.
+    """
+    fixed, previous = [], "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            tag = "B-" + tag[2:]
+        fixed.append(tag)
+        previous = tag
+    return fixed
+
+
+def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
+    """IOB2 tags: an I-X that does not continue an X is fixed to B-X (IOB1 -> IOB2) or
+    rejected, per data.on_invalid_bio."""
+    fixed = iob1_to_iob2(tags)
+    if policy == "reject" and fixed != tags:
+        position = next(j for j, (a, b) in enumerate(zip(tags, fixed)) if a != b)
+        raise DataError(
+            f"{where}: tag {tags[position]} at token {position} does not continue an entity "
+            f"(I- without B-); set data.on_invalid_bio: fix to convert such tags to B-"
+        )
+    return fixed
+
+
+def label_values(frame: pd.DataFrame) -> set[str]:
+    return {tag for row in frame["tags"] for tag in row}
+
+
+def default_labels(splits: dict[str, pd.DataFrame]) -> list[str]:
+    """O first, then entity types alphabetically, B- before I- (a stable id order)."""
+    seen = set().union(*(label_values(frame) for frame in splits.values()))
+    return ["O"] + sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))
+
+
+def hub_label_names(features, data) -> list[str]:
+    feature = features.get(data.columns.tags)
+    return list(getattr(getattr(feature, "feature", None), "names", None) or [])
+
+
+def entity_counts(tags: pd.Series) -> dict[str, int]:
+    """How many entities of each type (B- tags) a split holds."""
+    counts = Counter(tag[2:] for row in tags for tag in row if tag.startswith("B-"))
+    return dict(sorted(counts.items()))
+
+
+def data_report(splits: dict[str, pd.DataFrame]) -> dict:
+    """Per split: rows, tokens, entities per type; for validation/test also how many rows
+    repeat a train sentence (leakage) and which entity types train never shows."""
+    train_sentences = {tuple(t) for t in splits["train"]["tokens"]} if "train" in splits else set()
+    train_types = set(entity_counts(splits["train"]["tags"])) if "train" in splits else set()
+    report = {}
+    for name, frame in splits.items():
+        entities = entity_counts(frame["tags"])
+        report[name] = {
+            "rows": len(frame),
+            "tokens": int(sum(len(t) for t in frame["tokens"])),
+            "entities": entities,
+        }
+        if name != "train":
+            report[name]["rows_also_in_train"] = sum(tuple(t) in train_sentences for t in frame["tokens"])
+            report[name]["types_missing_from_train"] = sorted(set(entities) - train_types)
+    return report
+
+
+# --------------------------------------------------------------------------- model
 
 
 def continuation_labels(labels: list[str]) -> list[int]:
@@ -41,11 +158,11 @@ def align_labels(word_ids: list[int | None], word_labels: list[int], label_all_t
     return aligned
 
 
-def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], max_length: int,
-             label_all_tokens: bool):
+def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
     """A datasets.Dataset with model inputs, aligned labels, word_ids and the gold tags."""
     import datasets
 
+    max_length, label_all_tokens = params.model.max_length, params.tokenize.label_all_tokens
     label_ids = {name: i for i, name in enumerate(labels)}
     continuation = continuation_labels(labels)
 
@@ -64,7 +181,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], max_length: int,
     return dataset.map(encode, batched=True, desc="tokenize")
 
 
-def load_model(path: str, labels: list[str], revision: str | None = None):
+def load_model(path: str, labels: list[str], revision: str | None = None, **options):
     """The base model with a new token-classification head sized for ``labels``."""
     from transformers import AutoConfig, AutoModelForTokenClassification
 
@@ -75,6 +192,7 @@ def load_model(path: str, labels: list[str], revision: str | None = None):
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
+            **options,
         )
     except ValueError as err:
         if "Unrecognized configuration class" not in str(err):
@@ -99,6 +217,15 @@ def collator(tokenizer):
 
 def model_inputs(dataset):
     return dataset.select_columns([c for c in MODEL_COLUMNS if c in dataset.column_names])
+
+
+def gold(dataset) -> list[list[str]]:
+    return list(dataset["tags"])
+
+
+def train_label_ids(dataset) -> list[int]:
+    """Every labelled sub-word's label id (for class weights)."""
+    return [i for row in dataset["labels"] for i in row if i != IGNORE]
 
 
 def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
@@ -137,6 +264,12 @@ def decode(logits: list[np.ndarray], dataset, labels: list[str]) -> list[list[st
     return predictions
 
 
+def prediction_rows(dataset, predicted: list[list[str]]) -> list[dict]:
+    """data/predictions/test.jsonl: the words, their gold tags, the predicted tags."""
+    return [{"tokens": tokens, "gold": gold, "predicted": pred}
+            for tokens, gold, pred in zip(dataset["tokens"], dataset["tags"], predicted)]
+
+
 def confusion_rows(gold: list[list[str]], predicted: list[list[str]]) -> list[dict]:
     """One row per word: its gold and predicted entity type (O outside entities), for DVC's
     confusion template. Word level, so a type mix-up and a missed entity both show."""
@@ -147,12 +280,12 @@ def confusion_rows(gold: list[list[str]], predicted: list[list[str]]) -> list[di
             for gold_row, pred_row in zip(gold, predicted) for g, p in zip(gold_row, pred_row)]
 
 
-def reference_predictions(gold: list[list[str]]) -> list[list[str]]:
+def reference_predictions(train_gold: list[list[str]], gold: list[list[str]]) -> list[list[str]]:
     """The trivial reference: every word is O."""
     return [["O"] * len(tags) for tags in gold]
 
 
-def compute_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+def compute_metrics(gold: list[list[str]], predicted: list[list[str]], labels: list[str] | None = None) -> dict:
     """seqeval entity-level precision/recall/F1 (overall and per type) and token accuracy."""
     from seqeval.metrics import accuracy_score, classification_report
 

@@ -1,0 +1,256 @@
+"""Sequence classification: one label per text or text pair (MRPC, topics, sentiment).
+
+Canonical columns are ``text``, ``text_pair`` (only for pair data) and ``label`` (the class
+name). Pairs are tokenized as pairs (the model's own separator and segment ids), truncated
+together to ``model.max_length``. Scores come from scikit-learn: accuracy, balanced
+accuracy, macro and per-class precision/recall/F1; ``f1`` is the positive class's F1 for
+two classes (the second label, as GLUE reports MRPC) and macro F1 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from peftpipe.errors import DataError, ModelError
+from peftpipe.progress import progress
+
+PEFT_TASK_TYPE = "SEQ_CLS"
+PIPELINE_TAG = "text-classification"
+REFERENCE_NAME = "majority class"
+PER_CLASS_KEY = "per_class"
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns (text, text_pair, label as a name); rows with an empty text are
+    dropped by the caller's count. Returns (frame, 0): nothing is repaired here."""
+    columns = data.columns
+    wanted = {columns.text: "text", columns.label: "label"}
+    if columns.text_pair:
+        wanted[columns.text_pair] = "text_pair"
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
+            f"(set data.columns.text / data.columns.text_pair / data.columns.label)"
+        )
+    frame = frame[list(wanted)].rename(columns=wanted)
+    if frame["label"].isna().any():
+        row = int(np.flatnonzero(frame["label"].isna())[0])
+        raise DataError(f"{where}: row {row} has no label")
+    frame["label"] = _label_names(frame["label"].tolist(), labels, where)
+    text_columns = [c for c in ("text", "text_pair") if c in frame]
+    for column in text_columns:
+        frame[column] = frame[column].fillna("").astype(str)
+    keep = np.ones(len(frame), dtype=bool)
+    for column in text_columns:
+        keep &= frame[column].str.strip().str.len().to_numpy() > 0
+    return frame[keep].reset_index(drop=True), 0
+
+
+def _label_names(values: list, labels: list[str], where: str) -> list[str]:
+    """Class names: integer ids (GLUE, hub ClassLabel columns) are looked up in data.labels."""
+    if not any(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return [str(v) for v in values]
+    if not labels:
+        raise DataError(f"{where}: labels are integer ids; list the class names in id order in data.labels")
+    bad = [v for v in values if not 0 <= int(v) < len(labels)]
+    if bad:
+        raise DataError(f"{where}: label id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
+    return [labels[int(v)] for v in values]
+
+
+def label_values(frame: pd.DataFrame) -> set[str]:
+    return set(frame["label"])
+
+
+def default_labels(splits: dict[str, pd.DataFrame]) -> list[str]:
+    """Sorted class names: a stable id order whatever order the rows come in."""
+    return sorted({name for frame in splits.values() for name in frame["label"]})
+
+
+def hub_label_names(features, data) -> list[str]:
+    return list(getattr(features.get(data.columns.label), "names", None) or [])
+
+
+def class_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return dict(sorted(Counter(frame["label"]).items()))
+
+
+def data_report(splits: dict[str, pd.DataFrame]) -> dict:
+    """Per split: rows and rows per class; for validation/test also how many texts repeat
+    a train text (leakage) and which classes train never shows."""
+    def key(frame):
+        return list(zip(frame["text"], frame["text_pair"])) if "text_pair" in frame else list(frame["text"])
+
+    train_texts = set(key(splits["train"])) if "train" in splits else set()
+    train_classes = set(splits["train"]["label"]) if "train" in splits else set()
+    report = {}
+    for name, frame in splits.items():
+        report[name] = {"rows": len(frame), "classes": class_counts(frame)}
+        if name != "train":
+            report[name]["rows_also_in_train"] = sum(k in train_texts for k in key(frame))
+            report[name]["classes_missing_from_train"] = sorted(set(frame["label"]) - train_classes)
+    return report
+
+
+# --------------------------------------------------------------------------- model
+
+
+def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
+    """A datasets.Dataset with model inputs, the class id and the text(s) and class name."""
+    import datasets
+
+    label_ids = {name: i for i, name in enumerate(labels)}
+    pair = "text_pair" in frame
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(batch["text"], batch["text_pair"] if pair else None, truncation=True,
+                            max_length=params.model.max_length)
+        encoded["labels"] = [label_ids[name] for name in batch["label"]]
+        return encoded
+
+    columns = ["text", "text_pair", "label"] if pair else ["text", "label"]
+    dataset = datasets.Dataset.from_pandas(frame[columns], preserve_index=False)
+    return dataset.map(encode, batched=True, desc="tokenize")
+
+
+def load_model(path: str, labels: list[str], revision: str | None = None, **options):
+    """The base model with a new classification head sized for ``labels``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path,
+            revision=revision,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            **options,
+        )
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        kind = type(AutoConfig.from_pretrained(path, revision=revision)).__name__
+        raise ModelError(
+            f"model {path!r} ({kind}) has no sequence-classification head; use an encoder "
+            f"(BERT, RoBERTa) or a decoder LLM (Llama, Mistral) for task.kind sequence_classification"
+        ) from None
+
+
+def head_modules(model) -> list[str]:
+    """The freshly initialised head: BERT-style ``classifier`` or a decoder's ``score``."""
+    return [name for name in ("classifier", "score") if hasattr(model, name)]
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def model_inputs(dataset):
+    return dataset.select_columns([c for c in MODEL_COLUMNS if c in dataset.column_names])
+
+
+def gold(dataset) -> list[str]:
+    return list(dataset["label"])
+
+
+def train_label_ids(dataset) -> list[int]:
+    """The class id of every train row (for class weights)."""
+    return list(dataset["labels"])
+
+
+def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
+    """Class logits per example, batched by length to waste no padding."""
+    import torch
+
+    features = model_inputs(dataset).remove_columns("labels")
+    lengths = np.array([len(ids) for ids in features["input_ids"]])
+    order = np.argsort(lengths, kind="stable")
+    device = next(model.parameters()).device
+    out: list[np.ndarray] = [np.empty(0)] * len(features)
+    model.eval()
+    with torch.inference_mode():
+        starts = range(0, len(order), batch_size)
+        for start in progress(starts, len(starts), "predict (batches)"):
+            rows = order[start : start + batch_size]
+            batch = data_collator([features[int(i)] for i in rows])
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+            for j, i in enumerate(rows):
+                out[i] = logits[j]
+    return out
+
+
+def decode(logits: list[np.ndarray], dataset, labels: list[str]) -> list[str]:
+    return [labels[int(row.argmax())] for row in logits]
+
+
+def prediction_rows(dataset, predicted: list[str]) -> list[dict]:
+    """data/predictions/test.jsonl: the text(s), the gold class, the predicted class."""
+    columns = [c for c in ("text", "text_pair") if c in dataset.column_names]
+    texts = {c: dataset[c] for c in columns}
+    return [{**{c: texts[c][i] for c in columns}, "gold": gold, "predicted": pred}
+            for i, (gold, pred) in enumerate(zip(dataset["label"], predicted))]
+
+
+def confusion_rows(gold_labels: list[str], predicted: list[str]) -> list[dict]:
+    return [{"actual": g, "predicted": p} for g, p in zip(gold_labels, predicted)]
+
+
+def reference_predictions(train_gold: list[str], gold_labels: list[str]) -> list[str]:
+    """The majority-class reference: the train split's most common class for every row."""
+    majority = Counter(train_gold).most_common(1)[0][0]
+    return [majority] * len(gold_labels)
+
+
+def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro and per-class P/R/F1 (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report
+
+    if not gold_labels:
+        raise DataError("cannot score an empty split")
+    report = classification_report(gold_labels, predicted, labels=labels, output_dict=True, zero_division=0)
+    macro = report["macro avg"]
+    positive = report[labels[1]] if len(labels) == 2 else None
+    return {
+        "overall": {
+            "accuracy": float(accuracy_score(gold_labels, predicted)),
+            "balanced_accuracy": float(balanced_accuracy_score(gold_labels, predicted)),
+            # Two classes: the positive (second) class's F1, as GLUE reports MRPC.
+            "f1": float(positive["f1-score"] if positive else macro["f1-score"]),
+            "macro_precision": float(macro["precision"]),
+            "macro_recall": float(macro["recall"]),
+            "macro_f1": float(macro["f1-score"]),
+        },
+        PER_CLASS_KEY: {
+            name: {
+                "precision": float(report[name]["precision"]),
+                "recall": float(report[name]["recall"]),
+                "f1": float(report[name]["f1-score"]),
+                "support": int(report[name]["support"]),
+            }
+            for name in labels
+        },
+        "examples": len(gold_labels),
+    }
+
+
+def trainer_metrics(labels: list[str]):
+    """compute_metrics for the Trainer's evaluation on validation."""
+
+    def compute(eval_prediction) -> dict:
+        logits, label_ids = eval_prediction
+        predicted = [labels[i] for i in np.asarray(logits).argmax(-1)]
+        overall = compute_metrics([labels[i] for i in label_ids], predicted, labels)["overall"]
+        return {"f1": overall["f1"], "accuracy": overall["accuracy"],
+                "balanced_accuracy": overall["balanced_accuracy"]}
+
+    return compute

@@ -1,0 +1,272 @@
+"""Sequence classification: pairs, per-class balancing, class weights, metrics, and the
+seven stages with p_tuning (text pairs, tiny BERT) and qlora (4-bit, tiny random Llama)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, run_stage, write_jsonl
+
+from peftpipe.errors import DataError, ParamsError
+from peftpipe.io import read_json
+from peftpipe.params import ColumnsParams, DataParams, SplitParams, parse_params
+from peftpipe.splitting import balance_per_class
+from peftpipe.tasks import sequence_classification as sc
+from peftpipe.training import class_weights, weighted_loss
+
+STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_pairs_are_tokenized_as_pairs_and_truncated_together(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = pd.DataFrame({"text": ["alice visited paris", "bob " * 40], "text_pair": ["carol met bob", "acme"],
+                          "label": ["equivalent", "not_equivalent"]})
+    ds = sc.tokenize(frame, tokenizer, ["not_equivalent", "equivalent"], parse_params({"model": {"max_length": 16}}))
+    first = tokenizer.convert_ids_to_tokens(ds[0]["input_ids"])
+    assert first == ["[CLS]", "alice", "visited", "paris", "[SEP]", "carol", "met", "bob", "[SEP]"]
+    assert ds[0]["token_type_ids"] == [0] * 5 + [1] * 4
+    assert ds["labels"] == [1, 0] and ds[0]["text_pair"] == "carol met bob"
+    # The pair is cut to max_length together, and the second text keeps its place.
+    assert len(ds[1]["input_ids"]) == 16 and tokenizer.convert_ids_to_tokens(ds[1]["input_ids"])[-2:] == ["acme", "[SEP]"]
+
+
+def test_integer_labels_are_named_through_data_labels_and_bad_rows_are_named():
+    frame = pd.DataFrame({"sentence1": ["a", "b", " "], "sentence2": ["c", "d", "e"], "label": [1, 0, 1]})
+    data = DataParams(source="local", files={"train": "x"}, labels=["not_equivalent", "equivalent"],
+                      columns=ColumnsParams(text="sentence1", text_pair="sentence2"))
+    out, _ = sc.canonical(frame, data, list(data.labels), "mrpc")
+    assert out.to_dict("list") == {"text": ["a", "b"], "label": ["equivalent", "not_equivalent"],
+                                   "text_pair": ["c", "d"]}  # the blank text is dropped
+    with pytest.raises(DataError, match="labels are integer ids; list the class names"):
+        sc.canonical(frame, data, [], "mrpc")
+    with pytest.raises(DataError, match=r"missing column\(s\) sentence2"):
+        sc.canonical(frame.drop(columns="sentence2"), data, list(data.labels), "mrpc")
+
+
+def rows_per_class(counts: dict[str, int]) -> pd.DataFrame:
+    labels = [name for name, n in counts.items() for _ in range(n)]
+    random.Random(0).shuffle(labels)
+    return pd.DataFrame({"text": [f"row {i}" for i in range(len(labels))], "label": labels})
+
+
+def test_balancing_takes_exact_counts_per_class_seeded():
+    splits = {"train": rows_per_class({"a": 50, "b": 30, "c": 20}), "validation": rows_per_class({"a": 9, "b": 9, "c": 9}),
+              "test": rows_per_class({"a": 12, "b": 12, "c": 12})}
+    split = SplitParams(per_class={"train": 10, "test": 5})
+    balanced, short = balance_per_class(splits, split)
+    assert short == {}
+    assert balanced["train"]["label"].value_counts().to_dict() == {"a": 10, "b": 10, "c": 10}
+    assert balanced["test"]["label"].value_counts().to_dict() == {"a": 5, "b": 5, "c": 5}
+    assert balanced["validation"] is splits["validation"]  # not named: kept whole
+    again, _ = balance_per_class(splits, split)
+    other, _ = balance_per_class(splits, SplitParams(seed=7, per_class={"train": 10, "test": 5}))
+    assert again["train"].equals(balanced["train"])
+    assert not other["train"].equals(balanced["train"])
+
+
+def test_a_short_class_is_taken_whole_and_reported_or_stops_the_split():
+    splits = {"train": rows_per_class({"a": 50, "b": 4}), "validation": rows_per_class({"a": 3, "b": 3}),
+              "test": rows_per_class({"a": 3, "b": 3})}
+    balanced, short = balance_per_class(splits, SplitParams(per_class={"train": 10}))
+    assert balanced["train"]["label"].value_counts().to_dict() == {"a": 10, "b": 4}
+    assert short == {"train": {"b": 4}}
+    with pytest.raises(DataError, match="split 'train': class 'b' has 4 rows, split.per_class.train asks for 10"):
+        balance_per_class(splits, SplitParams(per_class={"train": 10}, on_short_class="fail"))
+
+
+def test_per_class_is_refused_for_token_classification():
+    with pytest.raises(ParamsError, match="split.per_class: .* unless task.kind is sequence_classification"):
+        parse_params({"split": {"per_class": {"train": 10}}})
+    with pytest.raises(ParamsError, match=r"split.per_class.tran: got 10, expected splits train"):
+        parse_params({"task": {"kind": "sequence_classification"}, "split": {"per_class": {"tran": 10}}})
+
+
+# --------------------------------------------------------------------------- loss and scores
+
+
+def test_class_weights_are_normalised_inverse_frequency():
+    assert class_weights([0, 0, 1, 2], 3) == pytest.approx([0.2, 0.4, 0.4])
+    assert class_weights([0, 0, 2], 3) == pytest.approx([1 / 3, 0.0, 2 / 3])  # an absent class weighs 0
+
+
+def test_weighted_loss_matches_a_hand_computed_weighted_mean():
+    import torch
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, -100])
+    weights = [0.25, 0.75]
+    nll = -torch.log_softmax(logits, -1)
+    expected = (0.25 * nll[0, 0] + 0.75 * nll[1, 1]) / (0.25 + 0.75)
+    assert float(weighted_loss(logits, labels, weights)) == pytest.approx(float(expected))
+
+
+def test_binary_f1_is_the_positive_class_and_the_reference_is_the_train_majority():
+    labels = ["not_equivalent", "equivalent"]
+    gold = ["equivalent", "equivalent", "not_equivalent", "not_equivalent"]
+    metrics = sc.compute_metrics(gold, ["equivalent", "not_equivalent", "not_equivalent", "equivalent"], labels)
+    assert metrics["overall"]["accuracy"] == 0.5 and metrics["overall"]["f1"] == 0.5
+    assert metrics["per_class"]["equivalent"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    reference = sc.reference_predictions(["equivalent"] * 3 + ["not_equivalent"], gold)
+    assert reference == ["equivalent"] * 4
+    scored = sc.compute_metrics(gold, reference, labels)["overall"]
+    assert scored["accuracy"] == 0.5 and scored["balanced_accuracy"] == 0.5 and scored["f1"] == pytest.approx(2 / 3)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def paraphrase_rows(n: int, seed: int) -> list[dict]:
+    """Synthetic pairs whose label follows from the words: same first word -> equivalent."""
+    from conftest import WORDS
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        first = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        same = rng.random() < 0.5
+        second = ([first[0]] if same else [rng.choice([w for w in WORDS if w != first[0]])]) + first[1:]
+        rows.append({"sentence1": " ".join(first), "sentence2": " ".join(second), "label": int(same)})
+    return rows
+
+
+def write_params(folder, update: dict) -> None:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    params = yaml.load((ROOT / "params.yaml").read_text())
+    for section, values in update.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    with open(folder / "params.yaml", "w") as fh:
+        yaml.dump(params, fh)
+
+
+def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    write_jsonl(tmp_path / "corpus/train.jsonl", paraphrase_rows(96, seed=1))
+    write_jsonl(tmp_path / "corpus/test.jsonl", paraphrase_rows(24, seed=2))
+    write_params(tmp_path, {
+        "recipe": "tiny-pairs",
+        "task": {"kind": "sequence_classification"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
+                 "columns": {"tokens": "tokens", "tags": "tags", "text": "sentence1", "text_pair": "sentence2",
+                             "label": "label"},
+                 "labels": ["not_equivalent", "equivalent"]},
+        "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 32},
+        "peft": {"method": "p_tuning"},
+        "prompt": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
+        "train": {"epochs": 2, "batch_size": 16, "logging_steps": 2, "checkpoint_steps": 0},
+    })
+    monkeypatch.chdir(tmp_path)
+    for name in STAGES:
+        run_stage(name)
+    baseline, evaluated = read_json("metrics/baseline.json"), read_json("metrics/eval.json")
+    assert set(baseline) - set(evaluated) == {"reference"}
+    assert baseline["overall"].keys() == evaluated["overall"].keys() == {
+        "accuracy", "balanced_accuracy", "f1", "macro_precision", "macro_recall", "macro_f1"}
+    assert set(evaluated["per_class"]) == {"not_equivalent", "equivalent"}
+    config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
+    assert config["peft_type"] == "P_TUNING" and config["num_virtual_tokens"] == 4
+    # Prompt methods cannot merge: the export is the adapter, and it reloads to the same logits.
+    check = read_json("metrics/export.json")
+    assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-4
+    assert (tmp_path / "models/export/peftpipe.json").exists()
+    assert "kept as an adapter" in (tmp_path / "models/export/README.md").read_text()
+    row = json.loads((tmp_path / "data/predictions/test.jsonl").read_text().splitlines()[0])
+    assert set(row) == {"text", "text_pair", "gold", "predicted"}
+    confusion = read_json("metrics/plots/eval/confusion.json")
+    assert len(confusion) == 24 and {r["actual"] for r in confusion} <= {"not_equivalent", "equivalent"}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A 2-layer Llama (decoder LLM) with random weights and a word-level tokenizer without
+    a pad token, as decoder LLMs come."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from conftest import WORDS
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocab = ["<unk>", "<s>", "</s>", *WORDS, "row", "news"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def topic_rows(counts: dict[str, int], seed: int) -> list[dict]:
+    """Synthetic topics: the class follows from which words a text uses."""
+    from conftest import ENTITIES
+
+    vocab = {"PER": [w for w, t in ENTITIES.items() if t == "PER"], "LOC": [w for w, t in ENTITIES.items() if t == "LOC"],
+             "ORG": [w for w, t in ENTITIES.items() if t == "ORG"]}
+    rng = random.Random(seed)
+    return [{"text": " ".join(rng.choice(vocab[label] + ["the", "and"]) for _ in range(rng.randint(3, 8))),
+             "label": label} for label, n in counts.items() for _ in range(n)]
+
+
+def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precision(
+        tmp_path, tiny_llama_dir, monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    write_jsonl(tmp_path / "corpus/train.jsonl", topic_rows({"PER": 60, "LOC": 30, "ORG": 8}, seed=1))
+    write_jsonl(tmp_path / "corpus/test.jsonl", topic_rows({"PER": 20, "LOC": 20, "ORG": 20}, seed=2))
+    write_params(tmp_path, {
+        "recipe": "tiny-qlora",
+        "task": {"kind": "sequence_classification"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"}},
+        "split": {"per_class": {"train": 20, "test": 10}},
+        "model": {"source": "local", "name": str(tiny_llama_dir), "max_length": 16},
+        "peft": {"method": "qlora"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "bias": "none",
+                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "quantization": {"gradient_checkpointing": False},
+        "train": {"epochs": 3, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 2, "checkpoint_steps": 0,
+                  "class_weights": "auto"},
+    })
+    monkeypatch.chdir(tmp_path)
+    for name in STAGES:
+        run_stage(name)
+    data = read_json("metrics/data.json")
+    # Balanced: 20 of each class where there are 20, all 8-minus-validation of the short ORG.
+    assert data["train"]["classes"]["LOC"] == data["train"]["classes"]["PER"] == 20
+    assert data["train"]["classes"]["ORG"] < 20 and data["balance"]["short_classes"]["train"] == {
+        "ORG": data["train"]["classes"]["ORG"]}
+    assert data["test"]["classes"] == {"LOC": 10, "ORG": 10, "PER": 10}
+    train = read_json("metrics/train.json")
+    weights = train["class_weights"]
+    assert weights["ORG"] > weights["LOC"] == pytest.approx(weights["PER"]) and sum(weights.values()) == pytest.approx(1)
+
+    import bitsandbytes as bnb
+    from peftpipe.artifacts import load_trained
+
+    model, _, info = load_trained()  # evaluate's view: the adapter on the 4-bit base
+    assert info["quantization"]["quant_type"] == "nf4"
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert model.base_model.model.config.pad_token_id == 2  # </s>: decoders come without a pad token
+
+    check = read_json("metrics/export.json")
+    assert check["max_abs_logit_diff"] < 1e-3 and check["quantized_agreement"] >= 0.9
+    from transformers import AutoModelForSequenceClassification
+
+    exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "models/export")
+    assert not any("lora" in n for n, _ in exported.named_parameters())
+    assert exported.model.layers[0].self_attn.q_proj.weight.dtype.is_floating_point  # full precision again
+    assert "4-bit NF4 base during training" in (tmp_path / "models/export/README.md").read_text()
