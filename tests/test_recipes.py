@@ -17,7 +17,8 @@ NAMES = [p.stem for p in RECIPES]
 
 def test_the_reference_recipes_exist():
     assert {"conll-ner-cpu", "conll-ner-full", "conll-ner-full-lora", "bionlp-lora-cpu",
-            "bionlp-lora-full"} <= set(NAMES)
+            "bionlp-lora-full", "mrpc-ptuning-cpu", "mrpc-ptuning-full", "agnews-qlora-cpu",
+            "agnews-qlora-full"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=NAMES)
@@ -29,8 +30,8 @@ def test_recipe_is_valid_and_names_itself(path):
         assert params.model.source == "hub" and params.data.source == "hub" and params.uses_hub()
         assert resolve_model(params.model) == params.model.name
         assert params.train.mixed_precision == "bf16"
-    else:
-        assert params.model.source == "packaged" and params.data.source == "local"
+    else:  # runs here: packaged model, data from ../shared/corpora or a PyPI package
+        assert params.model.source == "packaged" and params.data.source in ("local", "packaged")
         for name in params.data.files.values():
             assert name.startswith("../shared/corpora/"), name
 
@@ -41,6 +42,16 @@ def test_cpu_recipe_data_is_there_and_fits_its_labels(path):
     from peftpipe.sources import load_raw
 
     params = load_params(path)
+    if params.data.source == "packaged":
+        import importlib.metadata
+
+        from peftpipe.sources import PACKAGED_DATASETS
+
+        distribution = PACKAGED_DATASETS[params.data.name].distribution
+        try:
+            importlib.metadata.distribution(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{distribution} is not installed (README: the recipes' set-up)")
     for name in params.data.files.values():
         assert (ROOT / name).is_file(), name
     import os
@@ -51,7 +62,10 @@ def test_cpu_recipe_data_is_there_and_fits_its_labels(path):
         raw = load_raw(params.data, params.task.kind)
     finally:
         os.chdir(here)
-    assert raw.labels == list(params.data.labels)  # every tag is in the recipe's label set
+    if params.data.labels:
+        assert raw.labels == list(params.data.labels)  # every label is in the recipe's label set
+    if params.split.per_class:
+        assert len(raw.labels) > 2 and set(params.split.per_class) <= {"train", "validation", "test"}
 
 
 def test_recipe_command_switches_params_yaml(tmp_path, monkeypatch):
@@ -67,7 +81,7 @@ def test_recipe_command_switches_params_yaml(tmp_path, monkeypatch):
     assert done.exit_code == 0, done.output
     assert load_params(tmp_path / "params.yaml").recipe == "bionlp-lora-cpu"
     unknown = runner.invoke(cli, ["recipe", "bionlp"])
-    assert unknown.exit_code == 2 and "no recipe 'bionlp' in recipes/; known: bionlp-lora-cpu" in unknown.output
+    assert unknown.exit_code == 2 and "no recipe 'bionlp' in recipes/; known: agnews-qlora-cpu, agnews-qlora-full, bionlp-lora-cpu" in unknown.output
     assert load_params(tmp_path / "params.yaml").recipe == "bionlp-lora-cpu"  # untouched by the failure
 
 

@@ -146,3 +146,31 @@ def test_integer_tags_are_named_by_data_labels_in_id_order(tmp_path):
         load_raw(DataParams(source="hub", name=str(tmp_path / "tner-like")))
     with pytest.raises(DataError, match=r"tag id 5 is outside data.labels \(ids 0-2\)"):
         load_raw(DataParams(source="hub", name=str(tmp_path / "tner-like"), labels=labels[:3]))
+
+
+def test_orange_tab_and_text_at_label_files_read_as_classification_rows(tmp_path):
+    from peftpipe.sources import read_file
+
+    tab = tmp_path / "r8.tab"
+    tab.write_text("Category\tText\nd\tstring\nclass\t\nearn\tprofit rose\ngrain\twheat exports\n")
+    assert read_file(tab, "orange-tab").to_dict("list") == {"Category": ["earn", "grain"],
+                                                            "Text": ["profit rose", "wheat exports"]}
+    phrasebank = tmp_path / "Sentences_AllAgree.txt"
+    phrasebank.write_bytes("Caf\xe9 sales rose 5 % @ Q3@positive\nProfit fell .@negative\n\n".encode("latin-1"))
+    rows = read_file(phrasebank, "text@label", "latin-1")
+    assert rows.to_dict("list") == {"text": ["Café sales rose 5 % @ Q3", "Profit fell ."],
+                                    "label": ["positive", "negative"]}  # the label follows the last @
+    phrasebank.write_text("no label here\n")
+    with pytest.raises(DataError, match="line 1: expected 'sentence@label'"):
+        read_file(phrasebank, "text@label")
+
+
+@pytest.mark.skipif(not (SHARED_CORPORA / "financial_phrasebank").exists(), reason="needs ../shared/corpora")
+def test_phrasebank_original_file_matches_its_jsonl_copy():
+    from peftpipe.sources import read_file
+
+    original = read_file(SHARED_CORPORA / "financial_phrasebank/raw/Sentences_AllAgree.latin1.txt", "text@label", "latin-1")
+    copy = read_file(SHARED_CORPORA / "financial_phrasebank/train.jsonl")
+    assert len(original) == len(copy) == 2264
+    assert original["label"].tolist() == copy["label"].tolist()
+    assert original["text"].tolist() == copy["text"].tolist()
