@@ -83,7 +83,7 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     model, tokenizer = load_base(params, labels)
     datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, params)
                 for name in ("train", "validation")}
-    model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
+    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
     counter = TokenCounter(model, tokenizer.pad_token_id)
     started = time.perf_counter()
     summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")

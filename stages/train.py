@@ -32,7 +32,7 @@ def main(params):
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized()
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
-    model = adapters.wrap(model, params, task.PEFT_TASK_TYPE, task.head_modules(model))
+    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
@@ -52,7 +52,8 @@ def main(params):
                                "effective_batch_size": processes.num_processes * params.train.batch_size,
                                **counts}, params.seed)
     processes.wait_for_everyone()
-    processes.print(f"train: loss {summary['train_loss']:.4f}, validation F1 {summary['validation']['f1']:.4f} -> {OUT}")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items() if v is not None)
+    processes.print(f"train: loss {summary['train_loss']:.4f}, validation {scores} -> {OUT}")
 
 
 if __name__ == "__main__":

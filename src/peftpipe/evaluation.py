@@ -6,7 +6,7 @@ from __future__ import annotations
 def predict_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int):
     """(logits per example, predictions per example: tags for NER, a class otherwise)."""
     logits = task.predict_logits(model, dataset, batch_size, task.collator(tokenizer))
-    return logits, task.decode(logits, dataset, labels)
+    return logits, task.decode(logits, dataset, labels, tokenizer)
 
 
 def score_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int) -> tuple[dict, list]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftpipe.errors import ExportError
+from peftpipe.errors import ExportError, ModelError
 
 LOSS_CURVE = "loss_curve.png"
 
@@ -99,11 +99,15 @@ def inference_pipeline(folder: Path):
 
     if (folder / TRAINED_INFO_FILE).exists():
         model, tokenizer, info = load_trained(folder)
-        task = read_json(folder / TRAINED_INFO_FILE)["task"]
+        task = info["task"]
     else:
         model, tokenizer = str(folder), None
         architectures = read_json(folder / "config.json").get("architectures") or [""]
-        task = "token_classification" if architectures[0].endswith("ForTokenClassification") else "other"
+        task = ("token_classification" if architectures[0].endswith("ForTokenClassification") else
+                "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
+    if task == "generation":
+        raise ModelError(f"{folder}: `peftpipe predict` serves classification models; load a generation "
+                         f"model with peftpipe.artifacts.load_trained and call generate (README, Recipes)")
     if task == "token_classification":
         return pipeline("token-classification", model=model, tokenizer=tokenizer,
                         aggregation_strategy="simple", device="cpu")
@@ -111,7 +115,10 @@ def inference_pipeline(folder: Path):
 
 
 def check_pipeline(folder: Path, example: dict):
-    """The exported folder works in the transformers pipeline for its task."""
+    """The exported folder works in the transformers pipeline for its task. (Generation is
+    checked by regenerating the whole test split with the reloaded model instead.)"""
+    if "prompt_ids" in example:
+        return None
     classify = inference_pipeline(folder)
     if "tokens" in example:
         return classify(" ".join(example["tokens"]))

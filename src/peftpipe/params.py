@@ -18,11 +18,11 @@ from typing import Any, Literal, Optional, Union
 
 from peftpipe.errors import ParamsError
 
-TaskKind = Literal["token_classification", "sequence_classification"]
+TaskKind = Literal["token_classification", "sequence_classification", "generation"]
 ModelSource = Literal["packaged", "local", "hub"]
 DataSource = Literal["packaged", "local", "hub"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "text@label", "orange-tab"]
-PeftMethod = Literal["none", "lora", "qlora", "p_tuning"]
+PeftMethod = Literal["none", "lora", "qlora", "p_tuning", "prefix_tuning"]
 LoraBias = Literal["none", "all", "lora_only"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 TrainLoop = Literal["trainer", "accelerate"]
@@ -158,7 +158,8 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class PromptParams:
-    """Prompt methods (p_tuning): virtual tokens learned in front of every input."""
+    """Prompt methods: virtual tokens learned in front of every input (p_tuning) or in
+    front of every layer's keys and values (prefix_tuning)."""
 
     num_virtual_tokens: int = 20
     encoder_hidden_size: int = 128  # p_tuning's prompt encoder (an MLP)
@@ -284,6 +285,11 @@ class Params:
         if self.split.per_class and self.task.kind != "sequence_classification":
             raise _Invalid("split.per_class", self.split.per_class,
                            "{} unless task.kind is sequence_classification (it samples rows per class)")
+        if self.task.kind == "generation" and self.train.loop == "accelerate":
+            raise _Invalid("train.loop", self.train.loop, "trainer for task.kind generation")
+        if self.task.kind == "generation" and self.train.class_weights != "none":
+            raise _Invalid("train.class_weights", self.train.class_weights,
+                           "none for task.kind generation (the targets are words, not classes)")
         if self.peft.method == "p_tuning" and self.task.kind == "token_classification":
             raise _Invalid("peft.method", self.peft.method,
                            "lora, qlora or none for token_classification (virtual tokens would shift "

@@ -44,6 +44,14 @@ def training_arguments(params: Params, output_dir: Path):
     )
 
 
+def validation_scores(logged: dict) -> dict:
+    """Loss and the task's scores from the last evaluation (f1, or token_accuracy for
+    generation); None where no evaluation ran."""
+    skip = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+    scores = {key[5:]: float(value) for key, value in logged.items() if key.startswith("eval_") and key not in skip}
+    return {"loss": scores.pop("loss", None), "f1": scores.pop("f1", None), **scores}
+
+
 def class_weights(label_ids: list[int], num_labels: int) -> list[float]:
     """Normalised inverse class frequency (the QLoRA tutorial's CustomTrainer): a class
     seen half as often weighs twice as much; weights sum to 1; an absent class gets 0."""
@@ -122,7 +130,8 @@ def curves_callback(folder: Path, resume: bool):
     from dvclive import Live
     from transformers import TrainerCallback
 
-    curves = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_f1": "eval/f1"}
+    curves = {"loss": "train/loss", "eval_loss": "eval/loss", "eval_f1": "eval/f1",
+              "eval_token_accuracy": "eval/token_accuracy"}
 
     class DVCLiveCurves(TrainerCallback):
         live = None
@@ -154,7 +163,9 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         eval_dataset=task.model_inputs(datasets["validation"]),
         data_collator=task.collator(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=task.trainer_metrics(labels),
+        compute_metrics=task.trainer_metrics(labels, model),
+        # Generation keeps only the argmax: full vocabulary logits would fill the memory.
+        preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None),
         callbacks=[checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)],
     )
     trainer.class_weights = train_class_weights(params, task, datasets, labels)
@@ -162,7 +173,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
-    evals = [h for h in history if "eval_f1" in h]
+    evals = [h for h in history if "eval_loss" in h]
     return {
         "train_loss": float(result.training_loss),
         "steps": int(result.global_step),
@@ -170,9 +181,6 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
         "train_seconds": round(seconds, 2),
         "train_samples_per_second": round(len(datasets["train"]) * float(trainer.state.epoch or 0) / seconds, 2),
-        "validation": {
-            "loss": float(evals[-1]["eval_loss"]) if evals else None,
-            "f1": float(evals[-1]["eval_f1"]) if evals else None,
-        },
+        "validation": validation_scores(evals[-1] if evals else {}),
         "class_weights": dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
     }

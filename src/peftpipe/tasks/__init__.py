@@ -2,9 +2,9 @@
 tokenize, which model class to load, how to decode predictions and compute its metrics;
 adding a task touches one module and this table.
 
-A task module provides: PEFT_TASK_TYPE, PIPELINE_TAG, REFERENCE_NAME, PER_CLASS_KEY;
+A task module provides: PIPELINE_TAG, REFERENCE_NAME, PER_CLASS_KEY;
 canonical, label_values, default_labels, hub_label_names, data_report (data); tokenize,
-load_model, head_modules, collator, model_inputs, gold, train_label_ids, predict_logits,
+load_model, peft_task_type, head_modules, collator, model_inputs, gold, train_label_ids, predict_logits,
 decode (model); prediction_rows, confusion_rows, reference_predictions, compute_metrics,
 trainer_metrics (scores).
 """
@@ -15,8 +15,9 @@ from types import ModuleType
 
 
 def get_task(kind: str) -> ModuleType:
-    from peftpipe.tasks import sequence_classification, token_classification
+    from peftpipe.tasks import generation, sequence_classification, token_classification
 
     tasks = {"token_classification": token_classification,
-             "sequence_classification": sequence_classification}
+             "sequence_classification": sequence_classification,
+             "generation": generation}
     return tasks[kind]

@@ -17,7 +17,6 @@ import pandas as pd
 from peftpipe.errors import DataError, ModelError
 from peftpipe.progress import progress
 
-PEFT_TASK_TYPE = "SEQ_CLS"
 PIPELINE_TAG = "text-classification"
 REFERENCE_NAME = "majority class"
 PER_CLASS_KEY = "per_class"
@@ -144,6 +143,10 @@ def load_model(path: str, labels: list[str], revision: str | None = None, **opti
         ) from None
 
 
+def peft_task_type(model) -> str:
+    return "SEQ_CLS"
+
+
 def head_modules(model) -> list[str]:
     """The freshly initialised head: BERT-style ``classifier`` or a decoder's ``score``."""
     return [name for name in ("classifier", "score") if hasattr(model, name)]
@@ -189,7 +192,7 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
     return out
 
 
-def decode(logits: list[np.ndarray], dataset, labels: list[str]) -> list[str]:
+def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[str]:
     return [labels[int(row.argmax())] for row in logits]
 
 
@@ -243,7 +246,7 @@ def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[s
     }
 
 
-def trainer_metrics(labels: list[str]):
+def trainer_metrics(labels: list[str], model=None):
     """compute_metrics for the Trainer's evaluation on validation."""
 
     def compute(eval_prediction) -> dict:

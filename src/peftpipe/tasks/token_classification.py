@@ -15,7 +15,6 @@ import pandas as pd
 from peftpipe.errors import DataError, ModelError
 from peftpipe.progress import progress
 
-PEFT_TASK_TYPE = "TOKEN_CLS"
 PIPELINE_TAG = "token-classification"
 REFERENCE_NAME = "all O"
 PER_CLASS_KEY = "per_type"
@@ -204,6 +203,10 @@ def load_model(path: str, labels: list[str], revision: str | None = None, **opti
         ) from None
 
 
+def peft_task_type(model) -> str:
+    return "TOKEN_CLS"
+
+
 def head_modules(model) -> list[str]:
     """The freshly initialised head, which must be trained and saved with the adapter."""
     return [name for name in ("classifier", "score") if hasattr(model, name)]
@@ -249,7 +252,7 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
     return out
 
 
-def decode(logits: list[np.ndarray], dataset, labels: list[str]) -> list[list[str]]:
+def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[list[str]]:
     """Word-level tags: each word takes the prediction at its first sub-word; words cut by
     truncation are ``O``."""
     predictions = []
@@ -315,7 +318,7 @@ def compute_metrics(gold: list[list[str]], predicted: list[list[str]], labels: l
     }
 
 
-def trainer_metrics(labels: list[str]):
+def trainer_metrics(labels: list[str], model=None):
     """compute_metrics for the Trainer's evaluation on validation (labelled sub-words)."""
 
     def compute(eval_prediction) -> dict:

@@ -1,0 +1,192 @@
+"""Generation: the model writes the label's text after the input (Financial PhraseBank
+sentiment as words). Works with encoder-decoders (T5: SEQ_2_SEQ_LM, the input encoded and
+the target decoded) and with decoder LLMs (CAUSAL_LM: the target follows a prompt made of
+the input, and only the target's tokens are learned).
+
+Canonical columns are those of sequence classification (``text``, ``label``); the label
+texts are the "classes", so the same scores apply: exact-match accuracy (a generated text
+counts only when it equals the gold label after stripping), balanced accuracy, macro and
+per-class P/R/F1, plus the share of generations that are no label at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from peftpipe.progress import progress
+from peftpipe.tasks import sequence_classification as _classes
+
+PIPELINE_TAG = "text-generation"
+REFERENCE_NAME = "majority class"
+PER_CLASS_KEY = "per_class"
+IGNORE = -100
+# A decoder LLM sees the input, then this cue, then writes the label.
+CUE = "\nLabel:"
+MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+# The data side is sequence classification's: a text and its label's name.
+canonical = _classes.canonical
+label_values = _classes.label_values
+default_labels = _classes.default_labels
+hub_label_names = _classes.hub_label_names
+data_report = _classes.data_report
+gold = _classes.gold
+prediction_rows = _classes.prediction_rows
+confusion_rows = _classes.confusion_rows
+reference_predictions = _classes.reference_predictions
+
+
+def is_encoder_decoder(path: str, revision: str | None = None) -> bool:
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(path, revision=revision), "is_encoder_decoder", False))
+
+
+def peft_task_type(model) -> str:
+    return "SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM"
+
+
+# --------------------------------------------------------------------------- model
+
+
+def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
+    """Seq2seq: input_ids from the text, labels from the target. Causal: input_ids =
+    text + cue + " " + target + end token, labels = -100 before the target; prompt_ids
+    (text + cue) alone for generation. Only the text is cut to fit model.max_length."""
+    import datasets
+
+    from peftpipe.models import resolve_model
+
+    max_length = params.model.max_length
+    seq2seq = is_encoder_decoder(resolve_model(params.model), params.model.revision)
+
+    def encode(batch: dict) -> dict:
+        if seq2seq:
+            encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+            encoded["labels"] = tokenizer(text_target=batch["label"], truncation=True, max_length=max_length)["input_ids"]
+            encoded["prompt_ids"] = encoded["input_ids"]
+            return encoded
+        out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_ids": []}
+        cue = tokenizer(CUE, add_special_tokens=False)["input_ids"]
+        for text, label in zip(batch["text"], batch["label"]):
+            target = tokenizer(" " + label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            words = tokenizer(text, add_special_tokens=False)["input_ids"]
+            prompt = words[: max(1, max_length - len(cue) - len(target))] + cue
+            out["input_ids"].append(prompt + target)
+            out["attention_mask"].append([1] * (len(prompt) + len(target)))
+            out["labels"].append([IGNORE] * len(prompt) + target)
+            out["prompt_ids"].append(prompt)
+        return out
+
+    dataset = datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
+    return dataset.map(encode, batched=True, desc="tokenize")
+
+
+def load_model(path: str, labels: list[str], revision: str | None = None, **options):
+    """The base language model as it is: the labels are words it learns to write."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    kind = AutoModelForSeq2SeqLM if is_encoder_decoder(path, revision) else AutoModelForCausalLM
+    return kind.from_pretrained(path, revision=revision, **options)
+
+
+def head_modules(model) -> list[str]:
+    return []  # no new head: the language-model head writes the label
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE)
+
+
+def model_inputs(dataset):
+    return dataset.select_columns([c for c in MODEL_COLUMNS if c in dataset.column_names])
+
+
+def train_label_ids(dataset) -> list[int]:
+    """Every target token (class weights over the vocabulary are not offered)."""
+    return [i for row in dataset["labels"] for i in row if i != IGNORE]
+
+
+def generation_steps(tokenizer, labels: list[str]) -> int:
+    """Enough new tokens for the longest label and its end token."""
+    return 1 + max(len(tokenizer(" " + name, add_special_tokens=False)["input_ids"]) for name in labels)
+
+
+def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
+    """Greedy generation, a fixed number of steps per example (so two models' outputs line
+    up step for step): the raw logits of each step, (steps x vocabulary) per example."""
+    import torch
+
+    tokenizer = data_collator.tokenizer
+    labels = sorted(set(dataset["label"]))
+    steps = generation_steps(tokenizer, labels)
+    prompts = dataset["prompt_ids"]
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    device = next(model.parameters()).device
+    seq2seq = model.config.is_encoder_decoder
+    out: list[np.ndarray] = [np.empty(0)] * len(prompts)
+    model.eval()
+    with torch.inference_mode():
+        starts = range(0, len(order), batch_size)
+        for start in progress(starts, len(starts), "generate (batches)"):
+            rows = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in rows)
+            pad = tokenizer.pad_token_id
+            # Decoder LLMs continue the last token: pad on the left. Encoders: on the right.
+            ids = [([pad] * (width - len(prompts[i])) if not seq2seq else []) + prompts[i]
+                   + ([pad] * (width - len(prompts[i])) if seq2seq else []) for i in rows]
+            mask = [([0] * (width - len(prompts[i])) + [1] * len(prompts[i])) if not seq2seq
+                    else ([1] * len(prompts[i]) + [0] * (width - len(prompts[i]))) for i in rows]
+            generated = model.generate(
+                input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
+                max_new_tokens=steps, min_new_tokens=steps, do_sample=False, num_beams=1,
+                output_logits=True, return_dict_in_generate=True, pad_token_id=pad)
+            logits = torch.stack(generated.logits, dim=1).float().cpu().numpy()
+            for j, i in enumerate(rows):
+                out[i] = logits[j]
+    return out
+
+
+def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[str]:
+    """The text up to the first end token, stripped."""
+    texts = []
+    for steps in logits:
+        ids = []
+        for token in steps.argmax(-1).tolist():
+            if token == tokenizer.eos_token_id:
+                break
+            ids.append(token)
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return texts
+
+
+def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[str]) -> dict:
+    metrics = _classes.compute_metrics(gold_labels, predicted, labels)
+    metrics["overall"]["f1"] = metrics["overall"]["macro_f1"]
+    metrics["overall"]["exact_match"] = metrics["overall"]["accuracy"]
+    metrics["overall"]["not_a_label"] = float(np.mean([p not in set(labels) for p in predicted]))
+    return metrics
+
+
+def preprocess_logits(logits, labels):
+    """Keep the argmax only: the Trainer would otherwise gather (rows x length x vocabulary)."""
+    return logits.argmax(-1)
+
+
+def trainer_metrics(labels: list[str], model=None):
+    """Validation during training: how many target tokens the model predicts right when
+    fed the gold prefix (teacher forcing). evaluate scores real generations."""
+    shift = model is not None and not model.config.is_encoder_decoder
+
+    def compute(eval_prediction) -> dict:
+        predicted, label_ids = eval_prediction
+        predicted, label_ids = np.asarray(predicted), np.asarray(label_ids)
+        if shift:  # a decoder's logits at position t predict token t+1
+            predicted, label_ids = predicted[:, :-1], label_ids[:, 1:]
+        keep = label_ids != IGNORE
+        return {"token_accuracy": float((predicted[keep] == label_ids[keep]).mean())}
+
+    return compute

@@ -1,0 +1,124 @@
+"""Generation with prefix tuning: a decoder LLM (CAUSAL_LM) through the seven stages, and an
+encoder-decoder (SEQ_2_SEQ_LM, T5-style) through training and generation. These fail if a
+transformers/peft version pair breaks prefix tuning ("Model does not support past key
+values which are required for prefix tuning", seen with transformers 5.24 + peft 0.21.2)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import ENTITIES, run_stage, write_jsonl
+from test_sequence_classification import STAGES, write_params
+
+from peftpipe.io import read_json
+
+TOPIC_WORDS = {"people": [w for w, t in ENTITIES.items() if t == "PER"],
+               "places": [w for w, t in ENTITIES.items() if t == "LOC"]}
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict]:
+    """The label (a word the model must write) follows from the words of the text."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(sorted(TOPIC_WORDS))
+        rows.append({"text": " ".join(rng.choice(TOPIC_WORDS[label] + ["the", "and"]) for _ in range(rng.randint(3, 7))),
+                     "label": label})
+    return rows
+
+
+def word_tokenizer(extra: list[str], pad: str, eos: str, template: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import WORDS
+
+    vocab = [pad, eos, "<unk>", *WORDS, *TOPIC_WORDS, "Label", ":", *extra]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if template:  # T5 style: every encoded text ends with </s>
+        backend.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token=pad, eos_token=eos), vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_dir(tmp_path_factory):
+    """A 2-layer Llama language model with random weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer, vocab = word_tokenizer([], "<pad>", "</s>", template=False)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory):
+    """A 2-layer T5 with random weights."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer, vocab = word_tokenizer([], "<pad>", "</s>", template=True)
+    config = T5Config(vocab_size=len(vocab), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def generation_params(folder, model_dir, epochs: int) -> None:
+    write_jsonl(folder / "corpus/train.jsonl", sentiment_rows(120, seed=1))
+    write_jsonl(folder / "corpus/test.jsonl", sentiment_rows(24, seed=2))
+    write_params(folder, {
+        "recipe": "tiny-prefix",
+        "task": {"kind": "generation"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"}},
+        "model": {"source": "local", "name": str(model_dir), "max_length": 24},
+        "peft": {"method": "prefix_tuning"},
+        "prompt": {"num_virtual_tokens": 8, "encoder_hidden_size": 16},
+        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 5, "checkpoint_steps": 0},
+    })
+
+
+def test_prefix_tuning_a_decoder_writes_the_label_and_exports_the_adapter(tmp_path, tiny_gpt_dir, monkeypatch):
+    generation_params(tmp_path, tiny_gpt_dir, epochs=6)
+    monkeypatch.chdir(tmp_path)
+    for name in STAGES:
+        run_stage(name)
+    config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
+    assert config["peft_type"] == "PREFIX_TUNING" and config["task_type"] == "CAUSAL_LM"
+    baseline, evaluated = read_json("metrics/baseline.json"), read_json("metrics/eval.json")
+    assert baseline["overall"].keys() == evaluated["overall"].keys() >= {"exact_match", "not_a_label", "f1"}
+    # An untrained model writes no label; a prefix-tuned one writes them (the words decide).
+    assert baseline["overall"]["exact_match"] < 0.2 and baseline["overall"]["not_a_label"] > 0.8
+    assert evaluated["overall"]["exact_match"] > 0.8 and evaluated["overall"]["not_a_label"] == 0.0
+    assert read_json("metrics/train.json")["validation"]["token_accuracy"] > 0.5
+    check = read_json("metrics/export.json")
+    assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
+    row = json.loads((tmp_path / "data/predictions/test.jsonl").read_text().splitlines()[0])
+    assert row["predicted"] in ("people", "places") and set(row) == {"text", "gold", "predicted"}
+
+
+def test_prefix_tuning_an_encoder_decoder_trains_and_generates(tmp_path, tiny_t5_dir, monkeypatch):
+    generation_params(tmp_path, tiny_t5_dir, epochs=6)
+    monkeypatch.chdir(tmp_path)
+    for name in ("download", "split", "tokenize_align", "train", "evaluate"):
+        run_stage(name)
+    config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
+    assert config["peft_type"] == "PREFIX_TUNING" and config["task_type"] == "SEQ_2_SEQ_LM"
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(tmp_path / "data/tokenized"))["test"]
+    assert test[0]["labels"][-1] == 1  # the target ends with </s>, and is not shifted
+    evaluated = read_json("metrics/eval.json")["overall"]
+    assert evaluated["exact_match"] > 0.8
