@@ -172,8 +172,9 @@ def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[s
 
 
 def preprocess_logits(logits, labels):
-    """Keep the argmax only: the Trainer would otherwise gather (rows x length x vocabulary)."""
-    return logits.argmax(-1)
+    """Keep the argmax only: the Trainer would otherwise gather (rows x length x vocabulary).
+    Encoder-decoders return (logits, encoder states)."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
 
 
 def trainer_metrics(labels: list[str], model=None):
