@@ -187,6 +187,15 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     confusion = read_json("metrics/plots/eval/confusion.json")
     assert len(confusion) == 24 and {r["actual"] for r in confusion} <= {"not_equivalent", "equivalent"}
 
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    result = CliRunner().invoke(main, ["predict", "--json", "alice visited paris"])
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.stdout.splitlines()[-1])
+    assert prediction["label"] in {"not_equivalent", "equivalent"} and 0.5 <= prediction["score"] <= 1.0
+
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):

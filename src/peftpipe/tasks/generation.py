@@ -56,10 +56,8 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
     (text + cue) alone for generation. Only the text is cut to fit model.max_length."""
     import datasets
 
-    from peftpipe.models import resolve_model
-
     max_length = params.model.max_length
-    seq2seq = is_encoder_decoder(resolve_model(params.model), params.model.revision)
+    seq2seq = is_encoder_decoder(tokenizer.name_or_path, params.model.revision)  # the model's folder or id
 
     def encode(batch: dict) -> dict:
         if seq2seq:
