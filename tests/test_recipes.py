@@ -103,3 +103,64 @@ def test_byte_level_bpe_tokenizers_get_a_prefix_space_for_word_inputs(tmp_path):
     words = tokenizer(["protein", "binds"], is_split_into_words=True, add_special_tokens=False)
     sentence = tokenizer(" protein binds", add_special_tokens=False)
     assert words["input_ids"] == sentence["input_ids"]  # each word starts like it does in running text
+
+
+# The hub data sets the full presets name, as the hub serves them (columns and ClassLabel
+# names, from their dataset cards): a preset whose columns or labels do not fit fails here.
+HUB_SCHEMAS = {
+    ("glue", "mrpc"): ({"sentence1": "text", "sentence2": "text", "label": ["not_equivalent", "equivalent"],
+                        "idx": "int"}, ["train", "validation", "test"]),
+    ("ag_news", None): ({"text": "text", "label": ["World", "Sports", "Business", "Sci/Tech"]}, ["train", "test"]),
+    ("financial_phrasebank", "sentences_allagree"): (
+        {"sentence": "text", "label": ["negative", "neutral", "positive"]}, ["train"]),
+    ("eriktks/conll2003", None): ({"tokens": "words", "ner_tags": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC",
+                                                                    "I-LOC", "B-MISC", "I-MISC"]},
+                                  ["train", "validation", "test"]),
+    # tner stores tag ids without names (its label2id is a separate file): data.labels names them.
+    ("tner/bionlp2004", None): ({"tokens": "words", "tags": "int ids"}, ["train", "validation", "test"]),
+}
+
+
+def fake_hub_dataset(schema: dict, splits: list[str]):
+    import datasets
+
+    features, rows = {}, {}
+    for column, kind in schema.items():
+        if kind == "text":
+            features[column], rows[column] = datasets.Value("string"), ["a text", "another text"]
+        elif kind == "words":
+            features[column], rows[column] = datasets.Sequence(datasets.Value("string")), [["a"], ["b"]]
+        elif kind == "int ids":
+            features[column], rows[column] = datasets.Sequence(datasets.Value("int32")), [[0], [1]]
+        elif kind == "int":
+            features[column], rows[column] = datasets.Value("int32"), [0, 1]
+        elif column.endswith("tags"):
+            features[column] = datasets.Sequence(datasets.ClassLabel(names=kind))
+            rows[column] = [[0], [1]]
+        else:
+            features[column], rows[column] = datasets.ClassLabel(names=kind), [0, 1]
+    table = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+    return datasets.DatasetDict({split: table for split in splits})
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if "-full" in p.stem], ids=lambda p: p.stem)
+def test_full_recipe_fits_its_hub_data_set(path, monkeypatch):
+    import datasets
+
+    from peftpipe.sources import load_raw
+
+    params = load_params(path)
+    key = (params.data.name, params.data.config)
+    if key not in HUB_SCHEMAS:
+        pytest.skip(f"no schema on record for {key}")
+    asked = []
+
+    def load_dataset(name, config=None, revision=None):
+        asked.append((name, config))
+        return fake_hub_dataset(*HUB_SCHEMAS[key])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    raw = load_raw(params.data, params.task.kind)
+    assert asked == [key]
+    assert raw.labels == list(params.data.labels)  # the preset's label order is the hub's id order
+    assert set(raw.splits) == set(HUB_SCHEMAS[key][1])
