@@ -2,9 +2,9 @@
 tokenizer, label map, model card with the loss curve), reload it and check its predictions
 equal the adapter's.
 
-qlora merges into a fresh full-precision copy of the base (never into 4-bit weights): the
-merge is checked exactly against that copy with the adapter, and its predictions against
-the 4-bit model's. Prompt methods (p_tuning) cannot merge: the adapter is exported as is.
+qlora merges into a fresh full-precision copy of the base (never into 4-bit weights) that
+holds the dequantized 4-bit weights the adapter was trained against: the merge is checked
+exactly against that copy with the adapter, and its predictions against the 4-bit model's. Prompt methods (p_tuning) cannot merge: the adapter is exported as is.
 """
 
 from pathlib import Path
@@ -32,7 +32,7 @@ def main(params):
     trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
     reference_logits = trained_logits
     if info.get("quantization"):  # merge into a full-precision base, never into 4-bit weights
-        model = load_trained(quantized=False)[0]
+        model = export.full_precision_copy(model)
         reference_logits = export.timed_logits(task, model, tokenizer, test, batch)[0]
     merged = export.merge(model, info)
     with atomic_path(OUT, directory=True) as tmp:

@@ -53,6 +53,27 @@ def merge(model, info: dict):
     return model.merge_and_unload()
 
 
+def full_precision_copy(quantized):
+    """The trained adapter on a full-precision copy of its base whose weights are the 4-bit
+    ones dequantized: the weights the adapter was trained against. Merging into the
+    original weights instead serves another model (on agnews-qlora-cpu it agreed with the
+    4-bit one on 72% of test predictions): the adapter has learned around the NF4 rounding."""
+    import bitsandbytes as bnb
+    import torch
+
+    from peftpipe.artifacts import load_trained
+
+    model = load_trained(quantized=False)[0]
+    quantized_modules = dict(quantized.named_modules())
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            source = quantized_modules.get(name)
+            if isinstance(source, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(source.weight.data, source.weight.quant_state)
+                module.weight.copy_(weight.to(module.weight.dtype))
+    return model
+
+
 def kept_as_adapter(info: dict) -> bool:
     from peftpipe.adapters import mergeable
 
@@ -178,7 +199,8 @@ def model_card(recipe: str, task, info: dict, facts: dict) -> str:
     splits = [("split", "rows")] + [(n, data[n]["rows"]) for n in ("train", "validation", "test")]
     made = train["provenance"]
     model = info["model"]
-    quantized = " (4-bit NF4 base during training; merged into a full-precision copy)" if info.get("quantization") else ""
+    quantized = (" (trained on a 4-bit NF4 base; merged into a full-precision copy of its dequantized weights)"
+                 if info.get("quantization") else "")
     merged = not kept_as_adapter(info)
     if merged:
         form = f"merged into the base weights for serving{quantized}"
