@@ -14,8 +14,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from peftpipe.errors import DataError, ModelError
-from peftpipe.progress import progress
+from peftpipe.errors import DataError
+from peftpipe.tasks import heads
 
 PIPELINE_TAG = "text-classification"
 REFERENCE_NAME = "majority class"
@@ -121,35 +121,16 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
 
 
 def load_model(path: str, labels: list[str], revision: str | None = None, **options):
-    """The base model with a new classification head sized for ``labels``."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            path,
-            revision=revision,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            **options,
-        )
-    except ValueError as err:
-        if "Unrecognized configuration class" not in str(err):
-            raise
-        kind = type(AutoConfig.from_pretrained(path, revision=revision)).__name__
-        raise ModelError(
-            f"model {path!r} ({kind}) has no sequence-classification head; use an encoder "
-            f"(BERT, RoBERTa) or a decoder LLM (Llama, Mistral) for task.kind sequence_classification"
-        ) from None
+    """The base model with a new sequence-classification head sized for ``labels``."""
+    return heads.load_with_head("AutoModelForSequenceClassification", path, labels, revision, options,
+                                "has no sequence-classification head; use an encoder (BERT, RoBERTa) or a decoder LLM (Llama, Mistral) for task.kind sequence_classification")
 
 
 def peft_task_type(model) -> str:
     return "SEQ_CLS"
 
 
-def head_modules(model) -> list[str]:
-    """The freshly initialised head: BERT-style ``classifier`` or a decoder's ``score``."""
-    return [name for name in ("classifier", "score") if hasattr(model, name)]
+head_modules = heads.head_modules
 
 
 def collator(tokenizer):
@@ -173,23 +154,8 @@ def train_label_ids(dataset) -> list[int]:
 
 def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
     """Class logits per example, batched by length to waste no padding."""
-    import torch
-
-    features = model_inputs(dataset).remove_columns("labels")
-    lengths = np.array([len(ids) for ids in features["input_ids"]])
-    order = np.argsort(lengths, kind="stable")
-    device = next(model.parameters()).device
-    out: list[np.ndarray] = [np.empty(0)] * len(features)
-    model.eval()
-    with torch.inference_mode():
-        starts = range(0, len(order), batch_size)
-        for start in progress(starts, len(starts), "predict (batches)"):
-            rows = order[start : start + batch_size]
-            batch = data_collator([features[int(i)] for i in rows])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
-            for j, i in enumerate(rows):
-                out[i] = logits[j]
-    return out
+    return heads.predict_in_length_order(model, model_inputs(dataset).remove_columns("labels"), batch_size,
+                                         data_collator)
 
 
 def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[str]:

@@ -12,8 +12,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from peftpipe.errors import DataError, ModelError
-from peftpipe.progress import progress
+from peftpipe.errors import DataError
+from peftpipe.tasks import heads
 
 PIPELINE_TAG = "token-classification"
 REFERENCE_NAME = "all O"
@@ -182,34 +182,15 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
 
 def load_model(path: str, labels: list[str], revision: str | None = None, **options):
     """The base model with a new token-classification head sized for ``labels``."""
-    from transformers import AutoConfig, AutoModelForTokenClassification
-
-    try:
-        return AutoModelForTokenClassification.from_pretrained(
-            path,
-            revision=revision,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            **options,
-        )
-    except ValueError as err:
-        if "Unrecognized configuration class" not in str(err):
-            raise
-        kind = type(AutoConfig.from_pretrained(path, revision=revision)).__name__
-        raise ModelError(
-            f"model {path!r} ({kind}) has no token-classification head; use an encoder "
-            f"such as BERT, RoBERTa or DeBERTa for task.kind token_classification"
-        ) from None
+    return heads.load_with_head("AutoModelForTokenClassification", path, labels, revision, options,
+                                "has no token-classification head; use an encoder such as BERT, RoBERTa or DeBERTa for task.kind token_classification")
 
 
 def peft_task_type(model) -> str:
     return "TOKEN_CLS"
 
 
-def head_modules(model) -> list[str]:
-    """The freshly initialised head, which must be trained and saved with the adapter."""
-    return [name for name in ("classifier", "score") if hasattr(model, name)]
+head_modules = heads.head_modules
 
 
 def collator(tokenizer):
@@ -233,23 +214,8 @@ def train_label_ids(dataset) -> list[int]:
 
 def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
     """Logits per example (positions x labels), batched by length to waste no padding."""
-    import torch
-
-    features = model_inputs(dataset).remove_columns("labels")
-    lengths = np.array([len(ids) for ids in features["input_ids"]])
-    order = np.argsort(lengths, kind="stable")
-    device = next(model.parameters()).device
-    out: list[np.ndarray] = [np.empty(0)] * len(features)
-    model.eval()
-    with torch.inference_mode():
-        starts = range(0, len(order), batch_size)
-        for start in progress(starts, len(starts), "predict (batches)"):
-            rows = order[start : start + batch_size]
-            batch = data_collator([features[int(i)] for i in rows])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
-            for j, i in enumerate(rows):
-                out[i] = logits[j, : lengths[i]]
-    return out
+    return heads.predict_in_length_order(model, model_inputs(dataset).remove_columns("labels"), batch_size,
+                                         data_collator)
 
 
 def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[list[str]]:
