@@ -134,10 +134,8 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
             width = max(len(prompts[i]) for i in rows)
             pad = tokenizer.pad_token_id
             # Decoder LLMs continue the last token: pad on the left. Encoders: on the right.
-            ids = [([pad] * (width - len(prompts[i])) if not seq2seq else []) + prompts[i]
-                   + ([pad] * (width - len(prompts[i])) if seq2seq else []) for i in rows]
-            mask = [([0] * (width - len(prompts[i])) + [1] * len(prompts[i])) if not seq2seq
-                    else ([1] * len(prompts[i]) + [0] * (width - len(prompts[i]))) for i in rows]
+            ids = [_pad(prompts[i], width, pad, left=not seq2seq) for i in rows]
+            mask = [_pad([1] * len(prompts[i]), width, 0, left=not seq2seq) for i in rows]
             generated = model.generate(
                 input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
                 max_new_tokens=steps, min_new_tokens=steps, do_sample=False, num_beams=1,
@@ -146,6 +144,11 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
             for j, i in enumerate(rows):
                 out[i] = logits[j]
     return out
+
+
+def _pad(row: list[int], width: int, value: int, left: bool) -> list[int]:
+    filler = [value] * (width - len(row))
+    return filler + row if left else row + filler
 
 
 def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None) -> list[str]:
