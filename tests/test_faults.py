@@ -27,6 +27,9 @@ PARAMS_FAULTS = [
     ({"lora": {"target_modules": "query"}}, "lora.target_modules: expected a list of strings"),
     ({"lora": ["r", 8]}, "lora: expected LoraParams, got ['r', 8]"),
     ({"peft": {"method": "lorra"}}, "peft.method: expected one of 'none', 'lora', 'qlora', 'p_tuning', 'prefix_tuning', got 'lorra'"),
+    ({"peft": {"method": "none", "modules_to_save": ["pooler"]}},
+     "peft.modules_to_save: got ['pooler'], expected [] for peft.method none"),
+    ({"peft": {"modules_to_save": "pooler"}}, "peft.modules_to_save: expected a list of strings"),
     ({"task": {"kind": "ner"}}, "task.kind: expected one of 'token_classification', 'sequence_classification', 'generation', got 'ner'"),
     ({"train": {"learning_rate": 0}}, "train.learning_rate: got 0.0, expected a number > 0"),
     ({"train": {"epochs": "many"}}, "train.epochs: expected a number, got 'many'"),
@@ -128,6 +131,19 @@ def test_bad_model_reference(model, message):
     with pytest.raises(ModelError) as err:
         resolve_model(model)
     assert message in str(err.value)
+
+
+def test_modules_to_save_must_name_modules_of_the_model(tiny_model_dir):
+    from transformers import AutoModelForTokenClassification
+
+    from peftpipe import adapters
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=3)
+    params = parse_params({"peft": {"modules_to_save": ["pooler"]}}, "params.yaml")
+    # A token-classification BERT has no pooler: say so, and list what it has.
+    with pytest.raises(ModelError, match=r"peft.modules_to_save: \['pooler'\] not in BertForTokenClassification "
+                                         r"\(its modules: bert, dropout, classifier"):
+        adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
 
 
 def test_fault_suite_is_at_least_25_cases():

@@ -163,7 +163,8 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
                              "label": "label"},
                  "labels": ["not_equivalent", "equivalent"]},
         "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 32},
-        "peft": {"method": "p_tuning"},
+        # The pooler reads the first virtual token: train it too (as the MRPC recipe does).
+        "peft": {"method": "p_tuning", "modules_to_save": ["pooler"]},
         "prompt": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
         "train": {"epochs": 2, "batch_size": 16, "logging_steps": 2, "checkpoint_steps": 0},
     })
@@ -177,6 +178,11 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     assert set(evaluated["per_class"]) == {"not_equivalent", "equivalent"}
     config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
     assert config["peft_type"] == "P_TUNING" and config["num_virtual_tokens"] == 4
+    assert {"classifier", "pooler"} <= set(config["modules_to_save"])
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "models/adapter/adapter_model.safetensors", "pt") as saved:
+        assert any("pooler" in key for key in saved.keys()), list(saved.keys())
     # Prompt methods cannot merge: the export is the adapter, and it reloads to the same logits.
     check = read_json("metrics/export.json")
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from peftpipe.errors import ModelError
 from peftpipe.params import Params
 
 # Prompt methods learn virtual tokens: nothing to merge into the base weights.
@@ -43,9 +44,21 @@ def peft_config(params: Params, task_type: str, head: list[str]):
     )
 
 
+def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
+    """The new head plus ``peft.modules_to_save``, each checked to name a module of the model."""
+    extra = [name for name in params.peft.modules_to_save if name not in head]
+    names = {name for name, _ in model.named_modules()}
+    unknown = [m for m in extra if not any(n == m or n.endswith("." + m) for n in names)]
+    if unknown:
+        children = ", ".join(name for name, _ in model.named_children())
+        raise ModelError(f"params.yaml: peft.modules_to_save: {unknown} not in {type(model).__name__} "
+                         f"(its modules: {children}; nested ones by their last name, e.g. pooler)")
+    return head + extra
+
+
 def wrap(model, params: Params, task_type: str, head: list[str]):
     """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random."""
-    config = peft_config(params, task_type, head)
+    config = peft_config(params, task_type, trained_in_full(model, params, head))
     if config is None:
         return model
     from peft import get_peft_model

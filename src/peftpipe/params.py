@@ -136,6 +136,9 @@ class TokenizeParams:
 @dataclass(frozen=True)
 class PeftParams:
     method: PeftMethod = "lora"
+    # Modules trained in full and saved with the adapter, besides the new head (which always
+    # is): e.g. [pooler] for a sentence-embedding encoder whose pooler was never trained.
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,9 @@ class Params:
         if self.task.kind == "generation" and self.train.class_weights != "none":
             raise _Invalid("train.class_weights", self.train.class_weights,
                            "none for task.kind generation (the targets are words, not classes)")
+        if self.peft.modules_to_save and self.peft.method == "none":
+            raise _Invalid("peft.modules_to_save", self.peft.modules_to_save,
+                           "[] for peft.method none (full fine-tuning trains every module)")
         if self.peft.method == "p_tuning" and self.task.kind == "token_classification":
             raise _Invalid("peft.method", self.peft.method,
                            "lora, qlora or none for token_classification (virtual tokens would shift "
