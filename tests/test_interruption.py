@@ -52,8 +52,12 @@ def test_fingerprint_follows_training_params_and_data(tmp_path):
 def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:
     """Start the train stage, wait until checkpoint ``step`` is complete, then send ``sig``."""
     marker = project / "models/checkpoints" / f"checkpoint-{step}" / checkpoints.MARKER
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then keeps it ignored: restore the default so SIGINT acts like Ctrl-C on a
+    # stage in the foreground, however the test run itself was started.
     process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py")], cwd=project,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert process.poll() is None, process.stderr.read().decode()[-2000:]

@@ -71,7 +71,8 @@ def test_a_clone_with_the_remote_reproduces_without_recomputing(tiny_repo, tmp_p
 
 
 def test_a_queued_sweep_runs_every_point(tiny_repo):
-    run_cli(["dvc", "exp", "run", "--queue", "-n", "rank", "-S", "lora.r=4,8,16"], tiny_repo)
+    # Two points (each costs ~40 s here) show the queue runs them all and names them apart.
+    run_cli(["dvc", "exp", "run", "--queue", "-n", "rank", "-S", "lora.r=4,8"], tiny_repo)
     run_cli(["dvc", "exp", "run", "--run-all"], tiny_repo)  # = dvc queue start, then wait
     rows = json.loads(run_cli(["dvc", "exp", "show", "--json"], tiny_repo))
     found = {}
@@ -80,6 +81,6 @@ def test_a_queued_sweep_runs_every_point(tiny_repo):
         data = run["data"]
         rank = data["params"]["params.yaml"]["data"]["lora"]["r"]
         found[rank] = (run["name"], data["metrics"]["metrics/eval.json"]["data"]["overall"]["f1"])
-    assert sorted(found) == [4, 8, 16], found
-    assert {name for name, _ in found.values()} == {"rank-1", "rank-2", "rank-3"}
+    assert sorted(found) == [4, 8], found
+    assert {name for name, _ in found.values()} == {"rank-1", "rank-2"}
     assert all(0 < f1 <= 1 for _, f1 in found.values()), found
