@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from peftpipe.progress import progress
 from peftpipe.tasks import sequence_classification as _classes
+from peftpipe.tasks.heads import length_sorted_batches
 
 PIPELINE_TAG = "text-generation"
 REFERENCE_NAME = "majority class"
@@ -122,15 +122,12 @@ def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.nd
     labels = sorted(set(dataset["label"]))
     steps = generation_steps(tokenizer, labels)
     prompts = dataset["prompt_ids"]
-    order = np.argsort([len(p) for p in prompts], kind="stable")
     device = next(model.parameters()).device
     seq2seq = model.config.is_encoder_decoder
     out: list[np.ndarray] = [np.empty(0)] * len(prompts)
     model.eval()
     with torch.inference_mode():
-        starts = range(0, len(order), batch_size)
-        for start in progress(starts, len(starts), "generate (batches)"):
-            rows = order[start : start + batch_size]
+        for rows in length_sorted_batches([len(p) for p in prompts], batch_size, "generate (batches)"):
             width = max(len(prompts[i]) for i in rows)
             pad = tokenizer.pad_token_id
             # Decoder LLMs continue the last token: pad on the left. Encoders: on the right.

@@ -1,5 +1,5 @@
 """What the classification tasks share: a pretrained model with a fresh head sized for the
-label set, and logits predicted in length-sorted batches."""
+label set, and logits predicted in length-sorted batches (generation batches that way too)."""
 
 from __future__ import annotations
 
@@ -37,20 +37,26 @@ def head_modules(model) -> list[str]:
     return [name for name in ("classifier", "score") if hasattr(model, name)]
 
 
+def length_sorted_batches(lengths, batch_size: int, what: str):
+    """Row indices in batches of similar length, shortest first (ties keep the dataset's
+    order), with progress: batches waste no padding."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    starts = range(0, len(order), batch_size)
+    for start in progress(starts, len(starts), what):
+        yield order[start : start + batch_size]
+
+
 def predict_in_length_order(model, features, batch_size: int, data_collator) -> list[np.ndarray]:
     """Logits per example (cut to its own length where they are per position), batched
     by length to waste no padding, returned in the dataset's order."""
     import torch
 
-    lengths = np.array([len(ids) for ids in features["input_ids"]])
-    order = np.argsort(lengths, kind="stable")
+    lengths = [len(ids) for ids in features["input_ids"]]
     device = next(model.parameters()).device
     out: list[np.ndarray] = [np.empty(0)] * len(features)
     model.eval()
     with torch.inference_mode():
-        starts = range(0, len(order), batch_size)
-        for start in progress(starts, len(starts), "predict (batches)"):
-            rows = order[start : start + batch_size]
+        for rows in length_sorted_batches(lengths, batch_size, "predict (batches)"):
             batch = data_collator([features[int(i)] for i in rows])
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
             for j, i in enumerate(rows):
