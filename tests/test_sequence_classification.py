@@ -163,8 +163,9 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
                              "label": "label"},
                  "labels": ["not_equivalent", "equivalent"]},
         "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 32},
-        # The pooler reads the first virtual token: train it too (as the MRPC recipe does).
-        "peft": {"method": "p_tuning", "modules_to_save": ["pooler"]},
+        # The pooler reads the first virtual token: train it and the top layer too (as the
+        # MRPC recipe does; a nested module by its dotted name).
+        "peft": {"method": "p_tuning", "modules_to_save": ["pooler", "encoder.layer.1"]},
         "prompt": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
         "train": {"epochs": 2, "batch_size": 16, "logging_steps": 2, "checkpoint_steps": 0},
     })
@@ -178,11 +179,13 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     assert set(evaluated["per_class"]) == {"not_equivalent", "equivalent"}
     config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
     assert config["peft_type"] == "P_TUNING" and config["num_virtual_tokens"] == 4
-    assert {"classifier", "pooler"} <= set(config["modules_to_save"])
+    assert {"classifier", "pooler", "encoder.layer.1"} <= set(config["modules_to_save"])
     from safetensors import safe_open
 
     with safe_open(tmp_path / "models/adapter/adapter_model.safetensors", "pt") as saved:
-        assert any("pooler" in key for key in saved.keys()), list(saved.keys())
+        keys = list(saved.keys())
+    assert any("pooler" in key for key in keys) and any("encoder.layer.1." in key for key in keys), keys
+    assert not any("encoder.layer.0." in key for key in keys), keys  # the frozen layer stays out
     # Prompt methods cannot merge: the export is the adapter, and it reloads to the same logits.
     check = read_json("metrics/export.json")
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-4
@@ -201,6 +204,49 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     assert result.exit_code == 0, result.output
     prediction = json.loads(result.stdout.splitlines()[-1])
     assert prediction["label"] in {"not_equivalent", "equivalent"} and 0.5 <= prediction["score"] <= 1.0
+    # --pair: the model reads two texts as it was trained; each line is FIRST<TAB>SECOND.
+    # Served this way, the exported model predicts what the evaluate stage predicted.
+    evaluated = [json.loads(line) for line in (tmp_path / "data/predictions/test.jsonl").read_text().splitlines()]
+    pairs = "".join(f"{r['text']}\t{r['text_pair']}\n" for r in evaluated)
+    result = CliRunner().invoke(main, ["predict", "--json", "--pair"], input=pairs)
+    assert result.exit_code == 0, result.output
+    served = [json.loads(line) for line in result.stdout.splitlines()[-len(evaluated):]]
+    assert [(r["text"], r["text_pair"]) for r in served] == [(r["text"], r["text_pair"]) for r in evaluated]
+    assert [r["label"] for r in served] == [r["predicted"] for r in evaluated]
+
+
+def test_predict_pair_scores_the_two_texts_as_one_input(tmp_path, tiny_model_dir):
+    """`peftpipe predict --pair` feeds FIRST<TAB>SECOND as a two-segment input, as trained."""
+    import torch
+    from click.testing import CliRunner
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from peftpipe.cli import main
+
+    config = BertConfig.from_pretrained(tiny_model_dir, num_labels=2, initializer_range=0.5,
+                                        id2label={0: "not_equivalent", 1: "equivalent"})
+    torch.manual_seed(3)  # a wide random init: scores that differ from input to input
+    model, tokenizer = BertForSequenceClassification(config).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.save_pretrained(tmp_path / "export")
+    tokenizer.save_pretrained(tmp_path / "export")
+    rows = [(r["sentence1"], r["sentence2"]) for r in paraphrase_rows(8, seed=5)]
+    result = CliRunner().invoke(main, ["predict", "--json", "--pair", "--model", str(tmp_path / "export")],
+                                input="".join(f"{a}\t{b}\n" for a, b in rows))
+    assert result.exit_code == 0, result.output
+    served = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["text"], r["text_pair"]) for r in served] == rows
+
+    def scores(*texts):
+        with torch.no_grad():
+            probabilities = model(**tokenizer(*texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+        return probabilities.max(-1).values.tolist()
+
+    as_pairs = scores([a for a, _ in rows], [b for _, b in rows])
+    assert [r["score"] for r in served] == pytest.approx(as_pairs, abs=1e-3)
+    assert scores([a for a, _ in rows]) != pytest.approx(as_pairs, abs=1e-3)  # the check can tell
+
+    result = CliRunner().invoke(main, ["predict", "--pair", "--model", str(tmp_path / "export"), "no tab here"])
+    assert result.exit_code == 2 and "--pair expects two texts separated by a tab" in result.output
 
 
 @pytest.fixture(scope="session")

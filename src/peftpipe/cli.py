@@ -19,9 +19,10 @@ def _fail(err: PeftpipeError, debug: bool) -> None:
     sys.exit(2)
 
 
-def predictions(folder: Path, texts: list[str]) -> list:
+def predictions(folder: Path, texts: list[str | dict]) -> list:
     """Per text: entity spans (token classification, aggregation_strategy=simple) or the
-    class with its score (sequence classification).
+    class with its score (sequence classification; a text may be a ``{"text", "text_pair"}``
+    dict for models trained on pairs).
 
     An entity's ``word`` is cut from the input text by the offsets, so an uncased model
     still shows the text as written.
@@ -37,7 +38,11 @@ def predictions(folder: Path, texts: list[str]) -> list:
     hf_logging.disable_progress_bar()
     classify = inference_pipeline(folder)
     if classify.task != "token-classification":
-        return [{"label": r["label"], "score": round(float(r["score"]), 4)} for r in classify(texts)]
+        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
+        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)
+        return [{"label": r["label"], "score": round(float(r["score"]), 4)} for r in outputs]
+    if isinstance(texts[0], dict):
+        raise ModelError(f"{folder}: a token classification model reads one text, not pairs; drop --pair")
     results = []
     for text, spans in zip(texts, classify(texts)):
         results.append([
@@ -46,6 +51,13 @@ def predictions(folder: Path, texts: list[str]) -> list:
             for s in spans
         ])
     return results
+
+
+def split_pair(line: str) -> dict:
+    first, tab, second = line.partition("\t")
+    if not tab or not first.strip() or not second.strip():
+        raise click.BadParameter(f"{line!r}: --pair expects two texts separated by a tab", param_hint="TEXTS")
+    return {"text": first, "text_pair": second}
 
 
 @click.group()
@@ -58,20 +70,22 @@ def main() -> None:
 @click.option("--model", "model_dir", default="models/export", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Exported model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one line per text.")
+@click.option("--pair", is_flag=True, help="Each text is a sentence pair, FIRST<TAB>SECOND (as MRPC).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, debug: bool) -> None:
+def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, debug: bool) -> None:
     """Print the entities (NER) or the class the exported model finds for TEXTS (or each
     line of stdin)."""
     lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not lines:
         raise click.UsageError("give text as arguments or on stdin")
+    inputs = [split_pair(line) for line in lines] if pair else lines
     try:
-        results = predictions(model_dir, lines)
+        results = predictions(model_dir, inputs)
     except PeftpipeError as err:
         _fail(err, debug)
-    for text, spans in zip(lines, results):
-        if isinstance(spans, dict):  # a class for the whole text
-            click.echo(json.dumps({"text": text, **spans}) if as_json
+    for text, given, spans in zip(lines, inputs, results):
+        if isinstance(spans, dict):  # a class for the whole text (or pair)
+            click.echo(json.dumps({**(given if pair else {"text": text}), **spans}) if as_json
                        else f"{spans['label']}\t{spans['score']:.3f}\t{text}")
             continue
         if as_json:
