@@ -113,19 +113,40 @@ def test_prefix_tuning_a_decoder_runs_every_stage_and_exports_the_adapter(tmp_pa
     check = read_json("metrics/export.json")
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
     assert (tmp_path / "models/export/peftpipe.json").exists()
-    row = json.loads((tmp_path / "data/predictions/test.jsonl").read_text().splitlines()[0])
-    assert set(row) == {"text", "gold", "predicted"}
+    rows = [json.loads(line) for line in (tmp_path / "data/predictions/test.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"text", "gold", "predicted"}
+    # `peftpipe predict` puts the exported prefixes on their base and writes what evaluate wrote.
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    result = CliRunner().invoke(main, ["predict", "--json"], input="".join(r["text"] + "\n" for r in rows))
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["label"] for line in result.stdout.splitlines()[-len(rows):]] == [r["predicted"] for r in rows]
 
 
 def test_a_decoder_learns_to_write_the_label_and_generations_are_decoded_right(tmp_path, tiny_gpt_dir, monkeypatch):
     generation_params(tmp_path, tiny_gpt_dir, epochs=6, method="lora", learning_rate=2e-2)
     monkeypatch.chdir(tmp_path)
-    for name in ("download", "split", "tokenize_align", "train", "evaluate"):
+    for name in STAGES:
         run_stage(name)
     evaluated = read_json("metrics/eval.json")["overall"]
     assert evaluated["exact_match"] > 0.8 and evaluated["not_a_label"] == 0.0
     rows = [json.loads(line) for line in (tmp_path / "data/predictions/test.jsonl").read_text().splitlines()]
     assert {r["predicted"] for r in rows} == {"people", "places"}
+    # LoRA merges: the export is a plain model, and peftpipe.json says so and keeps the labels.
+    served = read_json("models/export/peftpipe.json")
+    assert served["peft_method"] == "none" and served["merged_from"] == "lora" and served["labels"] == ["people", "places"]
+    # `peftpipe predict` serves it: each text gets the label the evaluate stage generated.
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    result = CliRunner().invoke(main, ["predict", "--json"], input="".join(r["text"] + "\n" for r in rows))
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in result.stdout.splitlines()[-len(rows):]]
+    assert [w["label"] for w in written] == [r["predicted"] for r in rows]
+    assert all(0.0 < w["score"] <= 1.0 for w in written) and len({w["score"] for w in written}) > 1
 
 
 def test_prefix_tuning_an_encoder_decoder_trains_and_generates(tmp_path, tiny_t5_dir, monkeypatch):

@@ -20,9 +20,9 @@ def _fail(err: PeftpipeError, debug: bool) -> None:
 
 
 def predictions(folder: Path, texts: list[str | dict]) -> list:
-    """Per text: entity spans (token classification, aggregation_strategy=simple) or the
-    class with its score (sequence classification; a text may be a ``{"text", "text_pair"}``
-    dict for models trained on pairs).
+    """Per text: entity spans (token classification, aggregation_strategy=simple), the class
+    with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
+    for models trained on pairs), or the label a generation model writes, with its probability.
 
     An entity's ``word`` is cut from the input text by the offsets, so an uncased model
     still shows the text as written.
@@ -32,10 +32,14 @@ def predictions(folder: Path, texts: list[str | dict]) -> list:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
-    from peftpipe.export import inference_pipeline
+    from peftpipe.export import inference_pipeline, served_task, write_labels
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    if served_task(folder) == "generation":
+        if isinstance(texts[0], dict):
+            raise ModelError(f"{folder}: a generation model reads one text, not pairs; drop --pair")
+        return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
     classify = inference_pipeline(folder)
     if classify.task != "token-classification":
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
@@ -73,8 +77,8 @@ def main() -> None:
 @click.option("--pair", is_flag=True, help="Each text is a sentence pair, FIRST<TAB>SECOND (as MRPC).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, debug: bool) -> None:
-    """Print the entities (NER) or the class the exported model finds for TEXTS (or each
-    line of stdin)."""
+    """Print the entities (NER), the class, or the label a generation model writes, for
+    TEXTS (or each line of stdin), with the exported model."""
     lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not lines:
         raise click.UsageError("give text as arguments or on stdin")

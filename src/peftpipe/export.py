@@ -81,14 +81,16 @@ def kept_as_adapter(info: dict) -> bool:
 
 
 def save(model, tokenizer, info: dict, folder: Path) -> None:
-    """The merged model (or a prompt adapter with peftpipe.json naming its base) + tokenizer."""
+    """The merged model (or a prompt adapter) + tokenizer, and peftpipe.json saying what it
+    is: task, labels and max length (a generation model's labels are words it writes, which
+    no config holds), and for an adapter its base. A merged model is a plain model now."""
     from peftpipe.artifacts import TRAINED_INFO_FILE
     from peftpipe.io import write_json
 
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    if kept_as_adapter(info):
-        write_json(folder / TRAINED_INFO_FILE, {**info, "quantization": None})
+    served = info if kept_as_adapter(info) else {**info, "peft_method": "none", "merged_from": info["peft_method"]}
+    write_json(folder / TRAINED_INFO_FILE, {**served, "quantization": None})
 
 
 def reload(folder: Path, task, labels: list[str]):
@@ -110,29 +112,48 @@ def check_quantized(trained: list[np.ndarray], served: list[np.ndarray], minimum
     return agreement
 
 
-def inference_pipeline(folder: Path):
-    """The transformers pipeline for an exported folder: a merged model loads by itself;
-    a prompt-method adapter (peftpipe.json beside it) goes onto its base model first."""
-    from transformers import pipeline
-
-    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+def served_task(folder: Path) -> str:
+    """The task of an exported folder: from its peftpipe.json, or (a folder exported before
+    every export had one) from the model class in config.json."""
+    from peftpipe.artifacts import TRAINED_INFO_FILE
     from peftpipe.io import read_json
 
     if (folder / TRAINED_INFO_FILE).exists():
-        model, tokenizer, info = load_trained(folder)
-        task = info["task"]
-    else:
-        model, tokenizer = str(folder), None
-        architectures = read_json(folder / "config.json").get("architectures") or [""]
-        task = ("token_classification" if architectures[0].endswith("ForTokenClassification") else
-                "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
+        return read_json(folder / TRAINED_INFO_FILE)["task"]
+    architectures = read_json(folder / "config.json").get("architectures") or [""]
+    return ("token_classification" if architectures[0].endswith("ForTokenClassification") else
+            "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
+
+
+def inference_pipeline(folder: Path):
+    """The transformers pipeline for an exported classification model; a prompt-method
+    adapter goes onto its base model first."""
+    from transformers import pipeline
+
+    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+
+    model, tokenizer = str(folder), None
+    if (folder / TRAINED_INFO_FILE).exists():
+        model, tokenizer, _ = load_trained(folder)
+    task = served_task(folder)
     if task == "generation":
-        raise ModelError(f"{folder}: `peftpipe predict` serves classification models; load a generation "
-                         f"model with peftpipe.artifacts.load_trained and call generate (README, Recipes)")
+        raise ModelError(f"{folder}: a generation model has no classification pipeline; use write_labels")
     if task == "token_classification":
         return pipeline("token-classification", model=model, tokenizer=tokenizer,
                         aggregation_strategy="simple", device="cpu")
     return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+
+
+def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
+    """What an exported generation model writes after each text (greedy, as evaluated),
+    with the probability of that continuation."""
+    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+    from peftpipe.tasks import generation
+
+    if not (folder / TRAINED_INFO_FILE).exists():
+        raise ModelError(f"{folder}: no {TRAINED_INFO_FILE} naming the labels; export the model again (dvc repro export)")
+    model, tokenizer, info = load_trained(folder)
+    return generation.write_labels(model, tokenizer, texts, info["labels"], info["model"]["max_length"])
 
 
 def check_pipeline(folder: Path, example: dict):

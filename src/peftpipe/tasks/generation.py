@@ -66,11 +66,9 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
             encoded["prompt_ids"] = encoded["input_ids"]
             return encoded
         out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_ids": []}
-        cue = tokenizer(CUE, add_special_tokens=False)["input_ids"]
         for text, label in zip(batch["text"], batch["label"]):
             target = tokenizer(" " + label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            words = tokenizer(text, add_special_tokens=False)["input_ids"]
-            prompt = words[: max(1, max_length - len(cue) - len(target))] + cue
+            prompt = causal_prompt(tokenizer, text, max_length - len(target))
             out["input_ids"].append(prompt + target)
             out["attention_mask"].append([1] * (len(prompt) + len(target)))
             out["labels"].append([IGNORE] * len(prompt) + target)
@@ -79,6 +77,13 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
 
     dataset = datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
     return dataset.map(encode, batched=True, desc="tokenize")
+
+
+def causal_prompt(tokenizer, text: str, room: int) -> list[int]:
+    """A decoder LLM's prompt: the text's tokens, cut to leave the cue within ``room``, then the cue."""
+    cue = tokenizer(CUE, add_special_tokens=False)["input_ids"]
+    words = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return words[: max(1, room - len(cue))] + cue
 
 
 def load_model(path: str, labels: list[str], revision: str | None = None, **options):
@@ -114,14 +119,37 @@ def generation_steps(tokenizer, labels: list[str]) -> int:
 
 
 def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
+    """Greedy generation after each tokenized prompt, enough steps for the longest label."""
+    tokenizer = data_collator.tokenizer
+    steps = generation_steps(tokenizer, sorted(set(dataset["label"])))
+    return generate_logits(model, tokenizer, dataset["prompt_ids"], steps, batch_size)
+
+
+def write_labels(model, tokenizer, texts: list[str], labels: list[str], max_length: int,
+                 batch_size: int = 16) -> list[tuple[str, float]]:
+    """For serving: what the model writes after each text (prompted as in training) and the
+    probability of that greedy continuation up to its end token."""
+    steps = generation_steps(tokenizer, labels)
+    if model.config.is_encoder_decoder:
+        prompts = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    else:
+        prompts = [causal_prompt(tokenizer, text, max_length - steps) for text in texts]
+    logits = generate_logits(model, tokenizer, prompts, steps, batch_size)
+    written = []
+    for text, step_logits in zip(decode(logits, None, labels, tokenizer), logits):
+        log_probs = step_logits - np.logaddexp.reduce(step_logits, axis=-1, keepdims=True)
+        chosen = step_logits.argmax(-1)
+        ends = np.flatnonzero(chosen == tokenizer.eos_token_id)
+        upto = int(ends[0]) + 1 if len(ends) else len(chosen)
+        written.append((text, float(np.exp(log_probs[np.arange(upto), chosen[:upto]].sum()))))
+    return written
+
+
+def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batch_size: int) -> list[np.ndarray]:
     """Greedy generation, a fixed number of steps per example (so two models' outputs line
     up step for step): the raw logits of each step, (steps x vocabulary) per example."""
     import torch
 
-    tokenizer = data_collator.tokenizer
-    labels = sorted(set(dataset["label"]))
-    steps = generation_steps(tokenizer, labels)
-    prompts = dataset["prompt_ids"]
     device = next(model.parameters()).device
     seq2seq = model.config.is_encoder_decoder
     out: list[np.ndarray] = [np.empty(0)] * len(prompts)
