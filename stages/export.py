@@ -26,7 +26,7 @@ CURVES = Path("metrics/curves")
 def main(params):
     """Merge, save, reload, compare."""
     model, tokenizer, info = load_trained()
-    datasets, labels = load_tokenized()
+    datasets = load_tokenized()[0]
     task = get_task(info["task"])
     test, batch = datasets["test"], params.eval.batch_size
     trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
@@ -37,7 +37,7 @@ def main(params):
     merged = export.merge(model, info)
     with atomic_path(OUT, directory=True) as tmp:
         export.save(merged, tokenizer, info, tmp)
-        served_logits, merged_ms = export.timed_logits(task, export.reload(tmp, task, labels), tokenizer, test, batch)
+        served_logits, merged_ms = export.timed_logits(task, export.reload(tmp), tokenizer, test, batch)
         check = export.compare_logits(reference_logits, served_logits, params.export.logits_tolerance)
         if info.get("quantization"):
             check["quantized_agreement"] = export.check_quantized(

@@ -93,12 +93,11 @@ def save(model, tokenizer, info: dict, folder: Path) -> None:
     write_json(folder / TRAINED_INFO_FILE, {**served, "quantization": None})
 
 
-def reload(folder: Path, task, labels: list[str]):
-    from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained
+def reload(folder: Path):
+    """The exported model as a user gets it, through its peftpipe.json."""
+    from peftpipe.artifacts import load_trained
 
-    if (folder / TRAINED_INFO_FILE).exists():
-        return load_trained(folder)[0]
-    return task.load_model(str(folder), labels)
+    return load_trained(folder)[0]
 
 
 def check_quantized(trained: list[np.ndarray], served: list[np.ndarray], minimum: float) -> float:

@@ -136,12 +136,12 @@ def write_labels(model, tokenizer, texts: list[str], labels: list[str], max_leng
         prompts = [causal_prompt(tokenizer, text, max_length - steps) for text in texts]
     logits = generate_logits(model, tokenizer, prompts, steps, batch_size)
     written = []
-    for text, step_logits in zip(decode(logits, None, labels, tokenizer), logits):
+    for label, step_logits in zip(decode(logits, None, labels, tokenizer), logits):
         log_probs = step_logits - np.logaddexp.reduce(step_logits, axis=-1, keepdims=True)
         chosen = step_logits.argmax(-1)
         ends = np.flatnonzero(chosen == tokenizer.eos_token_id)
         upto = int(ends[0]) + 1 if len(ends) else len(chosen)
-        written.append((text, float(np.exp(log_probs[np.arange(upto), chosen[:upto]].sum()))))
+        written.append((label, float(np.exp(log_probs[np.arange(upto), chosen[:upto]].sum()))))
     return written
 
 
