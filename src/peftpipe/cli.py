@@ -36,17 +36,16 @@ def predictions(folder: Path, texts: list[str | dict]) -> list:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    if served_task(folder) == "generation":
-        if isinstance(texts[0], dict):
-            raise ModelError(f"{folder}: a generation model reads one text, not pairs; drop --pair")
+    task = served_task(folder)
+    if isinstance(texts[0], dict) and task != "sequence_classification":
+        raise ModelError(f"{folder}: a {task.replace('_', ' ')} model reads one text, not pairs; drop --pair")
+    if task == "generation":
         return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
     classify = inference_pipeline(folder)
-    if classify.task != "token-classification":
+    if task == "sequence_classification":
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
         outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)
         return [{"label": r["label"], "score": round(float(r["score"]), 4)} for r in outputs]
-    if isinstance(texts[0], dict):
-        raise ModelError(f"{folder}: a token classification model reads one text, not pairs; drop --pair")
     results = []
     for text, spans in zip(texts, classify(texts)):
         results.append([
