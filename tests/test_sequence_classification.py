@@ -249,30 +249,6 @@ def test_predict_pair_scores_the_two_texts_as_one_input(tmp_path, tiny_model_dir
     assert result.exit_code == 2 and "--pair expects two texts separated by a tab" in result.output
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory):
-    """A 2-layer Llama (decoder LLM) with random weights and a word-level tokenizer without
-    a pad token, as decoder LLMs come."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from conftest import WORDS
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    vocab = ["<unk>", "<s>", "</s>", *WORDS, "row", "news"]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def topic_rows(counts: dict[str, int], seed: int) -> list[dict]:
     """Synthetic topics: the class follows from which words a text uses."""
     from conftest import ENTITIES
@@ -284,9 +260,13 @@ def topic_rows(counts: dict[str, int], seed: int) -> list[dict]:
              "label": label} for label, n in counts.items() for _ in range(n)]
 
 
+# bitsandbytes offers a CPU bf16 kernel (and repacks 4-bit weights for it) only where the CPU
+# has AVX-512 BF16: both answers are forced, so each CPU family runs both paths.
+@pytest.mark.parametrize("cpu_offers_bf16_kernel", [True, False], ids=["avx512bf16", "avx2"])
 def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precision(
-        tmp_path, tiny_llama_dir, monkeypatch):
-    pytest.importorskip("bitsandbytes")
+        tmp_path, tiny_llama_dir, monkeypatch, cpu_offers_bf16_kernel):
+    bnb_modules = pytest.importorskip("bitsandbytes.nn.modules")
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: cpu_offers_bf16_kernel)
     write_jsonl(tmp_path / "corpus/train.jsonl", topic_rows({"PER": 60, "LOC": 30, "ORG": 8}, seed=1))
     write_jsonl(tmp_path / "corpus/test.jsonl", topic_rows({"PER": 20, "LOC": 20, "ORG": 20}, seed=2))
     write_params(tmp_path, {

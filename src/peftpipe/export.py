@@ -58,19 +58,19 @@ def full_precision_copy(quantized):
     ones dequantized: the weights the adapter was trained against. Merging into the
     original weights instead serves another model (on agnews-qlora-cpu it agreed with the
     4-bit one on 72% of test predictions): the adapter has learned around the NF4 rounding."""
-    import bitsandbytes as bnb
     import torch
 
     from peftpipe.artifacts import load_trained
+    from peftpipe.quantized import dequantized_weight, four_bit_layers, keep_standard_layout
 
+    keep_standard_layout(quantized)  # loaded that way; a model repacked elsewhere is restored
     model = load_trained(quantized=False)[0]
-    quantized_modules = dict(quantized.named_modules())
+    layers = dict(model.named_modules())
+    names = {id(layer): name for name, layer in quantized.named_modules()}
     with torch.no_grad():
-        for name, module in model.named_modules():
-            source = quantized_modules.get(name)
-            if isinstance(source, bnb.nn.Linear4bit):
-                weight = bnb.functional.dequantize_4bit(source.weight.data, source.weight.quant_state)
-                module.weight.copy_(weight.to(module.weight.dtype))
+        for layer in four_bit_layers(quantized):
+            target = layers[names[id(layer)]].weight
+            target.copy_(dequantized_weight(layer).to(target.dtype))
     return model
 
 

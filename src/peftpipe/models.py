@@ -14,6 +14,7 @@ import numpy as np
 from peftpipe.errors import ModelError
 from peftpipe.io import atomic_path
 from peftpipe.params import ModelParams, Params, QuantizationParams
+from peftpipe.quantized import keep_standard_layout
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str
     if quantization is not None:
         options["quantization_config"] = quantization_config(quantization, HEAD_NAMES)
     model = task.load_model(path, labels, revision, **options)
+    if quantization is not None:  # the same 4-bit kernels on every CPU (quantized.py says why)
+        keep_standard_layout(model)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
