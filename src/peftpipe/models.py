@@ -14,7 +14,9 @@ import numpy as np
 from peftpipe.errors import ModelError
 from peftpipe.io import atomic_path
 from peftpipe.params import ModelParams, Params, QuantizationParams
-from peftpipe.quantized import keep_standard_layout
+from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
+
+quiet_kernel_notice()  # before anything imports bitsandbytes (peft and transformers do)
 
 
 @dataclass(frozen=True)
