@@ -14,13 +14,20 @@ OUT = "data/raw"
 @stage
 def main(params):
     """Load data.source into data/raw."""
-    raw = load_raw(params.data, params.task.kind)
+    raw = load_raw(params.data, params.task.kind, params.split.group_by)
     with atomic_path(OUT, directory=True) as tmp:
         for split, frame in raw.splits.items():
             frame.to_parquet(tmp / f"{split}.parquet", index=False)
         write_json(tmp / "meta.json", {**raw.meta, "labels": raw.labels})
     print(f"download: {', '.join(f'{s} {n}' for s, n in raw.meta['rows'].items())} rows, "
           f"{len(raw.labels)} labels -> {OUT}")
+    for split, dropped in raw.meta["dropped_empty_rows"].items():
+        if dropped:
+            print(f"download: warning: {split}: dropped {dropped} rows with no tokens or text")
+    for split, converted in raw.meta["bio_repaired_rows"].items():
+        if converted:
+            print(f"download: {split}: tags of {converted} rows converted to IOB2 "
+                  f"(data.tag_scheme {params.data.tag_scheme}, data.on_invalid_bio {params.data.on_invalid_bio})")
 
 
 if __name__ == "__main__":

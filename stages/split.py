@@ -7,7 +7,7 @@ import pandas as pd
 
 from peftpipe.io import atomic_path, read_json, write_json
 from peftpipe.provenance import write_metrics
-from peftpipe.splitting import balance_per_class, make_splits
+from peftpipe.splitting import balance_per_class, handle_leakage, make_splits, repeated_rows
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -26,6 +26,8 @@ def main(params):
         for name, classes in short.items():
             print(f"split: {name}: fewer rows than split.per_class.{name} ({params.split.per_class[name]}) "
                   f"for {', '.join(f'{c} ({n})' for c, n in classes.items())}; took them all")
+    repeated = repeated_rows(splits, task.row_keys)
+    splits = handle_leakage(splits, repeated, params.split.on_leakage)
     with atomic_path(OUT, directory=True) as tmp:
         for name, frame in splits.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
@@ -33,8 +35,27 @@ def main(params):
     report = task.data_report(splits)
     if params.split.per_class:
         report["balance"] = {"per_class": params.split.per_class, "short_classes": short}
+    if params.split.group_by:
+        for name, frame in splits.items():
+            report[name]["groups"] = int(frame["group"].nunique())
+    if params.split.on_leakage == "drop":
+        report["dropped_as_repeats"] = {name: len(rows) for name, rows in repeated.items()}
     write_metrics(REPORT, report, params.split.seed)
+    warn_about(report, params.split.on_leakage)
     print("split: " + ", ".join(f"{name} {splits[name].shape[0]}" for name in splits) + f" rows -> {OUT}")
+
+
+def warn_about(report: dict, on_leakage: str) -> None:
+    """What metrics/data.json records that makes scores optimistic or meaningless, said on
+    the console too."""
+    for name in ("validation", "test"):
+        repeats, rows = report[name].get("rows_also_in_train", 0), report[name]["rows"]
+        if repeats and on_leakage == "warn":
+            print(f"split: warning: {repeats} of {rows} {name} rows repeat a train row (scores will be optimistic); "
+                  f"split.on_leakage: drop removes them, fail stops")
+        missing = report[name].get("types_missing_from_train") or report[name].get("classes_missing_from_train")
+        if missing:
+            print(f"split: warning: {name} has {', '.join(missing)}, which train never shows")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ DATA_FAULTS = {
     "file missing": (lambda t: local(t, name="nope.jsonl"), DataError, "nope.jsonl: file not found"),
     "unknown suffix": (lambda t: local(t, raw=b"x", name="train.xml"), DataError,
                        "train.xml: cannot tell the format from '.xml'; set data.format to one of"),
-    "not json": (lambda t: local(t, raw=b'{"tokens": [\n'), DataError, "train.jsonl: not valid jsonl"),
+    "not json": (lambda t: local(t, raw=b'{"tokens": [\n'), DataError, "train.jsonl: line 1: not valid JSON"),
     "not utf-8": (lambda t: local(t, raw=b'{"tokens": ["\xff"], "tags": ["O"]}\n'), DataError,
                   "train.jsonl: line 1 is not valid utf-8 (byte 0xff); set data.encoding"),
     "missing columns": (lambda t: local(t, [{"words": ["a"], "ner": ["O"]}]), DataError,

@@ -43,13 +43,13 @@ def test_integer_labels_are_named_through_data_labels_and_bad_rows_are_named():
     frame = pd.DataFrame({"sentence1": ["a", "b", " "], "sentence2": ["c", "d", "e"], "label": [1, 0, 1]})
     data = DataParams(source="local", files={"train": "x"}, labels=["not_equivalent", "equivalent"],
                       columns=ColumnsParams(text="sentence1", text_pair="sentence2"))
-    out, _ = sc.canonical(frame, data, list(data.labels), "mrpc")
+    out, _ = sc.canonical(frame, data, data.label_ids, "mrpc")
     assert out.to_dict("list") == {"text": ["a", "b"], "label": ["equivalent", "not_equivalent"],
                                    "text_pair": ["c", "d"]}  # the blank text is dropped
-    with pytest.raises(DataError, match="labels are integer ids; list the class names"):
-        sc.canonical(frame, data, [], "mrpc")
+    with pytest.raises(DataError, match="labels are integer ids; list the class names in id order in data.labels"):
+        sc.canonical(frame, data, {}, "mrpc")
     with pytest.raises(DataError, match=r"missing column\(s\) sentence2"):
-        sc.canonical(frame.drop(columns="sentence2"), data, list(data.labels), "mrpc")
+        sc.canonical(frame.drop(columns="sentence2"), data, data.label_ids, "mrpc")
 
 
 def rows_per_class(counts: dict[str, int]) -> pd.DataFrame:

@@ -48,3 +48,58 @@ def test_report_flags_leakage_and_types_unseen_in_train():
     report = data_report({"train": train, "test": test})["test"]
     assert report["rows_also_in_train"] == 1
     assert report["types_missing_from_train"] == ["ORG"]
+
+
+def test_group_by_keeps_every_group_on_one_side(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    groups = [f"user{g}" for g in range(60) for _ in range(rng.randint(1, 9))]
+    frame = pd.DataFrame({"tokens": [[f"w{i}"] for i in range(len(groups))], "tags": [["O"]] * len(groups),
+                          "group": groups})
+    splits = make_splits({"train": frame}, SplitParams(validation=0.1, test=0.2, group_by="group"))
+    sides = {name: set(part["group"]) for name, part in splits.items()}
+    assert not sides["train"] & sides["validation"] and not sides["train"] & sides["test"]
+    assert not sides["validation"] & sides["test"]
+    assert sum(len(part) for part in splits.values()) == len(frame)
+    assert 0.2 * len(frame) <= len(splits["test"]) < 0.2 * len(frame) + 9  # whole groups: up to one more
+    again = make_splits({"train": frame}, SplitParams(validation=0.1, test=0.2, group_by="group"))
+    assert all(again[name].equals(splits[name]) for name in splits)  # seeded
+
+
+def test_conll_documents_stay_whole_with_group_by_document(tmp_path):
+    from peftpipe.params import DataParams
+    from peftpipe.sources import load_raw
+
+    lines = []
+    for document in range(20):
+        lines.append("-DOCSTART- -X- O O\n")
+        for sentence in range(3):
+            lines.append(f"d{document}s{sentence} B-PER\nsaid O\n\n")
+    path = tmp_path / "train.conll"
+    path.write_text("".join(lines))
+    raw = load_raw(DataParams(source="local", name=None, files={"train": str(path)}), group_by="document")
+    train = raw.splits["train"]
+    assert len(train) == 60 and train["group"].nunique() == 20
+    splits = make_splits(raw.splits, SplitParams(validation=0.1, test=0.1, group_by="document"))
+    for name, part in splits.items():
+        documents = {word[0].split("s")[0] for word in part["tokens"]}
+        assert len(part) == 3 * len(documents), name  # every sentence of a document, or none
+    assert len(splits["test"]) == 6 and len(splits["validation"]) == 6
+
+
+def test_on_leakage_drop_removes_repeated_rows_and_fail_stops():
+    from peftpipe.errors import DataError
+    from peftpipe.splitting import handle_leakage, repeated_rows
+    from peftpipe.tasks import token_classification as tc
+
+    train = pd.DataFrame({"tokens": [["a"], ["b"], ["c"]], "tags": [["O"]] * 3})
+    test = pd.DataFrame({"tokens": [["b"], ["d"], ["a"]], "tags": [["O"]] * 3})
+    splits = {"train": train, "validation": test.iloc[1:2].reset_index(drop=True), "test": test}
+    repeated = repeated_rows(splits, tc.row_keys)
+    assert repeated == {"validation": [], "test": [0, 2]}
+    assert handle_leakage(splits, repeated, "warn") is splits
+    dropped = handle_leakage(splits, repeated, "drop")
+    assert [list(t) for t in dropped["test"]["tokens"]] == [["d"]] and len(dropped["train"]) == 3
+    with pytest.raises(DataError, match=r"split 'test': 2 of 3 rows repeat a train row \(first: row 0\)"):
+        handle_leakage(splits, repeated, "fail")

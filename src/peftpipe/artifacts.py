@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from peftpipe.errors import DataError
-from peftpipe.io import read_json, write_json
+from peftpipe.errors import DataError, ModelError
+from peftpipe.io import read_json, read_json_file, write_json
 from peftpipe.params import ModelParams, Params
 
 LABELS_FILE = "labels.json"
@@ -44,6 +44,26 @@ def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Pa
     })
 
 
+TASKS = ("token_classification", "sequence_classification", "generation")
+
+
+def read_trained_info(folder: Path) -> dict:
+    """peftpipe.json of a trained or exported model, checked: a hand-edited or damaged one
+    stops here, naming the file and the key."""
+    path = folder / TRAINED_INFO_FILE
+    info = read_json_file(path, ModelError)
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    for key in ("task", "labels", "peft_method", "model"):
+        if key not in info:
+            raise ModelError(f"{path}: no {key!r}; export the model again (dvc repro export)")
+    if info["task"] not in TASKS:
+        raise ModelError(f"{path}: task {info['task']!r} is not one of {', '.join(TASKS)}")
+    if not isinstance(info["labels"], list) or not info["labels"] or not all(isinstance(x, str) for x in info["labels"]):
+        raise ModelError(f"{path}: labels: expected a non-empty list of names")
+    return info
+
+
 def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
     """(model, tokenizer, info) for an adapter folder written by ``save_trained``.
 
@@ -52,14 +72,16 @@ def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
     """
     from transformers import AutoTokenizer
 
-    from peftpipe.models import load_task_model, resolve_model
+    from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
     from peftpipe.params import QuantizationParams
     from peftpipe.tasks import get_task
 
     folder = Path(folder)
     if not (folder / TRAINED_INFO_FILE).exists():
         raise DataError(f"{folder}: no trained model; run `dvc repro train` first")
-    info = read_json(folder / TRAINED_INFO_FILE)
+    info = read_trained_info(folder)
+    if info["peft_method"] == "none" or (folder / "config.json").exists():
+        inspect_model_folder(folder)
     task = get_task(info["task"])
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if info["peft_method"] == "none":

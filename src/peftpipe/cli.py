@@ -9,13 +9,15 @@ from pathlib import Path
 
 import click
 
-from peftpipe.errors import ModelError, PeftpipeError
+from peftpipe.errors import InputError, ModelError, PeftpipeError
 
 
-def _fail(err: PeftpipeError, debug: bool) -> None:
+def _fail(err: Exception, debug: bool) -> None:
     if debug:
         raise err
-    click.echo(f"error: {err}", err=True)
+    from peftpipe.stage import unexpected
+
+    click.echo(f"error: {err if isinstance(err, PeftpipeError) else unexpected(err)}", err=True)
     sys.exit(2)
 
 
@@ -27,7 +29,7 @@ def predictions(folder: Path, texts: list[str | dict]) -> list:
     An entity's ``word`` is cut from the input text by the offsets, so an uncased model
     still shows the text as written.
     """
-    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+    if not exported(folder):
         raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
@@ -56,6 +58,24 @@ def predictions(folder: Path, texts: list[str | dict]) -> list:
     return results
 
 
+def exported(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "config.json").exists() or (folder / "adapter_config.json").exists())
+
+
+def stdin_lines() -> list[str]:
+    """The non-blank lines of stdin, read as UTF-8 with the line named when one is not."""
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"stdin: line {number} is not valid utf-8 (byte 0x{raw[err.start]:02x}); "
+                             f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+        if line.strip():
+            lines.append(line)
+    return lines
+
+
 def split_pair(line: str) -> dict:
     first, tab, second = line.partition("\t")
     if not tab or not first.strip() or not second.strip():
@@ -78,13 +98,19 @@ def main() -> None:
 def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, debug: bool) -> None:
     """Print the entities (NER), the class, or the label a generation model writes, for
     TEXTS (or each line of stdin), with the exported model."""
-    lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not lines:
-        raise click.UsageError("give text as arguments or on stdin")
-    inputs = [split_pair(line) for line in lines] if pair else lines
+    if not exported(model_dir):  # before waiting on stdin
+        _fail(ModelError(f"{model_dir}: no exported model here; run `dvc repro` first (or pass --model)"), debug)
+    if not texts and sys.stdin.isatty():  # nothing piped in: say so instead of waiting
+        raise click.UsageError("give text as arguments or on stdin (one text per line)")
     try:
+        lines = list(texts) or stdin_lines()
+        if not lines:
+            raise click.UsageError("give text as arguments or on stdin (one text per line)")
+        inputs = [split_pair(line) for line in lines] if pair else lines
         results = predictions(model_dir, inputs)
-    except PeftpipeError as err:
+    except click.ClickException:
+        raise
+    except Exception as err:  # ours in one line; a library's too (--debug: the traceback)
         _fail(err, debug)
     for text, given, spans in zip(lines, inputs, results):
         if isinstance(spans, dict):  # a class for the whole text (or pair)
@@ -105,16 +131,54 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def check(files: tuple[Path, ...], debug: bool) -> None:
-    """Validate params files (default: params.yaml and recipes/*.yaml)."""
+    """Validate params files (default: params.yaml and recipes/*.yaml): every key, and what
+    can be known of the model and data they name without loading them."""
+    from peftpipe.models import check_model
     from peftpipe.params import load_params
+    from peftpipe.sources import check_data
 
     paths = list(files) or [Path("params.yaml"), *sorted(Path("recipes").glob("*.yaml"))]
     for path in paths:
         try:
-            load_params(path)
+            params = load_params(path)
         except PeftpipeError as err:
             _fail(err, debug)
+        try:
+            check_data(params.data)
+            check_model(params.model)
+        except PeftpipeError as err:
+            _fail(type(err)(f"{path}: {err}"), debug)
         click.echo(f"ok: {path}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--join", "text_columns", flag_value="join", help="Several text columns are one text in parts: join them.")
+@click.option("--pair", "text_columns", flag_value="pair", help="Two text columns are a sentence pair.")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path),
+              help="Params file to write (an existing one is kept as <name>.bak).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def init(files: tuple[Path, ...], text_columns: str | None, params_path: Path, debug: bool) -> None:
+    """Write params.yaml for your data FILES (one file: train, the rest is carved from it;
+    or files named *train*, *valid*/*dev*, *test*), and say what was inferred."""
+    from peftpipe.infer import infer
+    from peftpipe.params import write_params
+
+    try:
+        inferred = infer(list(files), text_columns)
+        backup = write_params(params_path, {"recipe": files[0].stem, "task": {"kind": inferred.task},
+                                            "data": inferred.data})
+    except Exception as err:  # pandas' and the readers' errors too, in one line
+        _fail(err, debug)
+    for line in inferred.said:
+        click.echo(f"init: {line}")
+    if backup:
+        click.echo(f"init: your previous {params_path} is kept as {backup}")
+    click.echo(f"init: wrote {params_path} (task.kind {inferred.task}, data.*); model and method are the defaults "
+               f"(model.name, peft.method)")
+    for line in inferred.check:
+        click.echo(f"init: check {line}")
+    click.echo("init: next: peftpipe check && dvc repro")
 
 
 @main.command()

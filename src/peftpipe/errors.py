@@ -19,3 +19,7 @@ class ModelError(PeftpipeError):
 
 class ExportError(PeftpipeError):
     """The exported model does not reproduce the adapter model's predictions."""
+
+
+class InputError(PeftpipeError):
+    """Input given on the command line or stdin cannot be read."""

@@ -114,12 +114,12 @@ def check_quantized(trained: list[np.ndarray], served: list[np.ndarray], minimum
 def served_task(folder: Path) -> str:
     """The task of an exported folder: from its peftpipe.json, or (a folder exported before
     every export had one) from the model class in config.json."""
-    from peftpipe.artifacts import TRAINED_INFO_FILE
-    from peftpipe.io import read_json
+    from peftpipe.artifacts import TRAINED_INFO_FILE, read_trained_info
+    from peftpipe.models import inspect_model_folder
 
     if (folder / TRAINED_INFO_FILE).exists():
-        return read_json(folder / TRAINED_INFO_FILE)["task"]
-    architectures = read_json(folder / "config.json").get("architectures") or [""]
+        return read_trained_info(folder)["task"]
+    architectures = inspect_model_folder(folder).get("architectures") or [""]
     return ("token_classification" if architectures[0].endswith("ForTokenClassification") else
             "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
 

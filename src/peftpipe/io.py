@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +34,14 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _mode(target: Path, directory: bool) -> int:
+    if target.exists() and not target.is_symlink():
+        return stat.S_IMODE(target.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; move it onto ``target`` only on success."""
@@ -47,6 +56,9 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
         fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp/mkdtemp create 0600/0700, and the rename keeps that: shared machines and
+    # shared DVC caches need the modes a plain open() would give (or the file's own).
+    os.chmod(tmp, _mode(target, directory))
     try:
         yield tmp
         _remove(target)
@@ -62,4 +74,37 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file the pipeline wrote itself (a user's files go through read_json_file)."""
     return json.loads(Path(path).read_text())
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def unusable(path: Path) -> str | None:
+    """Why ``path`` cannot be the file it should be, as the end of a sentence, or None."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if not path.exists():
+        return "file not found"
+    with open(path, "rb") as fh:
+        start = fh.read(len(LFS_POINTER))
+    if not start:
+        return "the file is empty"
+    if start == LFS_POINTER:
+        return "is a Git LFS pointer, not the file itself; run `git lfs pull` (or download the real file)"
+    return None
+
+
+def read_json_file(path: str | os.PathLike, error: type[Exception]) -> Any:
+    """A JSON file a user brought, or ``error`` with one line naming the file and the place."""
+    path = Path(path)
+    problem = unusable(path)
+    if problem:
+        raise error(f"{path}: {problem}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not valid JSON (not UTF-8 at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None

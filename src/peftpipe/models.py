@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from peftpipe import hub
 from peftpipe.errors import ModelError
-from peftpipe.io import atomic_path
+from peftpipe.io import atomic_path, read_json_file, unusable
 from peftpipe.params import ModelParams, Params, QuantizationParams
 from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
 
@@ -113,14 +115,107 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
 
 
 def resolve_model(model: ModelParams) -> str:
-    """The path or hub id that ``from_pretrained`` should be given."""
+    """The path or hub id that ``from_pretrained`` should be given, checked as far as it can
+    be without loading it (check_model)."""
+    check_model(model)
     if model.source == "packaged":
         return _packaged_path(model.name)
-    if model.source == "local":
-        if not (Path(model.name) / "config.json").exists():
-            raise ModelError(f"model.name: {model.name!r} is not a folder with a config.json")
-        return model.name
     return model.name
+
+
+def check_model(model: ModelParams) -> None:
+    """What can be known of model.* without loading the model: a packaged name is known, a
+    local folder's files are what they claim, max_length fits the model's positions. (A hub
+    model is checked when it loads; a packaged GGUF file once it has been converted.)"""
+    if model.source == "hub":
+        return
+    if model.source == "local":
+        if not (Path(model.name) / "config.json").is_file():
+            raise ModelError(f"model.name: {model.name!r} is not a folder with a config.json")
+        folder = Path(model.name)
+    else:
+        folder = _packaged_folder(model.name)
+    if folder is None:
+        return
+    config = inspect_model_folder(folder)
+    limit = position_limit(config)
+    if limit and model.max_length > limit:
+        raise ModelError(f"model.max_length: got {model.max_length}, expected at most {limit} "
+                         f"({model.name} has {limit} positions)")
+
+
+def _packaged_folder(name: str) -> Path | None:
+    """The installed folder of a packaged model, or None while it is a GGUF file not yet
+    converted (or not installed: resolving it says how to install it)."""
+    if name not in PACKAGED_MODELS:
+        raise ModelError(f"model.name: unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
+    entry = PACKAGED_MODELS[name]
+    try:
+        distribution = importlib.metadata.distribution(entry.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if entry.is_gguf:
+        folder = cache_dir() / "models" / f"{name}-{distribution.version}"
+        return folder if (folder / "config.json").exists() else None
+    located = Path(distribution.locate_file(entry.path))
+    return located if (located / "config.json").exists() else None
+
+
+WEIGHT_AND_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")
+# Position embeddings that RoBERTa-style models offset by the padding index (+2).
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 2, "mbart": 2}
+
+
+def inspect_model_folder(folder: Path) -> dict:
+    """config.json, after checking that the folder's weight, config and tokenizer files are
+    what they claim (not empty, not a Git LFS pointer, not truncated JSON or safetensors),
+    so a broken download stops here with the file named instead of deep inside a loader."""
+    path = folder / "config.json"
+    config = read_json_file(path, ModelError)
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    model_type = config.get("model_type")
+    if not model_type:
+        raise ModelError(f"{path}: no 'model_type'; is this folder a transformers model (save_pretrained)?")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelError(f"{path}: model_type {model_type!r} is not one transformers "
+                         f"{importlib.metadata.version('transformers')} knows")
+    for file in sorted(folder.iterdir()):
+        if file.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or file.is_dir():
+            continue
+        problem = unusable(file)
+        if problem:
+            raise ModelError(f"{file}: {problem}")
+        if file.suffix == ".json":
+            read_json_file(file, ModelError)
+        elif file.suffix == ".safetensors":
+            _check_safetensors(file)
+    return config
+
+
+def _check_safetensors(file: Path) -> None:
+    """The header a safetensors file starts with: its length, then JSON naming each tensor's
+    byte range; a truncated download fails one of the two."""
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        header = fh.read(length) if 0 < length <= size - 8 else b""
+    try:
+        tensors = json.loads(header)
+        end = max((t["data_offsets"][1] for k, t in tensors.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise ModelError(f"{file}: not a safetensors file (its header is damaged or cut off)") from None
+    if 8 + length + end > size:
+        raise ModelError(f"{file}: not a safetensors file (cut off: {size} bytes of {8 + length + end})")
+
+
+def position_limit(config: dict) -> int | None:
+    limit = config.get("max_position_embeddings") or config.get("n_positions")
+    if not isinstance(limit, int):
+        return None
+    return limit - OFFSET_POSITIONS.get(config.get("model_type"), 0)
 
 
 def load_tokenizer(path: str, revision: str | None = None):
@@ -133,11 +228,17 @@ def load_tokenizer(path: str, revision: str | None = None):
             # handed over one by one (is_split_into_words) need it added, or they tokenize
             # as word pieces glued to the previous word.
             tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, add_prefix_space=True)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"model {path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # transformers and tokenizers raise many types for a broken folder
+        raise ModelError(f"model {path!r}: cannot load its tokenizer: {_first_line(err)}"
+                         f"{hub.why_not_loaded('this model')}") from None
     if not tokenizer.is_fast:
         raise ModelError(f"model {path!r}: needs a fast tokenizer (word_ids are used to align labels)")
     return tokenizer
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
 
 
 def _byte_level(tokenizer) -> bool:
@@ -188,7 +289,12 @@ def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str
     options = {}
     if quantization is not None:
         options["quantization_config"] = quantization_config(quantization, HEAD_NAMES)
-    model = task.load_model(path, labels, revision, **options)
+    try:
+        model = task.load_model(path, labels, revision, **options)
+    except ModelError:
+        raise
+    except Exception as err:  # safetensors, torch and transformers errors for a broken folder
+        raise ModelError(f"model {path!r}: cannot load it: {_first_line(err)}{hub.why_not_loaded('this model')}") from None
     if quantization is not None:  # the same 4-bit kernels on every CPU (quantized.py says why)
         keep_standard_layout(model)
     if model.config.pad_token_id is None:

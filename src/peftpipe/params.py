@@ -8,8 +8,10 @@ section's ``__post_init__`` so the rule sits next to the field it guards.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +29,9 @@ LoraBias = Literal["none", "all", "lora_only"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 TrainLoop = Literal["trainer", "accelerate"]
 SPLITS = ("train", "validation", "test")
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept
+MAX_BATCH = 65536
+MAX_LENGTH = 1 << 20
 
 
 class _Invalid(Exception):
@@ -37,9 +42,25 @@ class _Invalid(Exception):
         self.key, self.value, self.allowed = key, value, allowed
 
 
+def _at_most(key: str, value: float, high: float, allowed: str) -> None:
+    """Upper bounds catch a typo (an extra zero or three) before it becomes an out-of-memory
+    crash an hour in; the lower bounds and their messages live with each field."""
+    if value > high:
+        raise _Invalid(key, value, allowed)
+
+
+def _seed(key: str, value: int) -> None:
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        raise _Invalid(key, value, f"an integer in [{low}, {high}]")
+
+
 @dataclass(frozen=True)
 class TaskParams:
     kind: TaskKind = "token_classification"
+
+
+Column = Union[str, int]  # a name, or a position in a file without a header row (data.header: false)
 
 
 @dataclass(frozen=True)
@@ -47,12 +68,27 @@ class ColumnsParams:
     """Which source columns hold the task's fields (each task reads its own)."""
 
     # token_classification: the words and their tags
-    tokens: str = "tokens"
-    tags: str = "tags"
-    # sequence_classification: the text, an optional second text (pairs), the class
-    text: str = "text"
-    text_pair: Optional[str] = None
-    label: str = "label"
+    tokens: Column = "tokens"
+    tags: Column = "tags"
+    # sequence_classification: the text (several columns are joined with a space, e.g.
+    # [title, description]), an optional second text (pairs), the class
+    text: Union[Column, list[Column]] = "text"
+    text_pair: Optional[Column] = None
+    label: Column = "label"
+
+    def __post_init__(self) -> None:
+        # Column names are strings; a header-less file's columns are named "0", "1", ...
+        for key in ("tokens", "tags", "text_pair", "label"):
+            if isinstance(getattr(self, key), int):
+                object.__setattr__(self, key, str(getattr(self, key)))
+        text = [str(c) for c in self.text] if isinstance(self.text, list) else str(self.text)
+        if isinstance(text, list) and not text:
+            raise _Invalid("text", self.text, "a column, or a non-empty list of columns to join")
+        object.__setattr__(self, "text", text)
+
+    @property
+    def text_columns(self) -> list[str]:
+        return self.text if isinstance(self.text, list) else [self.text]
 
 
 @dataclass(frozen=True)
@@ -67,15 +103,42 @@ class DataParams:
     files: dict[str, str] = field(default_factory=dict)
     format: DataFormat = "auto"
     encoding: str = "utf-8"
+    # csv/tsv: false when the first row is data; columns are then named "0", "1", ...
+    header: bool = True
     columns: ColumnsParams = field(default_factory=ColumnsParams)
-    # The label set, in id order. Left empty, it is read from the data (NER: O first;
-    # classes: sorted). Integer labels in the data are ids into this list.
-    labels: list[str] = field(default_factory=list)
+    # The label set: a list in id order, or a mapping from the ids in the data to names
+    # ({1: World, 2: Sports}). Left empty, it is read from the data (NER: O first; classes:
+    # sorted). Integer labels in the data are ids into it.
+    labels: Union[list[str], dict[int, str]] = field(default_factory=list)
     # An I-X that does not continue an X entity (IOB1 files, broken data):
     # fix turns it into B-X (counted in data/raw/meta.json), reject stops with the row named.
     on_invalid_bio: Literal["fix", "reject"] = "fix"
+    # How the tags mark entities: iob2 (B-X starts, I-X continues; IOB1 is fixed per
+    # on_invalid_bio), io (bare types: PER PER O LOC), bioes (S- single, E- end). io and
+    # bioes are converted to IOB2 (counted in data/raw/meta.json); a bare tag in iob2 stops.
+    tag_scheme: Literal["iob2", "io", "bioes"] = "iob2"
+
+    @property
+    def label_names(self) -> list[str]:
+        """The label set in id order."""
+        if isinstance(self.labels, dict):
+            return [self.labels[k] for k in sorted(self.labels)]
+        return list(self.labels)
+
+    @property
+    def label_ids(self) -> dict[int, str]:
+        """Id in the data -> name."""
+        return dict(self.labels) if isinstance(self.labels, dict) else dict(enumerate(self.labels))
 
     def __post_init__(self) -> None:
+        if len(set(self.label_names)) != len(self.label_names):
+            twice = sorted({n for n in self.label_names if self.label_names.count(n) > 1})
+            raise _Invalid("labels", self.labels, f"each name once ({', '.join(twice)} given twice)")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise _Invalid("encoding", self.encoding,
+                           "an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)") from None
         if self.source in ("packaged", "hub") and not self.name:
             raise _Invalid("name", self.name, f"a dataset name (data.source is {self.source})")
         if self.source == "local":
@@ -99,8 +162,15 @@ class SplitParams:
     per_class: dict[str, int] = field(default_factory=dict)
     # A class with fewer rows than per_class asks: take what there is (and say so) or fail.
     on_short_class: Literal["take", "fail"] = "take"
+    # Keep rows that share this column's value on one side of a carved split (sentences of
+    # one document, messages of one user). CoNLL files give `document` (-DOCSTART- blocks).
+    group_by: Optional[str] = None
+    # validation/test rows that repeat a train row: warn (and count them in
+    # metrics/data.json), drop them, or fail.
+    on_leakage: Literal["warn", "drop", "fail"] = "warn"
 
     def __post_init__(self) -> None:
+        _seed("seed", self.seed)
         for key in ("validation", "test"):
             if not 0.0 < getattr(self, key) < 1.0:
                 raise _Invalid(key, getattr(self, key), "a fraction in (0, 1)")
@@ -124,6 +194,7 @@ class ModelParams:
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise _Invalid("max_length", self.max_length, "an integer >= 8")
+        _at_most("max_length", self.max_length, MAX_LENGTH, f"an integer in [8, {MAX_LENGTH}]")
 
 
 @dataclass(frozen=True)
@@ -153,6 +224,7 @@ class LoraParams:
     def __post_init__(self) -> None:
         if self.r <= 0:
             raise _Invalid("r", self.r, "an integer > 0")
+        _at_most("r", self.r, 65536, "an integer in [1, 65536]")
         if self.alpha <= 0:
             raise _Invalid("alpha", self.alpha, "a number > 0")
         if not 0.0 <= self.dropout < 1.0:
@@ -226,8 +298,10 @@ class TrainParams:
                                "a --config_file that exists, e.g. accelerate/cpu-2proc.yaml")
         if self.epochs <= 0:
             raise _Invalid("epochs", self.epochs, "a number > 0")
+        _at_most("epochs", self.epochs, 10000, "a number in (0, 10000]")
         if self.batch_size <= 0:
             raise _Invalid("batch_size", self.batch_size, "an integer > 0")
+        _at_most("batch_size", self.batch_size, MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
         if self.learning_rate <= 0:
             raise _Invalid("learning_rate", self.learning_rate, "a number > 0")
         if self.weight_decay < 0:
@@ -249,6 +323,7 @@ class EvalParams:
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise _Invalid("batch_size", self.batch_size, "an integer > 0")
+        _at_most("batch_size", self.batch_size, MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
 
 
 @dataclass(frozen=True)
@@ -284,6 +359,7 @@ class Params:
     export: ExportParams = field(default_factory=ExportParams)
 
     def __post_init__(self) -> None:
+        _seed("seed", self.seed)
         # Rules that tie two sections together.
         if self.split.per_class and self.task.kind != "sequence_classification":
             raise _Invalid("split.per_class", self.split.per_class,
@@ -314,12 +390,14 @@ def _describe(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_describe(a) for a in inner) + " or null"
+        nullable = type(None) in typing.get_args(tp)
+        return " or ".join(_describe(a) for a in inner) + (" or null" if nullable else "")
     if origin is list:
         item = typing.get_args(tp)[0]
         return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, _describe(item))
     if origin is dict:
-        return "a mapping"
+        key, value = typing.get_args(tp)
+        return f"a mapping of {_describe(key).split(' ', 1)[1]}s to {_describe(value).split(' ', 1)[1]}s"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -346,7 +424,13 @@ def _convert(tp: Any, value: Any, key: str, file: str) -> Any:
         if value is None and type(None) in typing.get_args(tp):
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(inner[0], value, key, file)
+        for alternative in inner:  # the first that takes the value
+            try:
+                return _convert(alternative, value, key, file)
+            except ParamsError:
+                if alternative is inner[-1] and len(inner) == 1:
+                    raise
+        raise bad()
     if origin is list:
         if not isinstance(value, list):
             raise bad()
@@ -371,6 +455,8 @@ def _convert(tp: Any, value: Any, key: str, file: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
+        if not math.isfinite(value):  # YAML's .nan and .inf, or 1e400: every rule below would pass nan
+            raise ParamsError(f"{file}: {key}: got {value!r}, expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -410,15 +496,80 @@ def parse_params(data: Any, file: str = "params.yaml") -> Params:
     return _build(Params, data, "", file)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file (YAML 1.2, as DVC writes it: 1e-3 is a number)."""
+def _yaml_problem(err: Exception) -> str:
+    """The parser's complaint on one line, with the line and column it points at."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if not problem:
+        return " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content (YAML 1.2, as DVC writes it: 1e-3 is a number), or a ParamsError
+    naming the file and, for a syntax error, the line and column."""
     from ruamel.yaml import YAML, YAMLError
 
-    path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder, not a file")
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
+    raw = path.read_bytes()
     try:
-        data = YAML(typ="safe", pure=True).load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ParamsError(f"{path}: line {line} is not valid utf-8 (byte 0x{raw[err.start]:02x}); "
+                          "save it as UTF-8") from None
+    try:
+        return YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:  # DVC cannot even parse dvc.yaml's ${...} against an empty file
+        raise ParamsError(f"{path}: the file is empty; start from a recipe (peftpipe recipe NAME) or the README's")
     return parse_params(data, str(path))
+
+
+def write_params(path: Path, changes: dict) -> Path | None:
+    """Set ``changes`` ({section: {key: value}}, or {key: value} at the top) in a params
+    file, keeping its comments and every other key (the schema's defaults where there is no
+    file), check the result, and write it atomically. A file that changes is kept first as
+    <name>.bak, whose path is returned: a user's edits are never dropped without a copy."""
+    import io
+    import shutil
+
+    from ruamel.yaml import YAML
+
+    from peftpipe.io import atomic_path
+
+    yaml = YAML()  # round trip: comments and key order stay
+    old = path.read_text() if path.exists() else None
+    document = read_yaml(path) if old is not None else None
+    if old is not None:
+        document = yaml.load(old)
+    if not isinstance(document, dict):
+        document = dataclasses.asdict(Params())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            for inner, setting in value.items():
+                document[key][inner] = setting
+        else:
+            document[key] = value
+    text = io.StringIO()
+    yaml.dump(document, text)
+    parse_params(YAML(typ="safe", pure=True).load(text.getvalue()), str(path))
+    backup = None
+    if old is not None and old != text.getvalue():
+        backup = path.with_name(path.name + ".bak")
+        shutil.copy2(path, backup)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue())
+    return backup

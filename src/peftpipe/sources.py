@@ -8,6 +8,7 @@ downstream sees the same thing whatever the source.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.metadata
 import json
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftpipe import hub
 from peftpipe.errors import DataError
+from peftpipe.io import unusable
 from peftpipe.params import SPLITS, DataParams
 
 # Formats read by name only: orange-tab (Orange's tab files: two extra header rows) and
@@ -82,63 +85,154 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- file readers
 
 
-def _decode(path: Path, encoding: str) -> str:
-    raw = path.read_bytes()
+def _decode(path: Path, encoding: str, raw: bytes | None = None) -> str:
+    """The file's text. A UTF-8 byte-order mark (Excel and Notepad write one) is dropped:
+    left in, it would be glued to the first token or column name."""
+    raw = path.read_bytes() if raw is None else raw
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
-            f"{path}: line {line} is not valid {encoding} (byte 0x{raw[err.start]:02x}); "
+            f"{path}: line {line} is not valid {encoding.removesuffix('-sig')} (byte 0x{raw[err.start]:02x}); "
             f"set data.encoding (e.g. latin-1) to the file's encoding"
         ) from None
 
 
-def read_conll(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """CoNLL columns: a token first, its tag last; blank lines between sentences.
+def read_conll(path: Path, encoding: str = "utf-8", text: str | None = None) -> pd.DataFrame:
+    """CoNLL columns: a token first, its tag last; blank lines between sentences. Each
+    sentence's `document` counts the -DOCSTART- lines before it.
 
     Tab-separated lines are split on tabs only (tokens may hold spaces), others on
     whitespace. ``-DOCSTART-`` lines are skipped. Tags are kept as written: IOB1 files
     (CoNLL-2003's originals) are converted with the other sources, per data.on_invalid_bio.
     """
-    sentences, tokens, tags = [], [], []
-    for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
+    sentences, tokens, tags, document = [], [], [], 0
+    text = _decode(path, encoding) if text is None else text
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             if tokens:
-                sentences.append((tokens, tags))
+                sentences.append((tokens, tags, document))
                 tokens, tags = [], []
             continue
         columns = line.split("\t") if "\t" in line else line.split()
         columns = [c.strip() for c in columns]
-        if columns[0] == "-DOCSTART-":
+        if columns[0] == "-DOCSTART-":  # a new document: split.group_by: document keeps each whole
+            if tokens:
+                sentences.append((tokens, tags, document))
+                tokens, tags = [], []
+            document += 1
             continue
         if len(columns) < 2 or not columns[-1]:
             raise DataError(f"{path}: line {number}: expected 'token ... tag' columns, got {line!r}")
         tokens.append(columns[0])
         tags.append(columns[-1])
     if tokens:
-        sentences.append((tokens, tags))
-    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
+        sentences.append((tokens, tags, document))
+    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences],
+                         "document": [s[2] for s in sentences]})
 
 
-def read_text_at_label(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+def read_text_at_label(path: Path, encoding: str = "utf-8", text: str | None = None) -> pd.DataFrame:
     """One example a line, ``sentence@label`` (Financial PhraseBank's own files, latin-1).
     The label is after the last @: sentences may contain @ themselves."""
     texts, labels = [], []
-    for number, line in enumerate(_decode(path, encoding).splitlines(), start=1):
+    text = _decode(path, encoding) if text is None else text
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        text, at, label = line.rpartition("@")
-        if not at or not text.strip() or not label.strip():
+        sentence, at, label = line.rpartition("@")
+        if not at or not sentence.strip() or not label.strip():
             raise DataError(f"{path}: line {number}: expected 'sentence@label', got {line[:80]!r}")
-        texts.append(text.strip())
+        texts.append(sentence.strip())
         labels.append(label.strip())
     return pd.DataFrame({"text": texts, "label": labels})
 
 
-def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
+def read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    """One JSON object per line; the line is named when one is not."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if isinstance(row, list):
+            raise DataError(f"{path}: line {number} holds a JSON array; a .jsonl file has one {{...}} object per "
+                            f"line (for one array of row objects, name the file .json or set data.format: json)")
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {_json_kind(row)}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_json_rows(path: Path, text: str) -> pd.DataFrame:
+    """A JSON array of row objects, or an object of equal-length column lists."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) == 1:
+            return pd.DataFrame(data)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of row objects (or an object of equal-length column lists), "
+                        f"got {_json_kind(data)}")
+    for number, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {number}: expected an object, got {_json_kind(row)}")
+    return pd.DataFrame(data)
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def read_delimited(path: Path, text: str, fmt: str, header: bool = True) -> pd.DataFrame:
+    """csv/tsv; without a header row (data.header: false) the columns are named "0", "1", ..."""
+    import io
+    import re
+
+    try:
+        if fmt == "orange-tab":  # a header row, then a type row and a role row
+            return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",", header=0 if header else None)
+        if not header:
+            frame.columns = [str(c) for c in frame.columns]
+        return frame
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no rows (the file holds no columns)") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        message = " ".join(str(err).split())
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+        if ragged:
+            want, line, saw = ragged.groups()
+            raise DataError(f"{path}: line {line}: expected {want} fields, saw {saw} (a separator inside an "
+                            f"unquoted value?)") from None
+        raise DataError(f"{path}: not valid {fmt}: {message}") from None
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: not a parquet file, or a damaged one ({first}); "
+                        f"set data.format if it is another format") from None
+
+
+def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bool = True) -> pd.DataFrame:
+    """One data file as a frame of its own columns; every failure is a DataError naming the
+    file (and the line or row where one is to blame)."""
+    problem = unusable(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     if fmt == "auto":
         fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower(), "")
         if not fmt:
@@ -146,25 +240,23 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.Data
                 f"{path}: cannot tell the format from '{path.suffix}'; set data.format to one of "
                 f"{', '.join(sorted(set(FORMATS_BY_SUFFIX.values())))}, text@label"
             )
-    if fmt == "conll":
-        return read_conll(path, encoding)
-    if fmt == "text@label":
-        return read_text_at_label(path, encoding)
     if fmt == "parquet":
-        return pd.read_parquet(path)
-    text = _decode(path, encoding)  # fails early, naming the line, on a wrong encoding
-    if fmt in ("jsonl", "json"):
-        try:
-            if fmt == "jsonl":
-                return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
-            return pd.DataFrame(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid {fmt}: {err}") from None
-    import io
-
-    if fmt == "orange-tab":  # a header row, then a type row and a role row
-        return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
-    return pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",")
+        frame = read_parquet(path)
+    else:
+        text = _decode(path, encoding)  # fails early, naming the line, on a wrong encoding
+        if fmt == "conll":
+            frame = read_conll(path, encoding, text)
+        elif fmt == "text@label":
+            frame = read_text_at_label(path, encoding, text)
+        elif fmt == "jsonl":
+            frame = read_jsonl(path, text)
+        elif fmt == "json":
+            frame = read_json_rows(path, text)
+        else:
+            frame = read_delimited(path, text, fmt, header)
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
+    return frame
 
 
 # --------------------------------------------------------------------------- sources
@@ -183,11 +275,17 @@ def packaged_file(entry: PackagedDataset, path: str) -> Path:
     return located
 
 
-def _load_packaged(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
-    if data.name not in PACKAGED_DATASETS:
+def check_data(data: DataParams) -> None:
+    """What can be known of data.* before reading it: a packaged name is one we ship. (Local
+    files are checked when read: a recipe may name files another machine has.)"""
+    if data.source == "packaged" and data.name not in PACKAGED_DATASETS:
         raise DataError(
             f"data.name: unknown packaged dataset {data.name!r}; known: {', '.join(PACKAGED_DATASETS)}"
         )
+
+
+def _load_packaged(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
+    check_data(data)
     entry = PACKAGED_DATASETS[data.name]
     frames, files = {}, {}
     for split, inside in entry.files.items():
@@ -209,7 +307,7 @@ def _load_local(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
     frames, files = {}, {}
     for split, name in data.files.items():
         path = Path(name)
-        frames[split] = read_file(path, data.format, data.encoding)
+        frames[split] = read_file(path, data.format, data.encoding, data.header)
         files[split] = {"path": name, "sha256": file_sha256(path)}
     return frames, {"source": "local", "files": files}
 
@@ -222,7 +320,9 @@ def _load_hub(data: DataParams, task) -> tuple[dict[str, pd.DataFrame], dict, li
     try:
         loaded = datasets.load_dataset(data.name, data.config, revision=data.revision)
     except Exception as err:  # the hub client raises many unrelated types
-        raise DataError(f"data.name {data.name!r}: cannot load from the hub: {err}") from None
+        first = " ".join(str(err).split())[:300]
+        raise DataError(f"data.name {data.name!r}: cannot load from the hub: {type(err).__name__}: {first}"
+                        f"{hub.why_not_loaded('this data set')}") from None
     frames, labels = {}, []
     for split, dataset in loaded.items():
         labels = task.hub_label_names(dataset.features, data) or labels
@@ -243,8 +343,9 @@ _HUB_SPLIT_NAMES = {"dev": "validation", "valid": "validation", "val": "validati
 # --------------------------------------------------------------------------- canonical form
 
 
-def load_raw(data: DataParams, kind: str = "token_classification") -> RawData:
-    """Every split the source has, in the canonical columns of task ``kind``, with its label set."""
+def load_raw(data: DataParams, kind: str = "token_classification", group_by: str | None = None) -> RawData:
+    """Every split the source has, in the canonical columns of task ``kind``, with its label
+    set; ``group_by`` (split.group_by) names a source column kept as `group`."""
     from peftpipe.tasks import get_task
 
     task = get_task(kind)
@@ -260,13 +361,19 @@ def load_raw(data: DataParams, kind: str = "token_classification") -> RawData:
         if split not in SPLITS:
             continue
         where = f"{meta['source']} data, split '{split}'"
-        splits[split], repaired[split] = task.canonical(frame, data, list(data.labels) or hub_labels, where)
+        if group_by:
+            if group_by not in frame.columns:
+                raise DataError(f"{where}: split.group_by: no column {group_by!r}; found "
+                                f"{', '.join(map(str, frame.columns))} (CoNLL files give 'document')")
+            frame = frame.assign(group=frame[group_by].astype(str))
+        splits[split], repaired[split] = task.canonical(frame, data, data.label_ids or dict(enumerate(hub_labels)),
+                                                        where)
         dropped[split] = len(frame) - len(splits[split])
         if splits[split].empty:
             raise DataError(f"{where}: no non-empty rows")
     if "train" not in splits:
         raise DataError(f"{meta['source']} data: no 'train' split (found {', '.join(frames) or 'none'})")
-    labels = list(data.labels) or hub_labels or task.default_labels(splits)
+    labels = data.label_names or hub_labels or task.default_labels(splits)
     known = set(labels)
     for split, frame in splits.items():
         unknown = sorted(task.label_values(frame) - known)

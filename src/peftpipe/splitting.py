@@ -11,15 +11,20 @@ from peftpipe.params import SPLITS, SplitParams
 
 
 def make_splits(raw: dict[str, pd.DataFrame], split: SplitParams) -> dict[str, pd.DataFrame]:
-    """Seeded: the same params give the same rows in the same order."""
+    """Seeded: the same params give the same rows in the same order. With a `group` column
+    (split.group_by) whole groups are carved, so no group is on two sides."""
     rng = np.random.default_rng(split.seed)
     train = raw["train"]
     missing = [name for name in ("validation", "test") if name not in raw]
-    order = rng.permutation(len(train))
+    order = _group_order(train, rng) if "group" in train else rng.permutation(len(train))
     result = {name: raw[name].reset_index(drop=True) for name in raw if name in SPLITS}
     start = 0
     for name in missing:
         size = max(1, round(getattr(split, name) * len(train)))
+        if "group" in train and start + size < len(order):  # end on a group boundary
+            groups = train["group"].to_numpy()[order]
+            while start + size < len(order) and groups[start + size] == groups[start + size - 1]:
+                size += 1
         result[name] = train.iloc[order[start : start + size]].reset_index(drop=True)
         start += size
     result["train"] = train.iloc[np.sort(order[start:])].reset_index(drop=True)
@@ -54,3 +59,31 @@ def balance_per_class(splits: dict[str, pd.DataFrame], split: SplitParams) -> tu
             keep.extend(rng.choice(rows, size=min(wanted, len(rows)), replace=False))
         balanced[name] = frame.iloc[np.sort(keep)].reset_index(drop=True)
     return balanced, short
+
+
+def _group_order(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Row positions with the groups in a seeded random order, each group's rows together."""
+    names = np.array(sorted(frame["group"].unique()))
+    rank = {name: i for i, name in enumerate(names[rng.permutation(len(names))])}
+    return np.array(sorted(range(len(frame)), key=lambda i: (rank[frame["group"].iat[i]], i)))
+
+
+def repeated_rows(splits: dict[str, pd.DataFrame], row_keys) -> dict[str, list[int]]:
+    """Per validation/test split, the rows that repeat a train row (``row_keys`` is the
+    task's: the words of a sentence, the text or pair)."""
+    seen = set(row_keys(splits["train"]))
+    return {name: [i for i, key in enumerate(row_keys(frame)) if key in seen]
+            for name, frame in splits.items() if name != "train"}
+
+
+def handle_leakage(splits: dict[str, pd.DataFrame], repeated: dict[str, list[int]], policy: str):
+    """split.on_leakage: warn keeps the rows (metrics/data.json counts them), drop removes
+    them from validation/test, fail stops."""
+    found = {name: rows for name, rows in repeated.items() if rows}
+    if not found or policy == "warn":
+        return splits
+    if policy == "fail":
+        name, rows = next(iter(found.items()))
+        raise DataError(f"split '{name}': {len(rows)} of {len(splits[name])} rows repeat a train row (first: row "
+                        f"{rows[0]}); remove them, or set split.on_leakage: drop (or warn)")
+    return {name: frame.drop(index=found.get(name, [])).reset_index(drop=True) for name, frame in splits.items()}

@@ -7,10 +7,12 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Callable
 
 import click
 
+from peftpipe import hub
 from peftpipe.errors import PeftpipeError
 from peftpipe.params import Params, load_params
 
@@ -23,6 +25,9 @@ def configure_runtime(params: Params) -> None:
     if not params.uses_hub():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    elif hub.go_offline_if_unreachable():
+        print(f"stage: the hub ({hub.endpoint()}) cannot be reached: only cached models and data sets will load",
+              file=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     # The "newly initialized: classifier" load report is expected for a new head.
@@ -56,5 +61,21 @@ def stage(fn: Callable[..., None]) -> click.Command:
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
+        except Exception as err:  # a library's error we have not translated yet: still one line
+            if debug:
+                raise
+            click.echo(f"error: {unexpected(err)}", err=True)
+            sys.exit(2)
 
     return click.command(help=fn.__doc__)(wrapper)
+
+
+def unexpected(err: Exception) -> str:
+    """One line for an error no reader translated, with where it came from."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if "peftpipe" in f.filename or "/stages/" in f.filename]
+    where = f" (in {Path(ours[-1].filename).name}:{ours[-1].lineno})" if ours else ""
+    message = " ".join(str(err).split())[:300] or "no message"
+    return f"{type(err).__name__}: {message}{where}; rerun with --debug for the traceback"

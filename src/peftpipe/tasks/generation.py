@@ -28,6 +28,7 @@ MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 # The data side is sequence classification's: a text and its label's name.
 canonical = _classes.canonical
 label_values = _classes.label_values
+row_keys = _classes.row_keys
 default_labels = _classes.default_labels
 hub_label_names = _classes.hub_label_names
 data_report = _classes.data_report

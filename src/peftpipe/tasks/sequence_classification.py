@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError
-from peftpipe.tasks import heads
+from peftpipe.tasks import fields, heads
 
 PIPELINE_TAG = "text-classification"
 REFERENCE_NAME = "majority class"
@@ -26,43 +26,68 @@ MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 # --------------------------------------------------------------------------- data
 
 
-def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple[pd.DataFrame, int]:
-    """Canonical columns (text, text_pair, label as a name); rows with an empty text are
-    dropped by the caller's count. Returns (frame, 0): nothing is repaired here."""
+def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns (text, text_pair, label as a name; a `group` column is kept);
+    several text columns are joined with a space. Rows with an empty text are dropped (the
+    caller counts them). Returns (frame, 0): nothing is repaired here."""
     columns = data.columns
-    wanted = {columns.text: "text", columns.label: "label"}
+    sources = {"text": columns.text_columns, "label": [columns.label]}
     if columns.text_pair:
-        wanted[columns.text_pair] = "text_pair"
-    missing = [c for c in wanted if c not in frame.columns]
+        sources["text_pair"] = [columns.text_pair]
+    missing = [c for names in sources.values() for c in names if c not in frame.columns]
     if missing:
         raise DataError(
             f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
             f"(set data.columns.text / data.columns.text_pair / data.columns.label)"
         )
-    frame = frame[list(wanted)].rename(columns=wanted)
-    if frame["label"].isna().any():
-        row = int(np.flatnonzero(frame["label"].isna())[0])
+    labels_column = frame[columns.label]
+    if labels_column.isna().any():
+        row = int(np.flatnonzero(labels_column.isna())[0])
         raise DataError(f"{where}: row {row} has no label")
-    frame["label"] = _label_names(frame["label"].tolist(), labels, where)
-    text_columns = [c for c in ("text", "text_pair") if c in frame]
-    for column in text_columns:
-        frame[column] = frame[column].fillna("").astype(str)
-    keep = np.ones(len(frame), dtype=bool)
-    for column in text_columns:
-        keep &= frame[column].str.strip().str.len().to_numpy() > 0
-    return frame[keep].reset_index(drop=True), 0
+    out = pd.DataFrame({"label": _label_names(labels_column.tolist(), labels, where)})
+    for field, names in sources.items():
+        if field == "label":
+            continue
+        parts = [[fields.text(v, name, f"{where}: row {i}") for i, v in enumerate(frame[name])] for name in names]
+        out[field] = [" ".join(p.strip() for p in row if p.strip()) for row in zip(*parts)]
+    if "group" in frame:
+        out["group"] = frame["group"].to_numpy()
+    keep = np.ones(len(out), dtype=bool)
+    for field in sources.keys() - {"label"}:
+        keep &= out[field].str.strip().str.len().to_numpy() > 0
+    return out[keep].reset_index(drop=True)[[c for c in ("text", "text_pair", "label", "group") if c in out]], 0
 
 
-def _label_names(values: list, labels: list[str], where: str) -> list[str]:
-    """Class names: integer ids (GLUE, hub ClassLabel columns) are looked up in data.labels."""
-    if not any(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        return [str(v) for v in values]
-    if not labels:
-        raise DataError(f"{where}: labels are integer ids; list the class names in id order in data.labels")
-    bad = [v for v in values if not 0 <= int(v) < len(labels)]
-    if bad:
-        raise DataError(f"{where}: label id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
-    return [labels[int(v)] for v in values]
+def _label_names(values: list, labels: dict[int, str], where: str) -> list[str]:
+    """Class names: integer ids (GLUE, hub ClassLabel columns) are looked up in data.labels.
+    A row that gives neither a name nor an id, or ids mixed with names, stops."""
+    values = [_name_or_id(v, f"{where}: row {i}") for i, v in enumerate(values)]
+    ids = [isinstance(v, int) for v in values]
+    if any(ids) and not all(ids):
+        row = ids.index(not ids[0])  # the first row that differs from the first
+        raise DataError(f"{where}: row {row}: label {values[row]!r} is {'an id' if ids[row] else 'a name'}, but other "
+                        f"rows give {'names' if ids[row] else 'ids'}; use class names, or ids into data.labels, throughout")
+    if not any(ids):
+        return values
+    return fields.names_from_ids(values, labels, "label", "class names", where)
+
+
+def _name_or_id(value, where: str) -> str | int:
+    """A label as written: a name (string) or an id (integer; a float like 2.0 is one)."""
+    if isinstance(value, (bool, np.bool_)) or not fields.is_scalar(value):
+        raise DataError(f"{where}: label {value!r} is not a class name or id ({fields.describe(value)})")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise DataError(f"{where}: label {value!r} is not a class name or id (a fraction)")
+        return int(value)
+    return str(value)
+
+
+def row_keys(frame: pd.DataFrame) -> list:
+    """What makes two rows the same example (leakage between splits)."""
+    return list(zip(frame["text"], frame["text_pair"])) if "text_pair" in frame else list(frame["text"])
 
 
 def label_values(frame: pd.DataFrame) -> set[str]:
@@ -85,16 +110,13 @@ def class_counts(frame: pd.DataFrame) -> dict[str, int]:
 def data_report(splits: dict[str, pd.DataFrame]) -> dict:
     """Per split: rows and rows per class; for validation/test also how many texts repeat
     a train text (leakage) and which classes train never shows."""
-    def key(frame):
-        return list(zip(frame["text"], frame["text_pair"])) if "text_pair" in frame else list(frame["text"])
-
-    train_texts = set(key(splits["train"])) if "train" in splits else set()
+    train_texts = set(row_keys(splits["train"])) if "train" in splits else set()
     train_classes = set(splits["train"]["label"]) if "train" in splits else set()
     report = {}
     for name, frame in splits.items():
         report[name] = {"rows": len(frame), "classes": class_counts(frame)}
         if name != "train":
-            report[name]["rows_also_in_train"] = sum(k in train_texts for k in key(frame))
+            report[name]["rows_also_in_train"] = sum(k in train_texts for k in row_keys(frame))
             report[name]["classes_missing_from_train"] = sorted(set(frame["label"]) - train_classes)
     return report
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError
-from peftpipe.tasks import heads
+from peftpipe.tasks import fields, heads
 
 PIPELINE_TAG = "token-classification"
 REFERENCE_NAME = "all O"
@@ -26,8 +26,9 @@ IGNORE = -100
 # --------------------------------------------------------------------------- data
 
 
-def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple[pd.DataFrame, int]:
-    """Canonical columns (tokens, tags as names, IOB2) and how many rows' tags were fixed."""
+def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns (tokens, tags as names, IOB2; a `group` column is kept) and how
+    many rows' tags were fixed or converted. ``labels`` names integer tag ids."""
     wanted = {data.columns.tokens: "tokens", data.columns.tags: "tags"}
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -35,9 +36,14 @@ def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple
             f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
             f"(set data.columns.tokens / data.columns.tags)"
         )
+    groups = frame["group"].to_numpy() if "group" in frame else None
     frame = frame[list(wanted)].rename(columns=wanted)
-    tokens = [list(map(str, t)) for t in frame["tokens"]]
-    tags = [_tag_names(list(t), labels, f"{where}: row {i}") for i, t in enumerate(frame["tags"])]
+    rows = [f"{where}: row {i}" for i in range(len(frame))]
+    tokens = [list(map(str, fields.word_list(t, "tokens", "token", "a word", row)))
+              for t, row in zip(frame["tokens"], rows)]
+    written = [_tag_names(fields.word_list(t, "tags", "tag", "a tag", row), labels, row)
+               for t, row in zip(frame["tags"], rows)]
+    tags = [to_iob2(row_tags, data.tag_scheme, row) for row_tags, row in zip(written, rows)]
     for i, (words, row_tags) in enumerate(zip(tokens, tags)):
         if len(words) != len(row_tags):
             raise DataError(f"{where}: row {i}: {len(words)} tokens but {len(row_tags)} tags")
@@ -48,21 +54,40 @@ def canonical(frame: pd.DataFrame, data, labels: list[str], where: str) -> tuple
     # Rows with no tokens carry nothing to learn or score; they are dropped (and counted).
     keep = [i for i, words in enumerate(tokens) if words]
     valid = {i: _valid_bio(tags[i], data.on_invalid_bio, f"{where}: row {i}") for i in keep}
-    repaired = sum(valid[i] != tags[i] for i in keep)
-    return pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]}), repaired
+    repaired = sum(valid[i] != written[i] for i in keep)  # IOB1 fixed, io/bioes converted
+    out = pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]})
+    if groups is not None:
+        out["group"] = groups[keep]
+    return out, repaired
 
 
-def _tag_names(tags: list, labels: list[str], where: str) -> list[str]:
+def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     """Tags as names: integer ids (tner's data sets, hub ClassLabel columns) are looked up
-    in the label list (data.labels, or the hub's names), in id order."""
+    in data.labels (or the hub's names)."""
     if not any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
         return list(map(str, tags))
-    if not labels:
-        raise DataError(f"{where}: tags are integer ids; list the label names in id order in data.labels")
-    bad = [t for t in tags if not 0 <= int(t) < len(labels)]
-    if bad:
-        raise DataError(f"{where}: tag id {bad[0]} is outside data.labels (ids 0-{len(labels) - 1})")
-    return [labels[int(t)] for t in tags]
+    return fields.names_from_ids(tags, labels, "tag", "label names", where)
+
+
+def to_iob2(tags: list[str], scheme: str, where: str) -> list[str]:
+    """Tags in IOB2 from data.tag_scheme: io (bare types) and bioes (S-, E-) are converted;
+    in iob2 a tag with no B-/I- prefix stops, since it would be scored as nonsense."""
+    if scheme == "io":
+        converted, previous = [], "O"
+        for tag in tags:
+            kind = tag[2:] if tag[:2] in ("B-", "I-") else tag
+            converted.append("O" if tag == "O" else
+                             f"B-{kind}" if tag.startswith("B-") or previous != kind else f"I-{kind}")
+            previous = "O" if tag == "O" else kind
+        return converted
+    if scheme == "bioes":
+        tags = ["B-" + t[2:] if t.startswith("S-") else "I-" + t[2:] if t.startswith("E-") else t for t in tags]
+    for position, tag in enumerate(tags):
+        if tag != "O" and tag[:2] not in ("B-", "I-"):
+            raise DataError(
+                f"{where}: tag {tag!r} at token {position} has no B-/I- prefix (data.tag_scheme is {scheme}); "
+                f"set data.tag_scheme: io if the tags are bare entity types, bioes for S-/E- tags")
+    return tags
 
 
 def iob1_to_iob2(tags: list[str]) -> list[str]:
@@ -92,6 +117,11 @@ def _valid_bio(tags: list[str], policy: str, where: str) -> list[str]:
     return fixed
 
 
+def row_keys(frame: pd.DataFrame) -> list:
+    """What makes two rows the same example (leakage between splits)."""
+    return [tuple(t) for t in frame["tokens"]]
+
+
 def label_values(frame: pd.DataFrame) -> set[str]:
     return {tag for row in frame["tags"] for tag in row}
 
@@ -116,7 +146,7 @@ def entity_counts(tags: pd.Series) -> dict[str, int]:
 def data_report(splits: dict[str, pd.DataFrame]) -> dict:
     """Per split: rows, tokens, entities per type; for validation/test also how many rows
     repeat a train sentence (leakage) and which entity types train never shows."""
-    train_sentences = {tuple(t) for t in splits["train"]["tokens"]} if "train" in splits else set()
+    train_sentences = set(row_keys(splits["train"])) if "train" in splits else set()
     train_types = set(entity_counts(splits["train"]["tags"])) if "train" in splits else set()
     report = {}
     for name, frame in splits.items():
@@ -127,7 +157,7 @@ def data_report(splits: dict[str, pd.DataFrame]) -> dict:
             "entities": entities,
         }
         if name != "train":
-            report[name]["rows_also_in_train"] = sum(tuple(t) in train_sentences for t in frame["tokens"])
+            report[name]["rows_also_in_train"] = sum(k in train_sentences for k in row_keys(frame))
             report[name]["types_missing_from_train"] = sorted(set(entities) - train_types)
     return report
 
