@@ -7,6 +7,7 @@ meta.json (label names, source, package version or file hashes, row counts).
 from peftpipe.io import atomic_path, write_json
 from peftpipe.sources import load_raw
 from peftpipe.stage import stage
+from peftpipe.tasks import get_task
 
 OUT = "data/raw"
 
@@ -21,6 +22,10 @@ def main(params):
         write_json(tmp / "meta.json", {**raw.meta, "labels": raw.labels})
     print(f"download: {', '.join(f'{s} {n}' for s, n in raw.meta['rows'].items())} rows, "
           f"{len(raw.labels)} labels -> {OUT}")
+    seen = get_task(params.task.kind).label_values(raw.splits["train"])
+    if len(seen) < 2:
+        print(f"download: warning: every train row has the label {next(iter(seen))!r}: there is nothing to learn; "
+              f"check the data and data.columns")
     for split, dropped in raw.meta["dropped_empty_rows"].items():
         if dropped:
             print(f"download: warning: {split}: dropped {dropped} rows with no tokens or text")

@@ -11,10 +11,11 @@ import pandas as pd
 from peftpipe.artifacts import save_tokenized
 from peftpipe.io import atomic_path, read_json
 from peftpipe.models import load_tokenizer, resolve_model
+from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-SPLIT, OUT = Path("data/split"), "data/tokenized"
+SPLIT, OUT, REPORT = Path("data/split"), "data/tokenized", "metrics/tokenize.json"
 
 
 @stage
@@ -29,6 +30,16 @@ def main(params):
     }
     with atomic_path(OUT, directory=True) as tmp:
         save_tokenized(datasets, labels, tmp)
+    cut = {name: task.truncation(dataset) for name, dataset in datasets.items()}
+    if all(cut.values()):
+        write_metrics(REPORT, cut, params.seed)
+        for name, counts in cut.items():
+            if counts["rows_cut"]:
+                lost = {k: v for k, v in counts.items() if k.endswith("_cut") and k != "rows_cut"}
+                print(f"tokenize: warning: {name}: {counts['rows_cut']} of {counts['rows']} rows are longer than "
+                      f"model.max_length {params.model.max_length} and were cut "
+                      f"({', '.join(f'{v} {k[:-4]}' for k, v in lost.items())} lost"
+                      f"{'; lost words count as O' if 'words_cut' in lost else ''})")
     print(f"tokenize: max_length {params.model.max_length} -> {OUT}")
 
 

@@ -129,6 +129,8 @@ DATA_CASES = {
         [{"tokens": 3, "tags": ["O"]}])}, ner()),
     "nested token lists": Case("split 'train': row 0: token 0 is a list, expected a word", {"train.jsonl": jsonl(
         [{"tokens": [["EU"], "rejects"], "tags": ["B-ORG", "O"]}])}, ner()),
+    "tag ids mixed with names": Case("split 'train': row 0: tag 1 (1) is an id, but tag 0 is a name", {"train.jsonl": jsonl(
+        [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", 1]}])}, ner()),
     "tag as an object": Case("split 'train': row 0: tag 0 is an object, expected a tag", {"train.jsonl": jsonl(
         [{"tokens": ["EU"], "tags": [{"t": "B-ORG"}]}])}, ner()),
     "tags without a B-/I- prefix": Case(["split 'train': row 0: tag 'ORG' at token 0 has no B-/I- prefix",
@@ -229,12 +231,17 @@ MODEL_CASES = {
                                      params=MODEL),
     "tokenizer.json an LFS pointer": Case("model/tokenizer.json: is a Git LFS pointer", corrupt("tokenizer.json", LFS_POINTER),
                                           params=MODEL),
+    "unknown lora target module": Case(["params.yaml: lora.target_modules: ['q_proj'] not in BertForTokenClassification",
+                                        "its linear layers: classifier, dense, key, query, value"],
+                                       {"model": "tiny-model"}, params={**MODEL, "lora": {"target_modules": ["q_proj"]}}),
     "model folder is a file": Case("model.name: 'model' is not a folder with a config.json", {"model": "x"}, params=MODEL),
     "model folder empty": Case("model.name: 'model' is not a folder with a config.json", {"model/.keep": ""}, params=MODEL),
 }
 for _case in MODEL_CASES.values():
     _case.data, _case.command, _case.before = ner(), "tokenize_align", ("download", "split")
     _case.files = {"train.jsonl": jsonl(NER_ROWS), **_case.files}
+MODEL_CASES["unknown lora target module"].command = "train"
+MODEL_CASES["unknown lora target module"].before = ("download", "split", "tokenize_align")
 
 
 def export(name: str, content):
@@ -268,6 +275,7 @@ PREDICT_CASES = {
     "stdin empty": Case("give text as arguments or on stdin", export("peftpipe.json", info()), args=PREDICT, stdin=b""),
     "pair without a tab": Case("--pair expects two texts separated by a tab", export("peftpipe.json", info()),
                                args=[*PREDICT, "--pair", "no tab here"]),
+    "empty text argument": Case("text 2 is empty", export("peftpipe.json", info()), args=[*PREDICT, "alice", " "]),
     "pair on a token classifier": Case("a token classification model reads one text, not pairs; drop --pair",
                                        export("peftpipe.json", info()), args=[*PREDICT, "--pair", "a\tb"]),
 }
@@ -331,7 +339,7 @@ def invoke(command: str, args: list, stdin: bytes | None = None):
     return CliRunner().invoke(stage, args, input=stdin)
 
 
-STAGE_OUTPUTS = {"download": ["data/raw"], "split": ["data/split", "metrics/data.json"],
+STAGE_OUTPUTS = {"download": ["data/raw"], "split": ["data/split", "metrics/data.json"], "train": ["models/adapter"],
                  "tokenize_align": ["data/tokenized"]}
 
 
@@ -558,3 +566,35 @@ def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path, monkeypatch):
     assert_one_clear_line(result, ["data.name 'someone/tweets-ner': cannot load from the hub",
                                    "the hub (127.0.0.1) cannot be reached", "use source: local"])
     assert not (tmp_path / "data/raw").exists()
+
+
+def test_truncation_is_counted_and_said(tmp_path, monkeypatch, fixtures):
+    """A sentence longer than model.max_length is cut at tokenize: its tail would be scored
+    as O without a word. Now each split's cut rows and lost words are printed and recorded."""
+    monkeypatch.chdir(tmp_path)
+    long = {"tokens": ["alice", "visited", "paris"] * 12, "tags": ["B-PER", "O", "B-LOC"] * 12}
+    rows = NER_ROWS[:20] + [long] * 30  # enough long rows that every carved split has some
+    lay_out(tmp_path, Case("", {"train.jsonl": jsonl(rows), "model": "tiny-model"}, ner(),
+                           params={"model": {"source": "local", "name": "model", "max_length": 16}}), fixtures)
+    for stage in ("download", "split"):
+        assert invoke(stage, []).exit_code == 0
+    result = invoke("tokenize_align", [])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "metrics/tokenize.json").read_text())
+    for name in ("train", "validation", "test"):
+        counts = report[name]
+        assert 0 < counts["rows_cut"] <= counts["rows"] and counts["words_cut"] >= 22 * counts["rows_cut"]
+        assert f"tokenize: warning: {name}: {counts['rows_cut']} of {counts['rows']} rows are longer than " \
+               f"model.max_length 16 and were cut ({counts['words_cut']} words lost; lost words count as O)" in result.output
+
+
+def test_predict_reads_a_long_text_in_windows(tmp_path, fixtures):
+    """The export was trained at max length 32: a text ten times longer is tagged to its end
+    (overlapping windows), not cut after the first 32 tokens."""
+    from peftpipe.export import inference_pipeline
+
+    classify = inference_pipeline(fixtures["tiny-export"])
+    assert classify.tokenizer.model_max_length == 32
+    text = " ".join(["alice visited paris and met bob"] * 20)
+    spans = classify(text)
+    assert spans and max(s["end"] for s in spans) > len(text) - 40  # tags reach the last words

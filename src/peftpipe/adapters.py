@@ -69,7 +69,23 @@ def wrap(model, params: Params, task_type: str, head: list[str]):
         # Norms and the head in fp32, inputs that require grad (for checkpointing).
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=params.quantization.gradient_checkpointing)
+    targets = list(getattr(config, "target_modules", None) or [])
+    if targets:
+        check_targets(model, targets)
     return get_peft_model(model, config)
+
+
+def check_targets(model, targets: list[str]) -> None:
+    """lora.target_modules name layers the model has (peft's own error would be a traceback)."""
+    import torch
+
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) or type(module).__name__.startswith("Linear")})
+    unknown = [t for t in targets if not any(t == n or n.endswith("." + t) or n == t.rsplit(".", 1)[-1]
+                                             for n in linear)]
+    if unknown:
+        raise ModelError(f"params.yaml: lora.target_modules: {unknown} not in {type(model).__name__}; its linear "
+                         f"layers: {', '.join(linear)}")
 
 
 def mergeable(method: str) -> bool:

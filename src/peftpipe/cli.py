@@ -47,7 +47,13 @@ def predictions(folder: Path, texts: list[str | dict]) -> list:
     if task == "sequence_classification":
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
         outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)
-        return [{"label": r["label"], "score": round(float(r["score"]), 4)} for r in outputs]
+        limit = classify.tokenizer.model_max_length
+        encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
+                   for t in texts]
+        lengths = [len(e["input_ids"]) for e in encoded]
+        # A classifier reads one window: say when the text was longer, rather than hide it.
+        return [{"label": r["label"], "score": round(float(r["score"]), 4),
+                 **({"truncated_at_tokens": limit} if n > limit else {})} for r, n in zip(outputs, lengths)]
     results = []
     for text, spans in zip(texts, classify(texts)):
         results.append([
@@ -100,6 +106,9 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
     TEXTS (or each line of stdin), with the exported model."""
     if not exported(model_dir):  # before waiting on stdin
         _fail(ModelError(f"{model_dir}: no exported model here; run `dvc repro` first (or pass --model)"), debug)
+    blank = [i for i, text in enumerate(texts, start=1) if not text.strip()]
+    if blank:
+        raise click.UsageError(f"text {blank[0]} is empty")
     if not texts and sys.stdin.isatty():  # nothing piped in: say so instead of waiting
         raise click.UsageError("give text as arguments or on stdin (one text per line)")
     try:
@@ -116,6 +125,9 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
         if isinstance(spans, dict):  # a class for the whole text (or pair)
             click.echo(json.dumps({**(given if pair else {"text": text}), **spans}) if as_json
                        else f"{spans['label']}\t{spans['score']:.3f}\t{text}")
+            if "truncated_at_tokens" in spans and not as_json:
+                click.echo(f"note: the text above was cut at the model's {spans['truncated_at_tokens']} tokens "
+                           f"(model.max_length); the rest was not read", err=True)
             continue
         if as_json:
             click.echo(json.dumps({"text": text, "entities": spans}))
@@ -179,6 +191,30 @@ def init(files: tuple[Path, ...], text_columns: str | None, params_path: Path, d
     for line in inferred.check:
         click.echo(f"init: check {line}")
     click.echo("init: next: peftpipe check && dvc repro")
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the resamples and permutations.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def compare(a: str, b: str, as_json: bool, seed: int, debug: bool) -> None:
+    """Is B better than A? A paired test on the same test rows, per headline metric. A and B
+    are experiment names, branches, commits, `workspace`, or predictions files."""
+    from peftpipe.compare import compare as paired
+    from peftpipe.compare import load_predictions, table
+
+    try:
+        rows_a, rows_b = load_predictions(a), load_predictions(b)
+        differences = paired(rows_a, rows_b, seed=seed)
+    except Exception as err:
+        _fail(err, debug)
+    if as_json:
+        click.echo(json.dumps({"a": a, "b": b, "rows": len(rows_a), "metrics": [
+            {**d.__dict__, "diff": round(d.diff, 4), "verdict": d.verdict()} for d in differences]}))
+    else:
+        click.echo(table(a, b, differences, len(rows_a)))
 
 
 @main.command()

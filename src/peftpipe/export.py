@@ -133,14 +133,19 @@ def inference_pipeline(folder: Path):
 
     model, tokenizer = str(folder), None
     if (folder / TRAINED_INFO_FILE).exists():
-        model, tokenizer, _ = load_trained(folder)
+        model, tokenizer, info = load_trained(folder)
+        # Windows of the length the model was trained on, not the architecture's limit.
+        tokenizer.model_max_length = info["model"]["max_length"]
     task = served_task(folder)
     if task == "generation":
         raise ModelError(f"{folder}: a generation model has no classification pipeline; use write_labels")
     if task == "token_classification":
-        return pipeline("token-classification", model=model, tokenizer=tokenizer,
-                        aggregation_strategy="simple", device="cpu")
-    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+        # A text longer than one window is read in overlapping windows (a quarter overlap),
+        # so its tail is tagged too instead of being cut off.
+        stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
+        return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple",
+                        device="cpu", **({"stride": stride} if stride else {}))
+    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu", truncation=True)
 
 
 def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:

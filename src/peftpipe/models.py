@@ -61,22 +61,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PEFTPIPE_CACHE") or Path.home() / ".cache" / "peftpipe")
 
 
-def _packaged_path(name: str) -> str:
+def _packaged(name: str):
+    """(entry, installed distribution or None) for a packaged model name."""
     if name not in PACKAGED_MODELS:
         raise ModelError(f"model.name: unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
     entry = PACKAGED_MODELS[name]
     try:
-        distribution = importlib.metadata.distribution(entry.distribution)
+        return entry, importlib.metadata.distribution(entry.distribution)
     except importlib.metadata.PackageNotFoundError:
+        return entry, None
+
+
+def _converted_folder(name: str, distribution) -> Path:
+    return cache_dir() / "models" / f"{name}-{distribution.version}"
+
+
+def _packaged_path(name: str) -> str:
+    entry, distribution = _packaged(name)
+    if distribution is None:
         how = entry.install or f"pip install {entry.distribution}=={entry.version}"
-        raise ModelError(f"model.name {name!r} needs the package '{entry.distribution}': {how}") from None
+        raise ModelError(f"model.name {name!r} needs the package '{entry.distribution}': {how}")
     located = Path(distribution.locate_file(entry.path))
     if not located.exists():
         raise ModelError(f"{entry.distribution} {distribution.version} has no {entry.path}; "
                          f"install version {entry.version}")
     if not entry.is_gguf:
         return str(located)
-    return str(convert_gguf(located, cache_dir() / "models" / f"{name}-{distribution.version}"))
+    return str(convert_gguf(located, _converted_folder(name, distribution)))
 
 
 def convert_gguf(gguf: Path, folder: Path) -> Path:
@@ -147,18 +158,11 @@ def check_model(model: ModelParams) -> None:
 def _packaged_folder(name: str) -> Path | None:
     """The installed folder of a packaged model, or None while it is a GGUF file not yet
     converted (or not installed: resolving it says how to install it)."""
-    if name not in PACKAGED_MODELS:
-        raise ModelError(f"model.name: unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
-    entry = PACKAGED_MODELS[name]
-    try:
-        distribution = importlib.metadata.distribution(entry.distribution)
-    except importlib.metadata.PackageNotFoundError:
+    entry, distribution = _packaged(name)
+    if distribution is None:
         return None
-    if entry.is_gguf:
-        folder = cache_dir() / "models" / f"{name}-{distribution.version}"
-        return folder if (folder / "config.json").exists() else None
-    located = Path(distribution.locate_file(entry.path))
-    return located if (located / "config.json").exists() else None
+    folder = _converted_folder(name, distribution) if entry.is_gguf else Path(distribution.locate_file(entry.path))
+    return folder if (folder / "config.json").exists() else None
 
 
 WEIGHT_AND_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")

@@ -3,7 +3,7 @@ tokenize, which model class to load, how to decode predictions and compute its m
 adding a task touches one module and this table.
 
 A task module provides: PIPELINE_TAG, REFERENCE_NAME, PER_CLASS_KEY;
-canonical, row_keys, label_values, default_labels, hub_label_names, data_report (data); tokenize,
+canonical, row_keys, label_values, default_labels, hub_label_names, data_report (data); tokenize, truncation,
 load_model, peft_task_type, head_modules, collator, model_inputs, gold, train_label_ids, predict_logits,
 decode (model); prediction_rows, confusion_rows, reference_predictions, compute_metrics,
 trainer_metrics (scores).

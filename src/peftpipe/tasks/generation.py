@@ -38,6 +38,11 @@ confusion_rows = _classes.confusion_rows
 reference_predictions = _classes.reference_predictions
 
 
+def truncation(dataset) -> None:
+    """Not measured: a prompt is cut from the left of the text, the label always kept."""
+    return None
+
+
 def is_encoder_decoder(path: str, revision: str | None = None) -> bool:
     from transformers import AutoConfig
 

@@ -132,9 +132,11 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
     pair = "text_pair" in frame
 
     def encode(batch: dict) -> dict:
-        encoded = tokenizer(batch["text"], batch["text_pair"] if pair else None, truncation=True,
-                            max_length=params.model.max_length)
+        texts = (batch["text"], batch["text_pair"] if pair else None)
+        encoded = tokenizer(*texts, truncation=True, max_length=params.model.max_length)
         encoded["labels"] = [label_ids[name] for name in batch["label"]]
+        # How many tokens each row had before the cut (truncation reports them).
+        encoded["full_length"] = [len(ids) for ids in tokenizer(*texts, truncation=False)["input_ids"]]
         return encoded
 
     columns = ["text", "text_pair", "label"] if pair else ["text", "label"]
@@ -146,6 +148,12 @@ def load_model(path: str, labels: list[str], revision: str | None = None, **opti
     """The base model with a new sequence-classification head sized for ``labels``."""
     return heads.load_with_head("AutoModelForSequenceClassification", path, labels, revision, options,
                                 "has no sequence-classification head; use an encoder (BERT, RoBERTa) or a decoder LLM (Llama, Mistral) for task.kind sequence_classification")
+
+
+def truncation(dataset) -> dict:
+    """Rows cut at model.max_length, and the tokens lost."""
+    cut = [full - len(ids) for full, ids in zip(dataset["full_length"], dataset["input_ids"])]
+    return {"rows": len(cut), "rows_cut": sum(c > 0 for c in cut), "tokens_cut": sum(cut)}
 
 
 def peft_task_type(model) -> str:

@@ -64,8 +64,13 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
 def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     """Tags as names: integer ids (tner's data sets, hub ClassLabel columns) are looked up
     in data.labels (or the hub's names)."""
-    if not any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
+    ids = [isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in tags]
+    if not any(ids):
         return list(map(str, tags))
+    if not all(ids):
+        position = ids.index(not ids[0])
+        raise DataError(f"{where}: tag {position} ({tags[position]!r}) is {'an id' if ids[position] else 'a name'}, "
+                        f"but tag 0 is {'an id' if ids[0] else 'a name'}; use tag names, or ids into data.labels")
     return fields.names_from_ids(tags, labels, "tag", "label names", where)
 
 
@@ -214,6 +219,12 @@ def load_model(path: str, labels: list[str], revision: str | None = None, **opti
     """The base model with a new token-classification head sized for ``labels``."""
     return heads.load_with_head("AutoModelForTokenClassification", path, labels, revision, options,
                                 "has no token-classification head; use an encoder such as BERT, RoBERTa or DeBERTa for task.kind token_classification")
+
+
+def truncation(dataset) -> dict:
+    """Rows cut at model.max_length, and the words lost (they are scored as O)."""
+    cut = [len(tokens) - (max(word_ids) + 1) for tokens, word_ids in zip(dataset["tokens"], dataset["word_ids"])]
+    return {"rows": len(cut), "rows_cut": sum(c > 0 for c in cut), "words_cut": sum(cut)}
 
 
 def peft_task_type(model) -> str:

@@ -1,0 +1,125 @@
+"""Bootstrap intervals: the point scores they resample are the reported ones, they cover the
+true value about 95% of the time, and they are deterministic."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from peftpipe import intervals
+from peftpipe.tasks import sequence_classification as sc
+from peftpipe.tasks import token_classification as tc
+
+
+def random_ner(n: int, seed: int, noise: float = 0.3) -> tuple[list, list]:
+    rng = random.Random(seed)
+    tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(n)]
+    gold = [tc.iob1_to_iob2(row) for row in gold]
+    predicted = [[t if rng.random() > noise else rng.choice(tags) for t in row] for row in gold]
+    return gold, predicted
+
+
+def test_summed_entity_counts_give_seqevals_scores():
+    gold, predicted = random_ner(200, seed=1)
+    sums = {k: v.sum() for k, v in intervals.entity_counts(gold, predicted).items()}
+    ours = intervals.entity_scores(sums)
+    reference = tc.compute_metrics(gold, predicted)["overall"]
+    for name in ("precision", "recall", "f1", "accuracy"):
+        assert float(ours[name]) == pytest.approx(reference[name], abs=1e-12), name
+
+
+@pytest.mark.parametrize("labels", [["no", "yes"], ["a", "b", "c", "d"]])
+def test_summed_class_counts_give_scikit_learns_scores(labels):
+    rng = random.Random(2)
+    gold = [rng.choice(labels[:-1] if len(labels) > 2 else labels) for _ in range(300)]  # a class absent from gold
+    predicted = [g if rng.random() > 0.4 else rng.choice(labels) for g in gold]
+    sums = {k: v.sum(axis=0) for k, v in intervals.class_counts(gold, predicted, labels).items()}
+    ours = intervals.class_scores(sums, binary=len(labels) == 2)
+    reference = sc.compute_metrics(gold, predicted, labels)["overall"]
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "f1"):
+        assert float(ours[name]) == pytest.approx(reference[name], abs=1e-12), name
+
+
+def test_intervals_cover_the_true_accuracy_about_95_percent_of_the_time():
+    """Simulated test sets from a classifier whose true accuracy is 0.8: the 95% interval of
+    each holds 0.8 in about 95% of 200 draws (binomial spread of that share: +-3%)."""
+    rng = np.random.default_rng(0)
+    covered = 0
+    for draw in range(200):
+        right = rng.random(250) < 0.8
+        gold = ["yes"] * 250
+        predicted = ["yes" if r else "no" for r in right]
+        counts = intervals.class_counts(gold, predicted, ["no", "yes"])
+        low, high = intervals.bootstrap(counts, lambda s: intervals.class_scores(s, True), seed=draw,
+                                        resamples=1000)["accuracy"]
+        covered += low <= 0.8 <= high
+    assert 0.89 <= covered / 200 <= 0.99
+
+
+def test_intervals_are_deterministic_and_narrow_with_more_examples():
+    gold, predicted = random_ner(300, seed=3)
+    first = intervals.intervals("token_classification", gold, predicted, [], seed=7)
+    assert first == intervals.intervals("token_classification", gold, predicted, [], seed=7)
+    point = tc.compute_metrics(gold, predicted)["overall"]
+    for name in ("precision", "recall", "f1", "accuracy"):
+        low, high = first[name]
+        assert low < point[name] < high
+    more = intervals.intervals("token_classification", gold * 4, predicted * 4, [], seed=7)
+    assert more["f1"][1] - more["f1"][0] < 0.7 * (first["f1"][1] - first["f1"][0])
+
+
+# --------------------------------------------------------------------------- peftpipe compare
+
+
+def rows(gold, predicted):
+    return [{"tokens": [f"w{i}"] * len(g), "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))]
+
+
+def test_compare_finds_a_planted_difference():
+    from peftpipe.compare import compare
+
+    gold, worse = random_ner(300, seed=4, noise=0.4)
+    _, better = random_ner(300, seed=4, noise=0.15)
+    differences = {d.metric: d for d in compare(rows(gold, worse), rows(gold, better), resamples=2000,
+                                                permutations=2000)}
+    f1 = differences["f1"]
+    assert f1.diff > 0.1 and f1.low > 0 and f1.p_value < 0.01 and f1.verdict() == "B better"
+    assert f1.a == pytest.approx(tc.compute_metrics(gold, worse)["overall"]["f1"], abs=1e-4)
+
+
+def test_compare_sees_no_difference_between_two_runs_that_differ_by_noise():
+    from peftpipe.compare import compare
+
+    rng = random.Random(5)
+    labels = ["neg", "neu", "pos"]
+    gold = [rng.choice(labels) for _ in range(400)]
+    # Two runs of the same quality whose mistakes fall on different rows.
+    run_a = [g if rng.random() > 0.3 else rng.choice(labels) for g in gold]
+    run_b = [g if rng.random() > 0.3 else rng.choice(labels) for g in gold]
+    as_rows = [[{"text": f"t{i}", "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, run))]
+               for run in (run_a, run_b)]
+    differences = compare(*as_rows, resamples=2000, permutations=2000)
+    assert {d.metric for d in differences} == {"accuracy", "balanced_accuracy", "macro_f1", "f1"}
+    for d in differences:
+        assert d.p_value > 0.05 and d.low < 0 < d.high and d.verdict() == "no significant difference", d
+
+
+def test_compare_refuses_runs_scored_on_different_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    gold, predicted = random_ner(50, seed=6)
+    first, second = rows(gold, predicted), rows(gold, predicted)
+    second[3]["gold"] = ["O"] * len(second[3]["gold"])
+    for name, data in (("a.jsonl", first), ("b.jsonl", second)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in data))
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    assert result.exit_code == 2
+    assert "the two runs were scored on different test rows (50 vs 50 rows, 1 of the common ones differ)" in result.output
+    same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")])
+    assert same.exit_code == 0 and "f1" in same.output and "no significant difference" in same.output
