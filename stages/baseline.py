@@ -3,7 +3,7 @@ trivial reference (all-O for NER, the majority class otherwise) on the test spli
 same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
-from peftpipe.evaluation import score_split, write_plots
+from peftpipe.evaluation import score_split, scored, write_plots
 from peftpipe.provenance import write_metrics
 from peftpipe.models import load_base
 from peftpipe.stage import stage
@@ -22,7 +22,7 @@ def main(params):
     metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     gold = task.gold(test)
     reference = task.reference_predictions(task.gold(datasets["train"]), gold)
-    metrics["reference"] = task.compute_metrics(gold, reference, labels)
+    metrics["reference"] = scored(task, gold, reference, labels)
     write_plots(PLOTS, task, metrics, gold, predicted)
     write_metrics(OUT, metrics, params.seed)
     print(f"baseline: test F1 {metrics['overall']['f1']:.4f} "

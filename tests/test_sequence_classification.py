@@ -175,7 +175,11 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     baseline, evaluated = read_json("metrics/baseline.json"), read_json("metrics/eval.json")
     assert set(baseline) - set(evaluated) == {"reference"}
     assert baseline["overall"].keys() == evaluated["overall"].keys() == {
-        "accuracy", "balanced_accuracy", "f1", "macro_precision", "macro_recall", "macro_f1"}
+        "accuracy", "balanced_accuracy", "f1", "macro_precision", "macro_recall", "macro_f1",
+        "accuracy_ci", "balanced_accuracy_ci", "f1_ci", "macro_f1_ci"}
+    for key in ("accuracy", "f1"):
+        bounds = evaluated["overall"][f"{key}_ci"]
+        assert bounds["low"] <= evaluated["overall"][key] <= bounds["high"]
     assert set(evaluated["per_class"]) == {"not_equivalent", "equivalent"}
     config = json.loads((tmp_path / "models/adapter/adapter_config.json").read_text())
     assert config["peft_type"] == "P_TUNING" and config["num_virtual_tokens"] == 4

@@ -10,9 +10,23 @@ def predict_split(task, model, tokenizer, dataset, labels: list[str], batch_size
 
 
 def score_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int) -> tuple[dict, list]:
-    """(metrics in the task's schema, predictions)."""
+    """(metrics in the task's schema, with intervals; predictions)."""
     _, predicted = predict_split(task, model, tokenizer, dataset, labels, batch_size)
-    return task.compute_metrics(task.gold(dataset), predicted, labels), predicted
+    return scored(task, task.gold(dataset), predicted, labels), predicted
+
+
+def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
+    """The task's metrics, each headline one with its seeded bootstrap 95% interval over the
+    examples (``overall.f1_ci: {low, high}``: numbers, which `dvc metrics show/diff` and `dvc exp
+    show` print; they drop lists), so every number compared comes with its uncertainty."""
+    from peftpipe.intervals import intervals
+
+    metrics = task.compute_metrics(gold, predicted, labels)
+    overall = metrics["overall"]
+    for name, bounds in intervals(task.__name__.rsplit(".", 1)[-1], gold, predicted, labels).items():
+        if name in overall:
+            overall[f"{name}_ci"] = {"low": bounds[0], "high": bounds[1]}
+    return metrics
 
 
 def write_plots(folder, task, metrics: dict, gold: list, predicted: list) -> None:

@@ -213,10 +213,15 @@ def model_card(recipe: str, task, info: dict, facts: dict) -> str:
     """README.md for models/export, built only from the run's files."""
     base, train, data = facts["baseline"], facts["train"], facts["data"]
     evaluated = facts["eval"]
-    overall = [("metric", "base model (untrained head)", f"reference ({task.REFERENCE_NAME})", "this model")]
-    for key in evaluated["overall"]:
-        overall.append((key, f"{base['overall'][key]:.4f}", f"{base['reference']['overall'][key]:.4f}",
-                        f"{evaluated['overall'][key]:.4f}"))
+    def with_interval(scores: dict, key: str) -> str:
+        bounds = scores.get(f"{key}_ci")
+        return f"{scores[key]:.4f}" + (f" [{bounds['low']:.4f}, {bounds['high']:.4f}]" if bounds else "")
+
+    overall = [("metric (95% interval)", "base model (untrained head)", f"reference ({task.REFERENCE_NAME})",
+                "this model")]
+    for key in (k for k in evaluated["overall"] if not k.endswith("_ci")):
+        overall.append((key, with_interval(base["overall"], key), with_interval(base["reference"]["overall"], key),
+                        with_interval(evaluated["overall"], key)))
     per_class = [("class", "precision", "recall", "f1", "support")] + [
         (name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"])
         for name, r in evaluated[task.PER_CLASS_KEY].items()

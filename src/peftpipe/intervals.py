@@ -93,4 +93,8 @@ def intervals(kind: str, gold: list, predicted: list, labels: list[str], seed: i
     """{metric: [low, high]} for the task's headline metrics on one split."""
     if kind == "token_classification":
         return bootstrap(entity_counts(gold, predicted), entity_scores, seed)
-    return bootstrap(class_counts(gold, predicted, labels), lambda sums: class_scores(sums, len(labels) == 2), seed)
+    binary = len(labels) == 2 and kind == "sequence_classification"  # generation's f1 is macro
+    found = bootstrap(class_counts(gold, predicted, labels), lambda sums: class_scores(sums, binary), seed)
+    if kind == "generation":
+        found["exact_match"] = found["accuracy"]
+    return found
