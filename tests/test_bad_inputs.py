@@ -447,8 +447,11 @@ def test_written_files_keep_the_umask_modes_and_recipe_keeps_params_mode(tmp_pat
         (tmp_path / "recipes").mkdir()
         (tmp_path / "recipes/mine.yaml").write_text((tmp_path / "params.yaml").read_text())
         (tmp_path / "params.yaml").chmod(0o664)
-        assert invoke("recipe", ["mine"]).exit_code == 0
+        (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text() + "# my edit\n")
+        result = invoke("recipe", ["mine"])
+        assert result.exit_code == 0 and "params.yaml.bak <- your previous params.yaml" in result.output
         assert stat.S_IMODE((tmp_path / "params.yaml").stat().st_mode) == 0o664
+        assert (tmp_path / "params.yaml.bak").read_text().endswith("# my edit\n")
     finally:
         os.umask(old)
 

@@ -58,7 +58,13 @@ def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     assert sorted(ran_stages(output)) == ["evaluate", "export", "train"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
-    assert '"r8"' in text and "overall" in text
+    assert '"r8"' in text and "overall" in text and '"f1_ci"' in text
+    # The paired test reads both runs' saved predictions through DVC (the experiment by name).
+    compared = json.loads(run(["peftpipe", "compare", "--json", "HEAD", "r8"], repo))
+    assert compared["rows"] == 239 and {m["metric"] for m in compared["metrics"]} == {
+        "precision", "recall", "f1", "accuracy"}
+    f1 = next(m for m in compared["metrics"] if m["metric"] == "f1")
+    assert f1["low"] <= f1["diff"] <= f1["high"] and 0 < f1["p_value"] <= 1
     # Before and after side by side, on a page that needs no internet.
     run(["dvc", "plots", "diff", "HEAD", "r8", "-o", "plots-page"], repo)
     page = (repo / "plots-page/index.html").read_text()

@@ -242,6 +242,12 @@ def recipe(name: str | None, debug: bool) -> None:
         load_params(source)
     except PeftpipeError as err:
         _fail(err, debug)
+    current = Path("params.yaml")
+    if current.exists() and current.read_text() != source.read_text():
+        import shutil
+
+        shutil.copy2(current, "params.yaml.bak")  # the user's edits are never dropped without a copy
+        click.echo("params.yaml.bak <- your previous params.yaml")
     with atomic_path("params.yaml") as tmp:
         tmp.write_text(source.read_text())
     click.echo(f"params.yaml <- {source}; run: dvc exp run -n {name}   (or dvc repro)")

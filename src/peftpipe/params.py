@@ -557,12 +557,18 @@ def write_params(path: Path, changes: dict) -> Path | None:
         document = yaml.load(old)
     if not isinstance(document, dict):
         document = dataclasses.asdict(Params())
+    def put(mapping, key, value) -> None:
+        mapping[key] = value
+        comments = getattr(mapping, "ca", None)  # a comment about the old value would now mislead
+        if comments is not None and key in comments.items:
+            del comments.items[key]
+
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(document.get(key), dict):
             for inner, setting in value.items():
-                document[key][inner] = setting
+                put(document[key], inner, setting)
         else:
-            document[key] = value
+            put(document, key, value)
     text = io.StringIO()
     yaml.dump(document, text)
     parse_params(YAML(typ="safe", pure=True).load(text.getvalue()), str(path))
