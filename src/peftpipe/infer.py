@@ -114,7 +114,7 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
                         f"(rerun with --join) or a sentence pair (--pair)?")
     if isinstance(columns["text"], list):
         said.append(f"text: columns {', '.join(map(repr, texts))} joined into one text")
-    elif "text_pair" in columns:
+    elif columns.get("text_pair"):
         said.append(f"text pair: {columns['text']!r} and {columns['text_pair']!r}")
     else:
         said.append(f"text column: {columns['text']!r}")
