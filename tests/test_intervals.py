@@ -123,3 +123,31 @@ def test_compare_refuses_runs_scored_on_different_rows(tmp_path):
     assert "the two runs were scored on different test rows (50 vs 50 rows, 1 of the common ones differ)" in result.output
     same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")])
     assert same.exit_code == 0 and "f1" in same.output and "no significant difference" in same.output
+
+
+# --------------------------------------------------------------------------- peftpipe summarize
+
+
+def exp(name, seed, r, f1):
+    return {"rev": name, "name": name, "data": {
+        "params": {"params.yaml": {"data": {"seed": seed, "lora": {"r": r, "alpha": 16}}}},
+        "metrics": {"metrics/eval.json": {"data": {"overall": {"f1": f1, "f1_ci": {"low": 0, "high": 1}}}}}}}
+
+
+def test_summarize_groups_runs_by_params_without_the_seed():
+    from peftpipe import summarize
+
+    shown = [{"rev": "workspace", **exp("workspace", 1, 16, 0.9)},  # repeats HEAD: left out
+             {**exp("abc123", 1, 16, 0.50), "experiments": [
+                 {"revs": [exp("s2", 2, 16, 0.54)]}, {"revs": [exp("s3", 3, 16, 0.46)]},
+                 {"revs": [exp("r8s1", 1, 8, 0.47)]}, {"revs": [exp("r8s2", 2, 8, 0.49)]}]}]
+    shown[0]["rev"] = "workspace"
+    groups = summarize.group(summarize.runs(shown))
+    assert summarize.differing(groups) == ["lora.r"]
+    by_r = {g.params["lora.r"]: g for g in groups}
+    assert by_r[16].names == ["abc123", "s2", "s3"] and by_r[16].seeds == [1, 2, 3]
+    stats = by_r[16].stats()["f1"]
+    assert stats == {"mean": 0.5, "sd": 0.04, "n": 3} and "f1_ci.low" not in by_r[16].stats()
+    assert by_r[8].stats()["f1"]["mean"] == 0.48
+    text = summarize.table(groups, ["f1"])
+    assert "lora.r=16: 3 run(s), seeds 1, 2, 3" in text and "f1                 0.5000 +- 0.0400" in text

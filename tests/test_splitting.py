@@ -103,3 +103,14 @@ def test_on_leakage_drop_removes_repeated_rows_and_fail_stops():
     assert [list(t) for t in dropped["test"]["tokens"]] == [["d"]] and len(dropped["train"]) == 3
     with pytest.raises(DataError, match=r"split 'test': 2 of 3 rows repeat a train row \(first: row 0\)"):
         handle_leakage(splits, repeated, "fail")
+
+
+def test_on_leakage_drop_that_empties_a_split_stops():
+    from peftpipe.errors import DataError
+    from peftpipe.splitting import handle_leakage, repeated_rows
+    from peftpipe.tasks import token_classification as tc
+
+    train = pd.DataFrame({"tokens": [["a"], ["b"]], "tags": [["O"]] * 2})
+    splits = {"train": train, "validation": train.iloc[:1].copy(), "test": train.copy()}
+    with pytest.raises(DataError, match="split 'validation': every row repeats a train row"):
+        handle_leakage(splits, repeated_rows(splits, tc.row_keys), "drop")

@@ -218,6 +218,28 @@ def compare(a: str, b: str, as_json: bool, seed: int, debug: bool) -> None:
 
 
 @main.command()
+@click.option("--metric", "metrics", multiple=True, default=("f1", "precision", "recall", "accuracy"),
+              show_default=True, help="metrics/eval.json overall metrics to show (repeat the option).")
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON (for plots).")
+@click.option("--all-commits", is_flag=True, help="Every commit's experiments, not only HEAD's.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def summarize(metrics: tuple[str, ...], as_json: bool, all_commits: bool, debug: bool) -> None:
+    """Experiments grouped by their params minus the seed: each metric's mean +- sd over
+    the seeds. Run a recipe over seeds first: dvc exp run --queue -S seed=1,2,3 && dvc queue start"""
+    from peftpipe import summarize as summary
+
+    try:
+        groups = summary.group(summary.runs(summary.exp_show(all_commits)))
+    except Exception as err:
+        _fail(err, debug)
+    if as_json:
+        click.echo(json.dumps([{"params": {k: g.params.get(k) for k in summary.differing(groups)}, "runs": g.names,
+                                "seeds": g.seeds, "metrics": g.stats()} for g in groups], default=str))
+    else:
+        click.echo(summary.table(groups, list(metrics)))
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def recipe(name: str | None, debug: bool) -> None:

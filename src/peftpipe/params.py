@@ -49,6 +49,13 @@ def _at_most(key: str, value: float, high: float, allowed: str) -> None:
         raise _Invalid(key, value, allowed)
 
 
+def _named(key: str, value) -> None:
+    """A name (a column, a module) that is not blank."""
+    names = value if isinstance(value, list) else [value]
+    if any(isinstance(name, str) and not name.strip() for name in names):
+        raise _Invalid(key, value, "non-empty names")
+
+
 def _seed(key: str, value: int) -> None:
     low, high = SEED_RANGE
     if not low <= value <= high:
@@ -84,6 +91,10 @@ class ColumnsParams:
         text = [str(c) for c in self.text] if isinstance(self.text, list) else str(self.text)
         if isinstance(text, list) and not text:
             raise _Invalid("text", self.text, "a column, or a non-empty list of columns to join")
+        for key in ("tokens", "tags", "label"):
+            _named(key, getattr(self, key))
+        for column in text if isinstance(text, list) else [text]:
+            _named("text", column)
         object.__setattr__(self, "text", text)
 
     @property
@@ -211,6 +222,9 @@ class PeftParams:
     # is): e.g. [pooler] for a sentence-embedding encoder whose pooler was never trained.
     modules_to_save: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _named("modules_to_save", self.modules_to_save)
+
 
 @dataclass(frozen=True)
 class LoraParams:
@@ -229,6 +243,7 @@ class LoraParams:
             raise _Invalid("alpha", self.alpha, "a number > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise _Invalid("dropout", self.dropout, "a number in [0, 1)")
+        _named("target_modules", self.target_modules)
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,8 @@ class PromptParams:
             raise _Invalid("num_virtual_tokens", self.num_virtual_tokens, "an integer > 0")
         if self.encoder_hidden_size <= 0:
             raise _Invalid("encoder_hidden_size", self.encoder_hidden_size, "an integer > 0")
+        _at_most("num_virtual_tokens", self.num_virtual_tokens, 4096, "an integer in [1, 4096]")
+        _at_most("encoder_hidden_size", self.encoder_hidden_size, 65536, "an integer in [1, 65536]")
 
 
 @dataclass(frozen=True)
@@ -310,6 +327,8 @@ class TrainParams:
             raise _Invalid("warmup_steps", self.warmup_steps, "a number >= 0")
         if self.max_steps == 0 or self.max_steps < -1:
             raise _Invalid("max_steps", self.max_steps, "-1 (use epochs) or an integer > 0")
+        for key in ("max_steps", "warmup_steps", "logging_steps", "checkpoint_steps"):
+            _at_most(key, getattr(self, key), 10**8, f"at most {10**8:,} steps")
         if self.checkpoint_steps < 0:
             raise _Invalid("checkpoint_steps", self.checkpoint_steps, "an integer >= 0 (0: no checkpoints)")
         if self.logging_steps <= 0:

@@ -86,4 +86,9 @@ def handle_leakage(splits: dict[str, pd.DataFrame], repeated: dict[str, list[int
         name, rows = next(iter(found.items()))
         raise DataError(f"split '{name}': {len(rows)} of {len(splits[name])} rows repeat a train row (first: row "
                         f"{rows[0]}); remove them, or set split.on_leakage: drop (or warn)")
-    return {name: frame.drop(index=found.get(name, [])).reset_index(drop=True) for name, frame in splits.items()}
+    kept = {name: frame.drop(index=found.get(name, [])).reset_index(drop=True) for name, frame in splits.items()}
+    for name, frame in kept.items():
+        if frame.empty:
+            raise DataError(f"split '{name}': every row repeats a train row, so split.on_leakage: drop leaves it "
+                            f"empty; the data holds duplicates: deduplicate it, or set split.on_leakage: warn")
+    return kept
