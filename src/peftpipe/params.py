@@ -571,8 +571,9 @@ def write_params(path: Path, changes: dict) -> Path | None:
 
     yaml = YAML()  # round trip: comments and key order stay
     old = path.read_text() if path.exists() else None
-    document = read_yaml(path) if old is not None else None
+    document = None
     if old is not None:
+        read_yaml(path)  # a broken file stops here, with its line and column
         document = yaml.load(old)
     if not isinstance(document, dict):
         document = dataclasses.asdict(Params())
