@@ -70,16 +70,11 @@ def exported(folder: Path) -> bool:
 
 def stdin_lines() -> list[str]:
     """The non-blank lines of stdin, read as UTF-8 with the line named when one is not."""
-    lines = []
-    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"stdin: line {number} is not valid utf-8 (byte 0x{raw[err.start]:02x}); "
-                             f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
-        if line.strip():
-            lines.append(line)
-    return lines
+    from peftpipe.io import decode
+
+    text = decode(sys.stdin.buffer.read(), "utf-8", "stdin", InputError,
+                  "convert it first, e.g. iconv -f latin1 -t utf-8")
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def split_pair(line: str) -> dict:

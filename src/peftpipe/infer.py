@@ -19,7 +19,7 @@ import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.io import unusable
-from peftpipe.sources import FORMATS_BY_SUFFIX, _decode, read_file
+from peftpipe.sources import FORMATS_BY_SUFFIX, read_delimited, read_file, read_text
 
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "sentiment")
 PAIR_NAMES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"), ("premise", "hypothesis"),
@@ -67,13 +67,9 @@ def read_table(path: Path, fmt: str, encoding: str) -> tuple[pd.DataFrame, bool 
     """The file as a frame, and for csv/tsv whether it had a header row."""
     if fmt not in ("csv", "tsv"):
         return read_file(path, fmt, encoding), None
-    text = _decode(path, encoding)
-    sep = "\t" if fmt == "tsv" else ","
-    header = has_header(path, text, sep)
-    frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, dtype=None)
-    if not header:
-        frame.columns = [str(c) for c in frame.columns]
-    return frame, header
+    text = read_text(path, encoding)
+    header = has_header(path, text, "\t" if fmt == "tsv" else ",")
+    return read_delimited(path, text, fmt, header), header
 
 
 def is_list_column(series: pd.Series) -> bool:

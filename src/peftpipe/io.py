@@ -6,6 +6,7 @@ a rename within one folder is atomic on POSIX file systems.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -76,6 +77,20 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file the pipeline wrote itself (a user's files go through read_json_file)."""
     return json.loads(Path(path).read_text())
+
+
+def decode(raw: bytes, encoding: str, where: str, error: type[Exception], advice: str) -> str:
+    """Bytes a user brought as text, or ``error`` naming the line with the first byte that is
+    not ``encoding``. A UTF-8 byte-order mark (Excel and Notepad write one) is dropped: left
+    in, it would be glued to the first token, column name or key."""
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(f"{where}: line {line} is not valid {encoding.removesuffix('-sig')} "
+                    f"(byte 0x{raw[err.start]:02x}); {advice}") from None
 
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"

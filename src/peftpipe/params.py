@@ -535,13 +535,9 @@ def read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: is a folder, not a file")
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ParamsError(f"{path}: line {line} is not valid utf-8 (byte 0x{raw[err.start]:02x}); "
-                          "save it as UTF-8") from None
+    from peftpipe.io import decode
+
+    text = decode(path.read_bytes(), "utf-8", str(path), ParamsError, "save it as UTF-8")
     try:
         return YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:

@@ -8,7 +8,6 @@ downstream sees the same thing whatever the source.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import importlib.metadata
 import json
@@ -19,8 +18,9 @@ import pandas as pd
 
 from peftpipe import hub
 from peftpipe.errors import DataError
-from peftpipe.io import unusable
+from peftpipe.io import decode, unusable
 from peftpipe.params import SPLITS, DataParams
+from peftpipe.tasks.fields import describe
 
 # Formats read by name only: orange-tab (Orange's tab files: two extra header rows) and
 # text@label (one `sentence@label` per line, as Financial PhraseBank ships).
@@ -85,20 +85,11 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- file readers
 
 
-def _decode(path: Path, encoding: str, raw: bytes | None = None) -> str:
-    """The file's text. A UTF-8 byte-order mark (Excel and Notepad write one) is dropped:
-    left in, it would be glued to the first token or column name."""
-    raw = path.read_bytes() if raw is None else raw
-    if codecs.lookup(encoding).name == "utf-8":
-        encoding = "utf-8-sig"
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid {encoding.removesuffix('-sig')} (byte 0x{raw[err.start]:02x}); "
-            f"set data.encoding (e.g. latin-1) to the file's encoding"
-        ) from None
+def read_text(path: Path, encoding: str) -> str:
+    """A data file's text (a UTF-8 byte-order mark dropped), or a DataError naming the line
+    with the first byte that is not ``encoding``."""
+    return decode(path.read_bytes(), encoding, str(path), DataError,
+                  "set data.encoding (e.g. latin-1) to the file's encoding")
 
 
 def read_conll(path: Path, encoding: str = "utf-8", text: str | None = None) -> pd.DataFrame:
@@ -110,7 +101,7 @@ def read_conll(path: Path, encoding: str = "utf-8", text: str | None = None) -> 
     (CoNLL-2003's originals) are converted with the other sources, per data.on_invalid_bio.
     """
     sentences, tokens, tags, document = [], [], [], 0
-    text = _decode(path, encoding) if text is None else text
+    text = read_text(path, encoding) if text is None else text
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             if tokens:
@@ -139,7 +130,7 @@ def read_text_at_label(path: Path, encoding: str = "utf-8", text: str | None = N
     """One example a line, ``sentence@label`` (Financial PhraseBank's own files, latin-1).
     The label is after the last @: sentences may contain @ themselves."""
     texts, labels = [], []
-    text = _decode(path, encoding) if text is None else text
+    text = read_text(path, encoding) if text is None else text
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -165,7 +156,7 @@ def read_jsonl(path: Path, text: str) -> pd.DataFrame:
             raise DataError(f"{path}: line {number} holds a JSON array; a .jsonl file has one {{...}} object per "
                             f"line (for one array of row objects, name the file .json or set data.format: json)")
         if not isinstance(row, dict):
-            raise DataError(f"{path}: line {number}: expected a JSON object, got {_json_kind(row)}")
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {describe(row)}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -182,16 +173,11 @@ def read_json_rows(path: Path, text: str) -> pd.DataFrame:
             return pd.DataFrame(data)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of row objects (or an object of equal-length column lists), "
-                        f"got {_json_kind(data)}")
+                        f"got {describe(data)}")
     for number, row in enumerate(data):
         if not isinstance(row, dict):
-            raise DataError(f"{path}: row {number}: expected an object, got {_json_kind(row)}")
+            raise DataError(f"{path}: row {number}: expected an object, got {describe(row)}")
     return pd.DataFrame(data)
-
-
-def _json_kind(value) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(
-        type(value), "a number")
 
 
 def read_delimited(path: Path, text: str, fmt: str, header: bool = True) -> pd.DataFrame:
@@ -243,7 +229,7 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bo
     if fmt == "parquet":
         frame = read_parquet(path)
     else:
-        text = _decode(path, encoding)  # fails early, naming the line, on a wrong encoding
+        text = read_text(path, encoding)  # fails early, naming the line, on a wrong encoding
         if fmt == "conll":
             frame = read_conll(path, encoding, text)
         elif fmt == "text@label":
