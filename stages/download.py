@@ -5,7 +5,7 @@ meta.json (label names, source, package version or file hashes, row counts).
 """
 
 from peftpipe.io import atomic_path, write_json
-from peftpipe.sources import load_raw
+from peftpipe.sources import load_raw, unwatched
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -22,6 +22,11 @@ def main(params):
         write_json(tmp / "meta.json", {**raw.meta, "labels": raw.labels})
     print(f"download: {', '.join(f'{s} {n}' for s, n in raw.meta['rows'].items())} rows, "
           f"{len(raw.labels)} labels -> {OUT}")
+    if params.data.source == "local":
+        for split in unwatched(params.data.files):
+            print(f"download: note: data.files.{split} ({params.data.files[split]}) is outside inputs/: DVC will "
+                  f"not rerun this stage when it changes (move it into inputs/, or `dvc repro -f download` after "
+                  f"an edit)")
     seen = get_task(params.task.kind).label_values(raw.splits["train"])
     if len(seen) < 2:
         print(f"download: warning: every train row has the label {next(iter(seen))!r}: there is nothing to learn; "

@@ -1,4 +1,5 @@
-"""evaluate: score the trained model on the test split; save its predictions."""
+"""evaluate: score the trained model on the test split, and on eval.extra's test sets; save
+the predictions they were scored from."""
 
 import json
 
@@ -6,26 +7,43 @@ from peftpipe.artifacts import load_tokenized, load_trained
 from peftpipe.evaluation import score_split, write_plots
 from peftpipe.io import atomic_path
 from peftpipe.provenance import write_metrics
+from peftpipe.sources import load_eval_set, unwatched
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, PREDICTIONS, PLOTS = "metrics/eval.json", "data/predictions/test.jsonl", "metrics/plots/eval"
+OUT, PREDICTIONS, PLOTS = "metrics/eval.json", "data/predictions", "metrics/plots/eval"
 
 
 @stage
 def main(params):
-    """Score models/adapter on test (same schema as metrics/baseline.json)."""
+    """Score models/adapter on test (same schema as metrics/baseline.json), then on each
+    extra set (same schema again, under `extra.<name>`)."""
     model, tokenizer, info = load_trained()
     datasets, labels = load_tokenized()
     task = get_task(info["task"])
-    test = datasets["test"]
-    metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
-    with atomic_path(PREDICTIONS) as tmp, open(tmp, "w") as fh:
-        for row in task.prediction_rows(test, predicted):
-            fh.write(json.dumps(row) + "\n")
-    write_plots(PLOTS, task, metrics, task.gold(test), predicted)
+    sets = {"test": datasets["test"]}
+    for name, path in params.eval.extra.items():  # read all first: a bad file stops before any scoring
+        sets[name] = task.tokenize(load_eval_set(params.data, info["task"], name, path, labels),
+                                   tokenizer, labels, params)
+    for name in unwatched(params.eval.extra):
+        print(f"evaluate: note: eval.extra.{name} ({params.eval.extra[name]}) is outside inputs/: DVC will not "
+              f"rerun this stage when it changes (move it into inputs/, or `dvc repro -f evaluate` after an edit)")
+    scores = {}
+    with atomic_path(PREDICTIONS, directory=True) as folder:
+        for name, dataset in sets.items():
+            scores[name], predicted = score_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
+            with open(folder / f"{name}.jsonl", "w") as fh:
+                for row in task.prediction_rows(dataset, predicted):
+                    fh.write(json.dumps(row) + "\n")
+            if name == "test":
+                write_plots(PLOTS, task, scores[name], task.gold(dataset), predicted)
+    metrics = scores.pop("test")
+    if scores:
+        metrics["extra"] = {name: {"file": params.eval.extra[name], "examples": len(sets[name]), **found}
+                            for name, found in scores.items()}
     write_metrics(OUT, metrics, info["seed"])
-    print(f"evaluate: test F1 {metrics['overall']['f1']:.4f} -> {OUT}")
+    print(f"evaluate: test F1 {metrics['overall']['f1']:.4f}"
+          + "".join(f", {name} F1 {found['overall']['f1']:.4f}" for name, found in scores.items()) + f" -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -211,3 +211,63 @@ def test_loss_curve_png_is_drawn_even_when_no_loss_was_logged(tmp_path):
 
     loss_curve_png(tmp_path / "no-curves", tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _set_extra(project: Path, extra: dict) -> None:
+    from peftpipe.params import write_params
+
+    write_params(project / "params.yaml", {"eval": {"extra": extra}})
+
+
+def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
+    """eval.extra: the test file again (in CoNLL columns) must score exactly as test does;
+    another set gets its own scores; both reach the model card and `compare --set`."""
+    from conftest import make_sentences, write_jsonl
+
+    from peftpipe.compare import load_predictions, predictions_path
+
+    root = finished_project
+    test_rows = [json.loads(line) for line in (root / "corpus/test.jsonl").read_text().splitlines()]
+    (root / "inputs").mkdir()
+    (root / "inputs/again.conll").write_text(
+        "\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(r["tokens"], r["tags"])) for r in test_rows) + "\n")
+    write_jsonl(root / "corpus/later.jsonl", make_sentences(17, seed=9))
+    _set_extra(root, {"again": "inputs/again.conll", "later": "corpus/later.jsonl"})
+    run_stage("evaluate")
+    said = capsys.readouterr().out
+    assert "eval.extra.later (corpus/later.jsonl) is outside inputs/" in said
+    assert "eval.extra.again" not in said  # under inputs/: DVC watches it
+    evaluated = read_json(root / "metrics/eval.json")
+    again, later = evaluated["extra"]["again"], evaluated["extra"]["later"]
+    assert again["overall"] == evaluated["overall"] and again["examples"] == 30
+    assert later["examples"] == 17 and set(later["overall"]) == set(evaluated["overall"])
+    assert later["overall"]["f1_ci"]["low"] <= later["overall"]["f1"] <= later["overall"]["f1_ci"]["high"]
+    assert load_predictions("workspace", predictions_path("again")) == load_predictions("workspace")
+    assert len(load_predictions("workspace", predictions_path("later"))) == 17
+    run_stage("export")
+    card = (root / "models/export/README.md").read_text()
+    assert "### Other test sets (eval.extra)" in card and "| later | `corpus/later.jsonl` | 17 |" in card
+
+    # A label the model was not trained on stops evaluate before any output is replaced.
+    before = (root / "metrics/eval.json").read_text()
+    (root / "bad.jsonl").write_text(json.dumps({"tokens": ["alice"], "tags": ["B-DRUG"]}) + "\n")
+    _set_extra(root, {"odd": "bad.jsonl"})
+    with pytest.raises(SystemExit):
+        run_stage("evaluate")
+    err = capsys.readouterr().err
+    assert "eval.extra.odd (bad.jsonl): label(s) B-DRUG not in the label set" in err
+    assert (root / "metrics/eval.json").read_text() == before
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"test": "a.jsonl"}, "eval.extra.test: got 'a.jsonl', expected a name of letters"),
+    ({"../x": "a.jsonl"}, "eval.extra.../x: got 'a.jsonl', expected a name of letters"),
+    ({"later": " "}, "eval.extra.later: got ' ', expected non-empty names"),
+    ({"later": ["a.jsonl"]}, "eval.extra.later: expected a string, got ['a.jsonl']"),
+])
+def test_bad_extra_test_set_params(extra, expected):
+    from peftpipe.errors import ParamsError
+    from peftpipe.params import parse_params
+
+    with pytest.raises(ParamsError, match=re.escape(expected)):
+        parse_params({"eval": {"extra": extra}})

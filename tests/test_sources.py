@@ -174,3 +174,11 @@ def test_phrasebank_original_file_matches_its_jsonl_copy():
     assert len(original) == len(copy) == 2264
     assert original["label"].tolist() == copy["label"].tolist()
     assert original["text"].tolist() == copy["text"].tolist()
+
+
+def test_files_outside_inputs_are_named_as_unwatched(tmp_path, monkeypatch):
+    from peftpipe.sources import unwatched
+
+    monkeypatch.chdir(tmp_path)
+    files = {"train": "inputs/a.csv", "test": "../x.csv", "validation": "inputs/../b.csv", "extra": "inputs/d/e.csv"}
+    assert unwatched(files) == ["test", "validation"]

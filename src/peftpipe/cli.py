@@ -185,6 +185,12 @@ def init(files: tuple[Path, ...], text_columns: str | None, params_path: Path, d
                f"(model.name, peft.method)")
     for line in inferred.check:
         click.echo(f"init: check {line}")
+    from peftpipe.sources import unwatched
+
+    outside = unwatched(inferred.data["files"])
+    if outside:
+        click.echo(f"init: note: {', '.join(str(inferred.data['files'][s]) for s in outside)} outside inputs/: DVC "
+                   f"reruns the pipeline when a file under inputs/ changes, not there (move it, then rerun init)")
     click.echo("init: next: peftpipe check && dvc repro")
 
 
@@ -193,15 +199,18 @@ def init(files: tuple[Path, ...], text_columns: str | None, params_path: Path, d
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the resamples and permutations.")
+@click.option("--set", "test_set", default="test", show_default=True,
+              help="Which test set: test, or a name from eval.extra.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def compare(a: str, b: str, as_json: bool, seed: int, debug: bool) -> None:
+def compare(a: str, b: str, as_json: bool, seed: int, test_set: str, debug: bool) -> None:
     """Is B better than A? A paired test on the same test rows, per headline metric. A and B
     are experiment names, branches, commits, `workspace`, or predictions files."""
     from peftpipe.compare import compare as paired
-    from peftpipe.compare import load_predictions, table
+    from peftpipe.compare import load_predictions, predictions_path, table
 
     try:
-        rows_a, rows_b = load_predictions(a), load_predictions(b)
+        path = predictions_path(test_set)
+        rows_a, rows_b = load_predictions(a, path), load_predictions(b, path)
         differences = paired(rows_a, rows_b, seed=seed)
     except Exception as err:
         _fail(err, debug)

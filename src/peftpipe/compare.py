@@ -58,6 +58,15 @@ def read_rows(text: str, where: str) -> list[dict]:
     return rows
 
 
+def predictions_path(test_set: str = "test") -> str:
+    """Where the evaluate stage saved a test set's predictions (eval.extra names its others)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", test_set):
+        raise InputError(f"--set {test_set!r}: expected test or a name from eval.extra")
+    return str(Path(PREDICTIONS).with_name(f"{test_set}.jsonl"))
+
+
 def load_predictions(rev: str, path: str = PREDICTIONS) -> list[dict]:
     """The predictions a revision saved: a file path, the workspace, or any git revision or
     experiment name DVC knows (read from its cache)."""

@@ -227,6 +227,12 @@ def model_card(recipe: str, task, info: dict, facts: dict) -> str:
         for name, r in evaluated[task.PER_CLASS_KEY].items()
     ]
     splits = [("split", "rows")] + [(n, data[n]["rows"]) for n in ("train", "validation", "test")]
+    headline = [k for k in evaluated["overall"] if not k.endswith("_ci")]
+    extra = [("test set", "file", "examples", *headline)] + [
+        (name, f"`{found['file']}`", found["examples"], *(with_interval(found["overall"], k) for k in headline))
+        for name, found in evaluated.get("extra", {}).items()
+    ]
+    extra_section = (f"\n\n### Other test sets (eval.extra)\n\n{_table(extra)}" if len(extra) > 1 else "")
     made = train["provenance"]
     model = info["model"]
     quantized = (" (trained on a 4-bit NF4 base; merged into a full-precision copy of its dequantized weights)"
@@ -263,7 +269,7 @@ tags: [peftpipe, {info['peft_method']}]
 
 {_table(overall)}
 
-{_table(per_class)}
+{_table(per_class)}{extra_section}
 
 ## Training loss
 

@@ -12,6 +12,7 @@ import codecs
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -338,11 +339,20 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 64
+    # More test sets, scored next to the carved test split: {name: file} (an official test
+    # set, a later month, another domain), read like data.files and in the same schema.
+    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise _Invalid("batch_size", self.batch_size, "an integer > 0")
         _at_most("batch_size", self.batch_size, MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
+        for name, path in self.extra.items():
+            # The name becomes a file name (data/predictions/<name>.jsonl) and a metrics key.
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in SPLITS:
+                raise _Invalid(f"extra.{name}", path, "a name of letters, digits, - and _ (not train, "
+                                                      "validation or test: those are the split's own)")
+            _named(f"extra.{name}", path)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,15 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bo
 
 # --------------------------------------------------------------------------- sources
 
+INPUTS = Path("inputs")  # a dependency of the download and evaluate stages (dvc.yaml)
+
+
+def unwatched(files: dict[str, str]) -> list[str]:
+    """Which of ``files`` ({key: path}) DVC cannot see change: those outside inputs/."""
+    inside = INPUTS.resolve()
+    return [key for key, path in files.items() if not Path(path).resolve().is_relative_to(inside)]
+
+
 
 def packaged_file(entry: PackagedDataset, path: str) -> Path:
     try:
@@ -360,15 +369,31 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
     if "train" not in splits:
         raise DataError(f"{meta['source']} data: no 'train' split (found {', '.join(frames) or 'none'})")
     labels = data.label_names or hub_labels or task.default_labels(splits)
-    known = set(labels)
     for split, frame in splits.items():
-        unknown = sorted(task.label_values(frame) - known)
-        if unknown:
-            raise DataError(
-                f"split '{split}': label(s) {', '.join(unknown)} not in the label set "
-                f"({', '.join(labels)}); add them to data.labels or fix the data"
-            )
+        _check_labels(task, frame, labels, f"split '{split}'")
     meta["rows"] = {split: len(frame) for split, frame in splits.items()}
     meta["dropped_empty_rows"] = dropped
     meta["bio_repaired_rows"] = repaired
     return RawData(splits=splits, labels=labels, meta=meta)
+
+
+def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> None:
+    unknown = sorted(task.label_values(frame) - set(labels))
+    if unknown:
+        raise DataError(f"{where}: label(s) {', '.join(unknown)} not in the label set "
+                        f"({', '.join(labels)}); add them to data.labels or fix the data")
+
+
+def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: list[str]) -> pd.DataFrame:
+    """An extra test set (eval.extra.<name>) in the task's canonical columns: read like a
+    local data file (data.format, encoding, header, columns), its labels the trained ones."""
+    from peftpipe.tasks import get_task
+
+    task = get_task(kind)
+    where = f"eval.extra.{name} ({path})"
+    frame = read_file(Path(path), data.format if data.source == "local" else "auto", data.encoding, data.header)
+    frame, _ = task.canonical(frame, data, data.label_ids or dict(enumerate(labels)), where)
+    if frame.empty:
+        raise DataError(f"{where}: no non-empty rows")
+    _check_labels(task, frame, labels, where)
+    return frame
