@@ -11,7 +11,6 @@ Prints one JSON line: wall seconds, real and padded tokens, FLOPs, validation F1
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import tempfile
@@ -76,8 +75,8 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     from peftpipe.models import load_base
     from peftpipe.tasks import get_task
 
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=epochs),
-                                 model=dataclasses.replace(params.model, max_length=max_length))
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs}),
+                                        "model": params.model.model_copy(update={"max_length": max_length})})
     task = get_task(params.task.kind)
     labels = read_json(SPLIT / "labels.json")
     model, tokenizer = load_base(params, labels)
@@ -196,7 +195,7 @@ def main() -> None:
 
     params = load_params()
     if args.random_batches:
-        params = dataclasses.replace(params, train=dataclasses.replace(params.train, group_by_length=False))
+        params = params.model_copy(update={"train": params.train.model_copy(update={"group_by_length": False})})
     run = pipeline_run if args.style == "pipeline" else tutorial_run
     with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
         result = run(params, args.epochs, args.fraction, args.max_length or params.model.max_length, Path(out))

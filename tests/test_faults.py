@@ -53,6 +53,25 @@ PARAMS_FAULTS = [
     ({"eval": {"batch_size": 0}}, "eval.batch_size: got 0, expected an integer > 0"),
     ({"export": {"logits_tolerance": 0}}, "export.logits_tolerance: got 0.0, expected a number > 0"),
     ({"tokenize": {"label_all_tokens": "yes"}}, "tokenize.label_all_tokens: expected true or false"),
+    # Rules that tie two sections together.
+    ({"task": {"kind": "generation"}, "train": {"loop": "accelerate"}},
+     "train.loop: got 'accelerate', expected trainer for task.kind generation"),
+    ({"task": {"kind": "generation"}, "train": {"class_weights": "auto"}},
+     "train.class_weights: got 'auto', expected none for task.kind generation"),
+    ({"peft": {"method": "p_tuning"}}, "peft.method: got 'p_tuning', expected lora, qlora or none for token_classification"),
+    ({"split": {"per_class": {"train": 10}}},
+     "split.per_class: got {'train': 10}, expected {} unless task.kind is sequence_classification"),
+    # Ranges the first suite left out.
+    ({"task": {"kind": "sequence_classification"}, "split": {"per_class": {"train": 0}}},
+     "split.per_class.train: got 0, expected an integer > 0"),
+    ({"task": {"kind": "sequence_classification"}, "split": {"per_class": {"dev": 5}}},
+     "split.per_class.dev: got 5, expected splits train, validation, test"),
+    ({"prompt": {"encoder_hidden_size": 0}}, "prompt.encoder_hidden_size: got 0, expected an integer > 0"),
+    ({"export": {"min_quantized_agreement": 1.5}}, "export.min_quantized_agreement: got 1.5, expected a fraction in [0, 1]"),
+    ({"data": {"labels": ["O", "B-X", "O"]}}, "data.labels: got ['O', 'B-X', 'O'], expected each name once (O given twice)"),
+    ({"data": {"columns": {"text": []}}}, "data.columns.text: got [], expected a column, or a non-empty list of columns"),
+    ({"data": {"labels": {"one": "World"}}}, "data.labels: expected a list of strings or a mapping of integers to strings"),
+    ({"train": {"warmup_steps": -1}}, "train.warmup_steps: got -1.0, expected a number >= 0"),
 ]
 
 
@@ -72,6 +91,16 @@ def local(tmp_path: Path, rows=None, raw: bytes | None = None, name="train.jsonl
     elif rows is not None:
         write_jsonl(path, rows)
     return DataParams(source="local", name=None, files={"train": str(path)}, **kw)
+
+
+def _hub_folder(tmp_path: Path, *splits: str) -> DataParams:
+    """A folder laid out like a hub dataset repository, with only ``splits``."""
+    folder = tmp_path / "hub-like" / "data"
+    folder.mkdir(parents=True)
+    for split in splits:
+        pd.DataFrame({"tokens": [["ann", "ran"]] * 3, "tags": [["B-PER", "O"]] * 3}).to_parquet(
+            folder / f"{split}-00000-of-00001.parquet")
+    return DataParams(source="hub", name=str(tmp_path / "hub-like"))
 
 
 DATA_FAULTS = {
@@ -96,8 +125,11 @@ DATA_FAULTS = {
                                                on_invalid_bio="reject"), DataError,
                                "row 0: tag I-PER at token 1 does not continue an entity"),
     "only empty rows": (lambda t: local(t, [{"tokens": [], "tags": []}]), DataError, "split 'train': no non-empty rows"),
-    "no train split": (lambda t: DataParams(source="local", name=None, files={"train": str(t / "x.jsonl")}),
-                       DataError, "x.jsonl: file not found"),
+    "train file in a missing folder": (lambda t: DataParams(source="local", name=None,
+                                                            files={"train": str(t / "gone" / "x.jsonl")}),
+                                       DataError, "x.jsonl: file not found"),
+    "no train split": (lambda t: _hub_folder(t, "validation", "test"), DataError,
+                       "hub data: no 'train' split (found validation, test)"),
     "conll line without a tag": (lambda t: local(t, raw=b"EU B-ORG\nrejects\n", name="train.conll"), DataError,
                                  "train.conll: line 2: expected 'token ... tag' columns"),
     "unknown packaged dataset": (lambda t: DataParams(name="wnut17"), DataError,
@@ -146,5 +178,18 @@ def test_modules_to_save_must_name_modules_of_the_model(tiny_model_dir):
         adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
 
 
-def test_fault_suite_is_at_least_25_cases():
-    assert len(PARAMS_FAULTS) + len(DATA_FAULTS) + 3 >= 25
+def test_launcher_config_is_found_from_the_params_files_folder(tmp_path, monkeypatch):
+    """`peftpipe check` gives the same answer wherever it runs: a launcher's --config_file is
+    relative to the project (the params file's folder), not to the working directory."""
+    from peftpipe.params import load_params
+
+    (tmp_path / "accelerate").mkdir()
+    (tmp_path / "accelerate/two.yaml").write_text("num_processes: 2\n")
+    (tmp_path / "params.yaml").write_text("train:\n  launcher: accelerate launch --config_file accelerate/two.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_params(tmp_path / "params.yaml").train.launcher.endswith("two.yaml")
+    (tmp_path / "accelerate/two.yaml").unlink()
+    with pytest.raises(ParamsError, match="a --config_file that exists"):
+        load_params(tmp_path / "params.yaml")

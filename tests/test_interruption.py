@@ -41,10 +41,9 @@ def test_fingerprint_follows_training_params_and_data(tmp_path):
     (tmp_path / "a.arrow").write_bytes(b"1")
     base = checkpoints.fingerprint(Params(), tmp_path)
     assert checkpoints.fingerprint(Params(), tmp_path) == base
-    from dataclasses import replace
 
-    assert checkpoints.fingerprint(replace(Params(), lora=replace(Params().lora, r=8)), tmp_path) != base
-    assert checkpoints.fingerprint(replace(Params(), eval=replace(Params().eval, batch_size=1)), tmp_path) == base
+    assert checkpoints.fingerprint(Params().model_copy(update={"lora": Params().lora.model_copy(update={"r": 8})}), tmp_path) != base
+    assert checkpoints.fingerprint(Params().model_copy(update={"eval": Params().eval.model_copy(update={"batch_size": 1})}), tmp_path) == base
     (tmp_path / "a.arrow").write_bytes(b"2")
     assert checkpoints.fingerprint(Params(), tmp_path) != base
 

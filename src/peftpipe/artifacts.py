@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from peftpipe.errors import DataError, ModelError
@@ -36,9 +35,9 @@ def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Pa
     write_json(folder / TRAINED_INFO_FILE, {
         "task": params.task.kind,
         "peft_method": params.peft.method,
-        "model": dataclasses.asdict(params.model),
+        "model": params.model.model_dump(),
         # qlora: how the base was quantized, so evaluate scores the model as it was trained
-        "quantization": dataclasses.asdict(params.quantization) if params.peft.method == "qlora" else None,
+        "quantization": params.quantization.model_dump() if params.peft.method == "qlora" else None,
         "labels": labels,
         "seed": params.seed,
     })

@@ -11,7 +11,6 @@ A fingerprint of the params and data the run trains on keeps a changed recipe (s
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -29,7 +28,7 @@ _STEP = re.compile(r"^checkpoint-(\d+)$")
 def fingerprint(params: Params, data_dir: Path) -> str:
     """Hash of what decides the training trajectory: these params and the data's bytes."""
     digest = hashlib.sha256()
-    everything = dataclasses.asdict(params)
+    everything = params.model_dump()
     sections = {name: everything[name] for name in ("seed", "task", "model", "peft", "lora", "prompt", "quantization", "train")}
     digest.update(json.dumps(sections, sort_keys=True).encode())
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):

