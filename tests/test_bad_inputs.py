@@ -453,13 +453,14 @@ def test_written_files_keep_the_umask_modes_and_recipe_keeps_params_mode(tmp_pat
         assert stat.S_IMODE((tmp_path / "data/raw").stat().st_mode) == 0o755
         assert stat.S_IMODE((tmp_path / "data/raw/meta.json").stat().st_mode) == 0o644
         (tmp_path / "recipes").mkdir()
-        (tmp_path / "recipes/mine.yaml").write_text((tmp_path / "params.yaml").read_text())
+        mine = (tmp_path / "params.yaml").read_text().replace("recipe: default", "recipe: mine")
+        (tmp_path / "recipes/mine.yaml").write_text(mine)
         (tmp_path / "params.yaml").chmod(0o664)
-        (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text() + "# my edit\n")
+        (tmp_path / "params.yaml").write_text(mine + "# my note (a comment is no edit to the recipe)\n")
         result = invoke("recipe", ["mine"])
         assert result.exit_code == 0 and "params.yaml.bak <- your previous params.yaml" in result.output
         assert stat.S_IMODE((tmp_path / "params.yaml").stat().st_mode) == 0o664
-        assert (tmp_path / "params.yaml.bak").read_text().endswith("# my edit\n")
+        assert (tmp_path / "params.yaml.bak").read_text().endswith("# my note (a comment is no edit to the recipe)\n")
     finally:
         os.umask(old)
 

@@ -1,5 +1,7 @@
-"""The reference recipes: every preset is a complete, valid params file; cpu presets point
-at the real corpora in ../shared; full presets name hub models and data sets."""
+"""The reference recipes: each holds only the keys it changes, composes over the schema's
+defaults to a valid params file, and says how to run it and what it gives; cpu recipes point
+at the real corpora in ../shared; full recipes name hub models and data sets. Switching
+recipes never drops a user's edits without being told to."""
 
 from pathlib import Path
 
@@ -7,82 +9,134 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SHARED_CORPORA
 
+from peftpipe import recipes
 from peftpipe.cli import main as cli
 from peftpipe.models import load_tokenizer, resolve_model
-from peftpipe.params import load_params
+from peftpipe.params import Params, load_params, parse_params
 
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-NAMES = [p.stem for p in RECIPES]
+FOLDER = ROOT / "recipes"
+NAMES = recipes.known(FOLDER)
+
+
+def composed(name: str) -> Params:
+    return parse_params(recipes.compose(name, FOLDER), f"recipes/{name}.yaml")
 
 
 def test_the_reference_recipes_exist():
-    assert {"conll-ner-cpu", "conll-ner-full", "conll-ner-full-lora", "bionlp-lora-cpu",
-            "bionlp-lora-full", "mrpc-ptuning-cpu", "mrpc-ptuning-full", "agnews-qlora-cpu",
-            "agnews-qlora-full"} <= set(NAMES)
+    assert set(NAMES) == {"default", "conll-ner-cpu", "conll-ner-full", "conll-ner-full-lora", "bionlp-lora-cpu",
+                          "bionlp-lora-full", "mrpc-ptuning-cpu", "mrpc-ptuning-full", "agnews-qlora-cpu",
+                          "agnews-qlora-full", "finphrase-prefix-cpu", "finphrase-prefix-full"}
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=NAMES)
-def test_recipe_is_valid_and_names_itself(path):
-    params = load_params(path)
-    assert params.recipe == path.stem
-    if path.stem.endswith("-full") or "-full-" in path.stem:
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_holds_only_its_changes_and_says_how_to_run_it(name):
+    overlay = recipes.leaves(recipes.overlay(name, FOLDER))
+    defaults = recipes.leaves(Params().model_dump())
+    same = sorted(key for key, value in overlay.items() if key != "recipe" and defaults.get(key) == value)
+    assert not same, f"recipes/{name}.yaml repeats defaults: {same}"
+    assert overlay["recipe"] == name
+    header = recipes.header(name, FOLDER)
+    assert any("dvc repro" in line or f"peftpipe recipe {name}" in line for line in header), header
+    assert any(line.startswith("#   expected: ") for line in header), header
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_composes_to_a_valid_params_file(name):
+    params = composed(name)
+    assert params.recipe == name
+    if name.endswith("-full") or "-full-" in name:
         # Tutorial size: hub model and data, resolved by name (no download here).
         assert params.model.source == "hub" and params.data.source == "hub" and params.uses_hub()
         assert resolve_model(params.model) == params.model.name
         assert params.train.mixed_precision == "bf16"
     else:  # runs here: packaged model, data from ../shared/corpora or a PyPI package
         assert params.model.source == "packaged" and params.data.source in ("local", "packaged")
-        for name in params.data.files.values():
-            assert name.startswith("../shared/corpora/"), name
+        for path in params.data.files.values():
+            assert path.startswith("../shared/corpora/"), path
 
 
-@pytest.mark.skipif(not SHARED_CORPORA.exists(), reason="needs ../shared/corpora")
-@pytest.mark.parametrize("path", [p for p in RECIPES if p.stem.endswith("-cpu")], ids=lambda p: p.stem)
-def test_cpu_recipe_data_is_there_and_fits_its_labels(path):
+def test_params_yaml_is_the_default_recipe_as_peftpipe_recipe_writes_it():
+    """Defaults live in the schema: the committed params.yaml is generated from it, comments
+    included, so neither can drift from the other."""
+    assert (ROOT / "params.yaml").read_text() == recipes.params_text("default", FOLDER)
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
+def _cpu_recipes_with_their_data() -> list:
+    cases = []
+    for name in NAMES:
+        if name.endswith("-full") or "-full-" in name:
+            continue
+        params = composed(name)
+        if params.data.source == "local" and not SHARED_CORPORA.exists():
+            cases.append(pytest.param(name, marks=pytest.mark.skip(reason="needs ../shared/corpora")))
+        else:
+            cases.append(name)
+    return cases
+
+
+@pytest.mark.parametrize("name", _cpu_recipes_with_their_data())
+def test_cpu_recipe_data_is_there_and_fits_its_labels(name, monkeypatch):
     from peftpipe.sources import load_raw
+    from peftpipe.tasks import get_task
 
-    params = load_params(path)
-    if params.data.source == "packaged":
-        import importlib.metadata
-
-        from peftpipe.sources import PACKAGED_DATASETS
-
-        distribution = PACKAGED_DATASETS[params.data.name].distribution
-        try:
-            importlib.metadata.distribution(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            pytest.skip(f"{distribution} is not installed (README: the recipes' set-up)")
-    for name in params.data.files.values():
-        assert (ROOT / name).is_file(), name
-    import os
-
-    here = os.getcwd()
-    os.chdir(ROOT)  # recipe paths are relative to the repository root
-    try:
-        raw = load_raw(params.data, params.task.kind)
-    finally:
-        os.chdir(here)
+    params = composed(name)
+    monkeypatch.chdir(ROOT)  # recipe paths are relative to the repository root
+    raw = load_raw(params.data, params.task.kind)
+    task = get_task(params.task.kind)
+    seen = set().union(*(task.label_values(frame) for frame in raw.splits.values()))
+    # Every label of the recipe occurs in the data (a misspelt or extra label would be a class
+    # the model can never learn), and the data has no other (load_raw stops on those).
+    assert seen == set(raw.labels), (sorted(seen), raw.labels)
     if params.data.labels:
-        assert raw.labels == list(params.data.labels)  # every label is in the recipe's label set
-    if params.split.per_class:
-        assert len(raw.labels) > 2 and set(params.split.per_class) <= {"train", "validation", "test"}
+        assert raw.labels == params.data.label_names
 
 
-def test_recipe_command_switches_params_yaml(tmp_path, monkeypatch):
+def _switch(tmp_path, *args):
+    result = CliRunner().invoke(cli, ["recipe", *args])
+    return result.exit_code, result.output
+
+
+def test_switching_recipes_keeps_or_refuses_to_drop_local_edits(tmp_path, monkeypatch):
     (tmp_path / "recipes").mkdir()
-    for path in RECIPES:
-        (tmp_path / "recipes" / path.name).write_text(path.read_text())
+    for name in NAMES:
+        (tmp_path / "recipes" / f"{name}.yaml").write_text((FOLDER / f"{name}.yaml").read_text())
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    listed = runner.invoke(cli, ["recipe"])
-    assert listed.exit_code == 0 and "conll-ner-cpu" in listed.output.split()
-    done = runner.invoke(cli, ["recipe", "bionlp-lora-cpu"])
-    assert done.exit_code == 0, done.output
-    assert load_params(tmp_path / "params.yaml").recipe == "bionlp-lora-cpu"
-    unknown = runner.invoke(cli, ["recipe", "bionlp"])
-    assert unknown.exit_code == 2 and "no recipe 'bionlp' in recipes/; known: agnews-qlora-cpu, agnews-qlora-full, bionlp-lora-cpu" in unknown.output
-    assert load_params(tmp_path / "params.yaml").recipe == "bionlp-lora-cpu"  # untouched by the failure
+    code, listed = _switch(tmp_path)
+    assert code == 0 and "conll-ner-cpu" in listed.split()
+
+    # No edits: the switch just happens.
+    code, said = _switch(tmp_path, "bionlp-lora-cpu")
+    assert code == 0, said
+    assert load_params(tmp_path / "params.yaml") == composed("bionlp-lora-cpu")
+
+    # An edit (as `dvc exp run -S` or a text editor makes it) stops the next switch, by name.
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("  r: 16 ", "  r: 8  "))
+    edited = (tmp_path / "params.yaml").read_text()
+    code, said = _switch(tmp_path, "conll-ner-cpu")
+    assert code == 2 and "params.yaml has edits to its recipe: lora.r (8, recipe: 16)" in said, said
+    assert "--keep-edits" in said and (tmp_path / "params.yaml").read_text() == edited
+
+    # --keep-edits carries the edit into the new recipe (and it is still an edit there).
+    code, said = _switch(tmp_path, "conll-ner-cpu", "--keep-edits")
+    assert code == 0 and "with your edits to lora.r" in said, said
+    params = load_params(tmp_path / "params.yaml")
+    assert params.recipe == "conll-ner-cpu" and params.lora.r == 8
+    assert params.model_copy(update={"lora": params.lora.model_copy(update={"r": 16})}) == composed("conll-ner-cpu")
+    assert recipes.edits(recipes.read_yaml(tmp_path / "params.yaml"), tmp_path / "recipes") == {"lora.r": (8, 16)}
+
+    # --drop-edits drops them, with the previous file kept as params.yaml.bak.
+    before = (tmp_path / "params.yaml").read_text()
+    code, said = _switch(tmp_path, "default", "--drop-edits")
+    assert code == 0, said
+    assert load_params(tmp_path / "params.yaml") == Params()
+    assert (tmp_path / "params.yaml.bak").read_text() == before
+
+    code, said = _switch(tmp_path, "bionlp")
+    assert code == 2 and "no recipe 'bionlp' in recipes/; known: agnews-qlora-cpu, agnews-qlora-full" in said
+    assert load_params(tmp_path / "params.yaml") == Params()  # untouched by the failure
 
 
 def test_byte_level_bpe_tokenizers_get_a_prefix_space_for_word_inputs(tmp_path):
@@ -121,6 +175,11 @@ HUB_SCHEMAS = {
 }
 
 
+# tner/bionlp2004's label2id (from its dataset card; the parquet holds ids only).
+TNER_LABEL2ID = {("tner/bionlp2004", None): ["O", "B-DNA", "I-DNA", "B-protein", "I-protein", "B-cell_type",
+                                             "I-cell_type", "B-cell_line", "I-cell_line", "B-RNA", "I-RNA"]}
+
+
 def fake_hub_dataset(schema: dict, splits: list[str]):
     import datasets
 
@@ -143,13 +202,13 @@ def fake_hub_dataset(schema: dict, splits: list[str]):
     return datasets.DatasetDict({split: table for split in splits})
 
 
-@pytest.mark.parametrize("path", [p for p in RECIPES if "-full" in p.stem], ids=lambda p: p.stem)
-def test_full_recipe_fits_its_hub_data_set(path, monkeypatch):
+@pytest.mark.parametrize("name", [n for n in NAMES if "-full" in n])
+def test_full_recipe_fits_its_hub_data_set(name, monkeypatch):
     import datasets
 
     from peftpipe.sources import load_raw
 
-    params = load_params(path)
+    params = composed(name)
     key = (params.data.name, params.data.config)
     if key not in HUB_SCHEMAS:
         pytest.skip(f"no schema on record for {key}")
@@ -162,5 +221,10 @@ def test_full_recipe_fits_its_hub_data_set(path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     raw = load_raw(params.data, params.task.kind)
     assert asked == [key]
-    assert raw.labels == list(params.data.labels)  # the preset's label order is the hub's id order
+    # The recipe's label order is the hub's id order: its ClassLabel names where it has them,
+    # else the order on record (tner's label2id).
+    schema = HUB_SCHEMAS[key][0]
+    hub_names = next((kind for kind in schema.values() if isinstance(kind, list)), None) or TNER_LABEL2ID.get(key)
+    assert params.data.label_names == hub_names
+    assert raw.labels == hub_names
     assert set(raw.splits) == set(HUB_SCHEMAS[key][1])

@@ -141,13 +141,16 @@ def check(files: tuple[Path, ...], debug: bool) -> None:
     """Validate params files (default: params.yaml and recipes/*.yaml): every key, and what
     can be known of the model and data they name without loading them."""
     from peftpipe.models import check_model
-    from peftpipe.params import load_params
+    from peftpipe.params import load_params, parse_params
     from peftpipe.sources import check_data
 
-    paths = list(files) or [Path("params.yaml"), *sorted(Path("recipes").glob("*.yaml"))]
+    from peftpipe import recipes
+
+    paths = list(files) or [Path("params.yaml"), *sorted(recipes.FOLDER.glob("*.yaml"))]
     for path in paths:
-        try:
-            params = load_params(path)
+        try:  # a recipe is checked as what `peftpipe recipe` makes of it: composed over the defaults
+            is_recipe = path.parent.resolve() == recipes.FOLDER.resolve()
+            params = parse_params(recipes.compose(path.stem), str(path)) if is_recipe else load_params(path)
         except PeftpipeError as err:
             _fail(err, debug)
         try:
@@ -245,35 +248,48 @@ def summarize(metrics: tuple[str, ...], as_json: bool, all_commits: bool, debug:
 
 @main.command()
 @click.argument("name", required=False)
+@click.option("--keep-edits", is_flag=True, help="Carry params.yaml's edits (keys that differ from its recipe) over.")
+@click.option("--drop-edits", is_flag=True, help="Drop them (params.yaml.bak keeps a copy).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def recipe(name: str | None, debug: bool) -> None:
-    """Make recipes/NAME.yaml the active params.yaml (no NAME: list the recipes).
-
-    The file is checked first; then `dvc repro` or `dvc exp run -n NAME` runs it, and only
-    the stages whose params changed rerun.
-    """
+def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) -> None:
+    """Make recipe NAME the active params.yaml: the schema's defaults + recipes/NAME.yaml
+    (no NAME: list the recipes). Then `dvc exp run -n NAME` (or `dvc repro`) reruns only the
+    stages whose params changed. Your edits to params.yaml are never dropped silently."""
+    from peftpipe import recipes
     from peftpipe.errors import ParamsError
     from peftpipe.io import atomic_path
-    from peftpipe.params import load_params
+    from peftpipe.params import read_yaml
 
-    known = sorted(p.stem for p in Path("recipes").glob("*.yaml"))
     if not name:
-        for stem in known:
-            click.echo(stem)
+        for stem in recipes.known():
+            lines = recipes.header(stem)
+            click.echo(f"{stem:24} {lines[0].lstrip('# ') if lines else ''}")
         return
-    source = Path("recipes") / f"{name}.yaml"
-    try:
-        if not source.exists():
-            raise ParamsError(f"no recipe {name!r} in recipes/; known: {', '.join(known) or 'none'}")
-        load_params(source)
-    except PeftpipeError as err:
-        _fail(err, debug)
     current = Path("params.yaml")
-    if current.exists() and current.read_text() != source.read_text():
+    try:
+        if keep_edits and drop_edits:
+            raise ParamsError("--keep-edits or --drop-edits, not both")
+        recipes.compose(name)  # a broken recipe stops here, before anything is written
+        edited = {}
+        if current.exists():
+            data = read_yaml(current)
+            edited = recipes.edits(data) if isinstance(data, dict) else {}
+        if edited and not (keep_edits or drop_edits):
+            shown = ", ".join(f"{key} ({ours!r}, recipe: {theirs!r})" for key, (ours, theirs) in list(edited.items())[:5])
+            more = f" and {len(edited) - 5} more" if len(edited) > 5 else ""
+            raise ParamsError(
+                f"params.yaml has edits to its recipe: {shown}{more}; rerun with --keep-edits to carry them "
+                f"into {name!r}, or --drop-edits (params.yaml.bak keeps them)")
+        changes = recipes.nest({k: ours for k, (ours, _) in edited.items()}) if keep_edits else None
+        text = recipes.params_text(name, changes=changes)
+    except Exception as err:
+        _fail(err, debug)
+    if current.exists() and current.read_text() != text:
         import shutil
 
-        shutil.copy2(current, "params.yaml.bak")  # the user's edits are never dropped without a copy
+        shutil.copy2(current, "params.yaml.bak")
         click.echo("params.yaml.bak <- your previous params.yaml")
-    with atomic_path("params.yaml") as tmp:
-        tmp.write_text(source.read_text())
-    click.echo(f"params.yaml <- {source}; run: dvc exp run -n {name}   (or dvc repro)")
+    with atomic_path(current) as tmp:
+        tmp.write_text(text)
+    kept = f", with your edits to {', '.join(edited)}" if keep_edits and edited else ""
+    click.echo(f"params.yaml <- recipe {name}{kept}; run: dvc exp run -n {name}   (or dvc repro)")

@@ -1,0 +1,185 @@
+"""Recipes: the few keys a reference run changes, composed over the schema's defaults.
+
+recipes/<name>.yaml holds only what differs from the defaults (params.Params), under a
+header comment with the exact command, its runtime and its expected result. `peftpipe
+recipe NAME` composes defaults + recipe into a complete params.yaml, which is what DVC
+reads: dvc.yaml's params and `${train.launcher}` need every key in one file, so the
+composition happens before DVC runs, not inside the stages (and not through DVC's Hydra
+support, which rewrites params.yaml on every `dvc exp run` and would drop local edits).
+
+A user's edits are the keys where params.yaml differs from the composition of the recipe
+it names (`recipe:`); switching recipes carries them over or drops them only when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from peftpipe.errors import ParamsError
+from peftpipe.params import Params, parse_params, read_yaml
+
+FOLDER = Path("recipes")
+DEFAULT = "default"
+COMMENT_COLUMN = 25
+
+
+def known(folder: Path = FOLDER) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def overlay(name: str, folder: Path = FOLDER) -> dict:
+    """recipes/<name>.yaml's keys (the default recipe may have no file: no keys)."""
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        if name == DEFAULT:
+            return {}
+        raise ParamsError(f"no recipe {name!r} in {folder}/; known: {', '.join(known(folder)) or 'none'}")
+    data = read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def merge(base: dict, changes: dict, section: type[BaseModel] = Params) -> dict:
+    """``changes`` over ``base``: sections (and data.columns) merge key by key; any other
+    value, a mapping like data.files included, is replaced whole."""
+    merged = dict(base)
+    for key, value in changes.items():
+        field = section.model_fields.get(key)
+        inner = field.annotation if field is not None else None
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict) \
+                and isinstance(base.get(key), dict):
+            merged[key] = merge(base[key], value, inner)
+        else:
+            merged[key] = value
+    return merged
+
+
+def compose(name: str, folder: Path = FOLDER) -> dict:
+    """The complete params of recipe ``name``, checked against the schema."""
+    data = merge(Params().model_dump(), {"recipe": name, **overlay(name, folder)})
+    parse_params(data, str(folder / f"{name}.yaml"))
+    return data
+
+
+def leaves(data: dict, section: type[BaseModel] = Params, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value}, descending into sections only."""
+    flat = {}
+    for key, value in data.items():
+        field = section.model_fields.get(key)
+        inner = field.annotation if field is not None else None
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
+            flat.update(leaves(value, inner, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def nest(flat: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        target = nested
+        for part in path:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return nested
+
+
+def edits(current: dict, folder: Path = FOLDER) -> dict[str, tuple[Any, Any]]:
+    """Keys where ``current`` differs from the recipe it names: {key: (current, recipe's)}.
+    A name that is no recipe (peftpipe init names the file) is compared with the defaults."""
+    name = current.get("recipe", DEFAULT)
+    base = compose(name, folder) if name in known(folder) or name == DEFAULT else \
+        merge(Params().model_dump(), {"recipe": name})
+    ours, theirs = leaves(current), leaves(base)
+    return {key: (ours.get(key), theirs.get(key)) for key in sorted(set(ours) | set(theirs))
+            if key != "recipe" and ours.get(key) != theirs.get(key)}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def header(name: str, folder: Path = FOLDER) -> list[str]:
+    """The recipe file's leading comment lines."""
+    path = folder / f"{name}.yaml"
+    lines = path.read_text().splitlines() if path.exists() else []
+    end = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    return lines[:end]
+
+
+def scalar(value: Any) -> str:
+    """One value in YAML flow style that YAML 1.1 and 1.2 readers take the same way."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))  # 5, not 5.0: as a person writes it (the schema reads it as a float)
+        text = repr(value)
+        if "e" in text and "." not in text.split("e")[0]:
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        plain = re.fullmatch(r"[A-Za-z_./][A-Za-z0-9_./@ -]*", value) and value == value.strip()
+        special = value.lower() in {"yes", "no", "on", "off", "y", "n", "true", "false", "null", "~"}
+        return value if plain and not special and ": " not in value and " #" not in value else json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(scalar(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{scalar(k) if not isinstance(k, int) else k}: {scalar(v)}"
+                               for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r}")
+
+
+def _line(indent: int, key: str, value: str | None, comment: str | None) -> str:
+    text = " " * indent + f"{key}:" + (f" {value}" if value is not None else "")
+    if comment:
+        text = text.ljust(COMMENT_COLUMN - 1) + f" # {comment}"
+    return text
+
+
+def _body(data: dict, section: type[BaseModel], indent: int) -> list[str]:
+    lines = []
+    for key, field in section.model_fields.items():
+        if key not in data:
+            continue
+        value, inner = data[key], field.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
+            if indent == 0:
+                lines.append("")
+            lines.append(_line(indent, key, None, field.description))
+            lines.extend(_body(value, inner, indent + 2))
+        else:
+            lines.append(_line(indent, key, scalar(value), field.description))
+    return lines
+
+
+def render(data: dict, comments: list[str]) -> str:
+    """A params file: ``comments`` on top, then every key in the schema's order, each with
+    the schema's one-line description."""
+    return "\n".join([*comments, *_body(data, Params, 0)]) + "\n"
+
+
+def params_text(name: str, folder: Path = FOLDER, changes: dict | None = None) -> str:
+    """What `peftpipe recipe NAME` writes: the recipe composed over the defaults (plus
+    ``changes``, a user's edits to carry over), with the recipe's header."""
+    data = compose(name, folder)
+    if changes:
+        data = merge(data, changes)
+        parse_params(data, "params.yaml")
+    note = [f"# params.yaml: recipe {name!r} = the schema's defaults (src/peftpipe/params.py) + "
+            f"recipes/{name}.yaml" + (", with your edits" if changes else "") + ".",
+            "# Edit freely: `peftpipe recipe OTHER` refuses to drop your edits unless told (see --help)."]
+    return render(data, [*header(name, folder), *note, ""])
