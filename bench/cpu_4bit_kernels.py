@@ -40,7 +40,7 @@ def load_4bit(folder: str):
     return AutoModelForSequenceClassification.from_pretrained(folder, quantization_config=quantization).eval()
 
 
-def best_ms(model, inputs, repeats: int) -> tuple[float, "torch.Tensor"]:
+def best_ms(model, inputs, repeats: int) -> tuple[float, object]:  # (ms, logits tensor)
     import torch
 
     times = []

@@ -96,8 +96,14 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from seqeval.metrics import f1_score
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from peftpipe.io import read_json
     from peftpipe.models import resolve_model
@@ -135,9 +141,9 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
     def compute_metrics(p):
         predictions, labels = p
         predictions = np.argmax(predictions, axis=2)
-        true_predictions = [[label_list[p] for (p, l) in zip(prediction, label) if l != -100]
+        true_predictions = [[label_list[p] for (p, l) in zip(prediction, label) if l != -100]  # noqa: E741 (the tutorial's names)
                             for prediction, label in zip(predictions, labels)]
-        true_labels = [[label_list[l] for (p, l) in zip(prediction, label) if l != -100]
+        true_labels = [[label_list[l] for (p, l) in zip(prediction, label) if l != -100]  # noqa: E741
                        for prediction, label in zip(predictions, labels)]
         return {"f1": f1_score(true_labels, true_predictions)}
 

@@ -4,8 +4,8 @@ same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
 from peftpipe.evaluation import score_split, scored, write_plots
-from peftpipe.provenance import write_metrics
 from peftpipe.models import load_base
+from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 

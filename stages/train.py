@@ -9,13 +9,13 @@ Under `accelerate launch` (train.launcher) every process trains; only the main o
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 
+from accelerate import PartialState
 from peftpipe import accelerate_loop, adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
 from peftpipe.io import atomic_path
-from peftpipe.provenance import write_metrics
 from peftpipe.models import load_base
+from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 

@@ -30,10 +30,9 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
 
 
 def word_tokenizer(extra: list[str], pad: str, eos: str, template: bool):
+    from conftest import WORDS
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
-
-    from conftest import WORDS
 
     vocab = [pad, eos, "<unk>", *WORDS, *TOPIC_WORDS, "Label", ":", *extra]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))

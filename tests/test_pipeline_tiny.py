@@ -14,6 +14,7 @@ from conftest import ROOT, run_stage
 
 from peftpipe.io import read_json
 
+
 def _venv_env() -> dict:
     """The environment with this interpreter's bin folder (dvc, peftpipe) first on PATH."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

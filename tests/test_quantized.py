@@ -65,7 +65,7 @@ def test_a_layer_repacked_elsewhere_is_restored_before_its_weights_are_read(tiny
     allowed (as bitsandbytes leaves it on an AVX-512 BF16 CPU) changes layout on an eval
     forward, and keep_standard_layout brings back the weights (up to absmax in bf16, which
     is what the repacked layout kept)."""
-    model, tokenizer = load(tiny_llama_dir, quantized=True)
+    model, _ = load(tiny_llama_dir, quantized=True)
     layer = four_bit_layers(model)[0]
     weight = dequantized_weight(layer).clone()
     layer.support_avx512bf16_for_cpu = True

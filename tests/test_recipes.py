@@ -3,7 +3,6 @@ defaults to a valid params file, and says how to run it and what it gives; cpu r
 at the real corpora in ../shared; full recipes name hub models and data sets. Switching
 recipes never drops a user's edits without being told to."""
 
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run_stage, write_jsonl
@@ -300,6 +299,7 @@ def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precis
     assert weights["ORG"] > weights["LOC"] == pytest.approx(weights["PER"]) and sum(weights.values()) == pytest.approx(1)
 
     import bitsandbytes as bnb
+
     from peftpipe.artifacts import load_trained
 
     model, _, info = load_trained()  # evaluate's view: the adapter on the 4-bit base

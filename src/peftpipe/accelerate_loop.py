@@ -24,7 +24,7 @@ def _optimizer(model, params: Params):
     import torch
 
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.dim() < 2 else decay).append(parameter)
     return torch.optim.AdamW([{"params": decay, "weight_decay": params.train.weight_decay},
@@ -70,10 +70,11 @@ def _evaluate(accelerator, model, loader, metrics, weights) -> dict:
 def train(model, tokenizer, datasets, params: Params, task, labels: list[str], curves_dir: Path) -> dict:
     """Train ``model`` in place; return the same summary as the Trainer loop."""
     import torch
-    from accelerate import Accelerator
     from dvclive import Live
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
+
+    from accelerate import Accelerator
 
     train = params.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),

@@ -140,11 +140,10 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
 def check(files: tuple[Path, ...], debug: bool) -> None:
     """Validate params files (default: params.yaml and recipes/*.yaml): every key, and what
     can be known of the model and data they name without loading them."""
+    from peftpipe import recipes
     from peftpipe.models import check_model
     from peftpipe.params import load_params, parse_params
     from peftpipe.sources import check_data
-
-    from peftpipe import recipes
 
     paths = list(files) or [Path("params.yaml"), *sorted(recipes.FOLDER.glob("*.yaml"))]
     for path in paths:

