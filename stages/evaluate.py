@@ -20,10 +20,10 @@ def main(params):
     extra set (same schema again, under `extra.<name>`)."""
     model, tokenizer, info = load_trained()
     datasets, labels = load_tokenized()
-    task = get_task(info["task"])
+    task = get_task(info.task)
     sets = {"test": datasets["test"]}
     for name, path in params.eval.extra.items():  # read all first: a bad file stops before any scoring
-        sets[name] = task.tokenize(load_eval_set(params.data, info["task"], name, path, labels),
+        sets[name] = task.tokenize(load_eval_set(params.data, info.task, name, path, labels),
                                    tokenizer, labels, params)
     for name in unwatched(params.eval.extra):
         print(f"evaluate: note: eval.extra.{name} ({params.eval.extra[name]}) is outside inputs/: DVC will not "
@@ -41,7 +41,7 @@ def main(params):
     if scores:
         metrics["extra"] = {name: {"file": params.eval.extra[name], "examples": len(sets[name]), **found}
                             for name, found in scores.items()}
-    write_metrics(OUT, metrics, info["seed"])
+    write_metrics(OUT, metrics, info.seed)
     print(f"evaluate: test F1 {metrics['overall']['f1']:.4f}"
           + "".join(f", {name} F1 {found['overall']['f1']:.4f}" for name, found in scores.items()) + f" -> {OUT}")
 

@@ -4,19 +4,21 @@ equal the adapter's.
 
 qlora merges into a fresh full-precision copy of the base (never into 4-bit weights) that
 holds the dequantized 4-bit weights the adapter was trained against: the merge is checked
-exactly against that copy with the adapter, and its predictions against the 4-bit model's. Prompt methods (p_tuning) cannot merge: the adapter is exported as is.
+exactly against that copy with the adapter, and its predictions against the 4-bit model's.
+Methods with no weights to merge (prompt methods) are exported as adapter + base.
 """
 
 from pathlib import Path
 
-from peftpipe import export
+from peftpipe import export, serving
 from peftpipe.artifacts import load_tokenized, load_trained
 from peftpipe.io import atomic_path, read_json
+from peftpipe.model_card import LOSS_CURVE, loss_curve_png, model_card
 from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, REPORT = "models/export", "metrics/export.json"
+ADAPTER, OUT, REPORT = Path("models/adapter"), "models/export", "metrics/export.json"
 RUN_FACTS = {"baseline": "metrics/baseline.json", "eval": "metrics/eval.json",
              "train": "metrics/train.json", "data": "metrics/data.json"}
 CURVES = Path("metrics/curves")
@@ -25,29 +27,29 @@ CURVES = Path("metrics/curves")
 @stage
 def main(params):
     """Merge, save, reload, compare."""
-    model, tokenizer, info = load_trained()
+    model, tokenizer, info = load_trained(ADAPTER)
     datasets = load_tokenized()[0]
-    task = get_task(info["task"])
+    task = get_task(info.task)
     test, batch = datasets["test"], params.eval.batch_size
     trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
     reference_logits = trained_logits
-    if info.get("quantization"):  # merge into a full-precision base, never into 4-bit weights
-        model = export.full_precision_copy(model)
+    if info.quantization:  # merge into a full-precision base, never into 4-bit weights
+        model = export.full_precision_copy(model, ADAPTER)
         reference_logits = export.timed_logits(task, model, tokenizer, test, batch)[0]
     merged = export.merge(model, info)
     with atomic_path(OUT, directory=True) as tmp:
         export.save(merged, tokenizer, info, tmp)
         served_logits, merged_ms = export.timed_logits(task, export.reload(tmp), tokenizer, test, batch)
         check = export.compare_logits(reference_logits, served_logits, params.export.logits_tolerance)
-        if info.get("quantization"):
+        if info.quantization:
             check["quantized_agreement"] = export.check_quantized(
                 trained_logits, served_logits, params.export.min_quantized_agreement)
-        export.check_pipeline(tmp, test[0])
+        serving.check_pipeline(tmp, task, test[0])
         facts = {name: read_json(path) for name, path in RUN_FACTS.items()}
-        export.loss_curve_png(CURVES, tmp / export.LOSS_CURVE)
-        (tmp / "README.md").write_text(export.model_card(params.recipe, task, info, facts))
+        loss_curve_png(CURVES, tmp / LOSS_CURVE)
+        (tmp / "README.md").write_text(model_card(params.recipe, task, info, facts))
     write_metrics(REPORT, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
-                           "merged_ms_per_example": round(merged_ms, 3)}, info["seed"])
+                           "merged_ms_per_example": round(merged_ms, 3)}, info.seed)
     print(f"export: exported model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {OUT}")
 
 

@@ -48,12 +48,12 @@ def main(params):
         with atomic_path(OUT, directory=True) as tmp:
             save_trained(model, tokenizer, labels, params, tmp)
         checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
-        write_metrics(REPORT, {**summary, "processes": processes.num_processes,
+        write_metrics(REPORT, {**summary.metrics(), "processes": processes.num_processes,
                                "effective_batch_size": processes.num_processes * params.train.batch_size,
                                **counts}, params.seed)
     processes.wait_for_everyone()
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items() if v is not None)
-    processes.print(f"train: loss {summary['train_loss']:.4f}, validation {scores} -> {OUT}")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items() if v is not None)
+    processes.print(f"train: loss {summary.train_loss:.4f}, validation {scores} -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -603,7 +603,7 @@ def test_truncation_is_counted_and_said(tmp_path, monkeypatch, fixtures):
 def test_predict_reads_a_long_text_in_windows(tmp_path, fixtures):
     """The export was trained at max length 32: a text ten times longer is tagged to its end
     (overlapping windows), not cut after the first 32 tokens."""
-    from peftpipe.export import inference_pipeline
+    from peftpipe.serving import inference_pipeline
 
     classify = inference_pipeline(fixtures["tiny-export"])
     assert classify.tokenizer.model_max_length == 32

@@ -58,7 +58,8 @@ PARAMS_FAULTS = [
      "train.loop: got 'accelerate', expected trainer for task.kind generation"),
     ({"task": {"kind": "generation"}, "train": {"class_weights": "auto"}},
      "train.class_weights: got 'auto', expected none for task.kind generation"),
-    ({"peft": {"method": "p_tuning"}}, "peft.method: got 'p_tuning', expected lora, qlora or none for token_classification"),
+    ({"peft": {"method": "p_tuning"}}, "peft.method: got 'p_tuning', expected none, lora, qlora or prefix_tuning for token_classification "
+     "(virtual tokens would shift the inputs against their word labels)"),
     ({"split": {"per_class": {"train": 10}}},
      "split.per_class: got {'train': 10}, expected {} unless task.kind is sequence_classification"),
     # Ranges the first suite left out.

@@ -208,7 +208,7 @@ def test_accelerate_loop_and_trainer_agree(tiny_project):
 
 def test_loss_curve_png_is_drawn_even_when_no_loss_was_logged(tmp_path):
     """A run shorter than train.logging_steps logs no loss; export must still finish."""
-    from peftpipe.export import loss_curve_png
+    from peftpipe.model_card import loss_curve_png
 
     loss_curve_png(tmp_path / "no-curves", tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes().startswith(b"\x89PNG")

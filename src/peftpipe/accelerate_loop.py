@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from peftpipe.params import Params
-from peftpipe.training import train_class_weights, weighted_loss
+from peftpipe.training import TrainSummary, train_class_weights, weighted_loss
 
 
 def _optimizer(model, params: Params):
@@ -67,7 +67,7 @@ def _evaluate(accelerator, model, loader, metrics, weights) -> dict:
     return {"loss": float(torch.cat(losses).mean()), **scores}
 
 
-def train(model, tokenizer, datasets, params: Params, task, labels: list[str], curves_dir: Path) -> dict:
+def train(model, tokenizer, datasets, params: Params, task, labels: list[str], curves_dir: Path) -> TrainSummary:
     """Train ``model`` in place; return the same summary as the Trainer loop."""
     import torch
     from dvclive import Live
@@ -92,7 +92,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     total = train.max_steps if train.max_steps > 0 else math.ceil(train.epochs * per_epoch)
     warmup = int(train.warmup_steps * total) if train.warmup_steps < 1 else int(train.warmup_steps)
     scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    metrics = task.trainer_metrics(labels)
+    metrics = task.trainer_metrics(labels, model)
     weights = train_class_weights(params, task, datasets, labels)
     live = Live(str(curves_dir), save_dvc_exp=False, dvcyaml=None) if accelerator.is_main_process else None
 
@@ -132,14 +132,6 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     accelerator.wait_for_everyone()
     if live:
         live.make_summary()
-    epochs = step / per_epoch
-    return {
-        "train_loss": float(np.mean(losses_all)),
-        "steps": step,
-        "epochs": round(epochs, 4),
-        "resumed_from_step": 0,
-        "train_seconds": round(seconds, 2),
-        "train_samples_per_second": round(len(datasets["train"]) * epochs / seconds, 2),
-        "validation": {"loss": validation.get("loss"), "f1": validation.get("f1")},
-        "class_weights": dict(zip(labels, weights)) if weights else None,
-    }
+    return TrainSummary(train_loss=float(np.mean(losses_all)), steps=step, epochs=step / per_epoch,
+                        train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation,
+                        class_weights=dict(zip(labels, weights)) if weights else None)

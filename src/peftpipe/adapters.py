@@ -1,47 +1,16 @@
-"""PEFT configs from params: adding a PEFT method touches this module only."""
+"""Attach a PEFT method's adapter to a model (the method itself is in peftpipe.methods)."""
 
 from __future__ import annotations
 
 from peftpipe.errors import ModelError
+from peftpipe.methods import get_method
 from peftpipe.params import Params
-
-# Prompt methods learn virtual tokens: nothing to merge into the base weights.
-PROMPT_METHODS = ("p_tuning", "prefix_tuning")
 
 
 def peft_config(params: Params, task_type: str, head: list[str]):
     """The peft config for ``peft.method``, or None for full fine-tuning."""
-    method = params.peft.method
-    if method == "none":
-        return None
-    if method == "prefix_tuning":
-        from peft import PrefixTuningConfig
-
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=params.prompt.num_virtual_tokens,
-                                  modules_to_save=head or None)
-    if method == "p_tuning":
-        from peft import PromptEncoderConfig
-
-        return PromptEncoderConfig(
-            task_type=task_type,
-            num_virtual_tokens=params.prompt.num_virtual_tokens,
-            encoder_hidden_size=params.prompt.encoder_hidden_size,
-            modules_to_save=head,
-        )
-    from peft import LoraConfig  # lora, and qlora (LoRA on a 4-bit base)
-
-    lora = params.lora
-    return LoraConfig(
-        task_type=task_type,
-        r=lora.r,
-        lora_alpha=int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha,
-        lora_dropout=lora.dropout,
-        bias=lora.bias,
-        target_modules=list(lora.target_modules) or None,
-        # The new head is trained in full and saved with the adapter; without this the
-        # reloaded model gets a fresh random head (peft #310, #577, #876).
-        modules_to_save=head,
-    )
+    method = get_method(params.peft.method)
+    return method.build(params, task_type, head) if method.is_adapter else None
 
 
 def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
@@ -63,7 +32,7 @@ def wrap(model, params: Params, task_type: str, head: list[str]):
         return model
     from peft import get_peft_model
 
-    if params.peft.method == "qlora":
+    if get_method(params.peft.method).quantized:
         from peft import prepare_model_for_kbit_training
 
         # Norms and the head in fp32, inputs that require grad (for checkpointing).
@@ -86,10 +55,6 @@ def check_targets(model, targets: list[str]) -> None:
     if unknown:
         raise ModelError(f"params.yaml: lora.target_modules: {unknown} not in {type(model).__name__}; its linear "
                          f"layers: {', '.join(linear)}")
-
-
-def mergeable(method: str) -> bool:
-    return method not in PROMPT_METHODS
 
 
 def parameter_counts(model) -> dict:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from peftpipe.errors import DataError, ModelError
 from peftpipe.io import read_json, read_json_file, write_json
-from peftpipe.params import ModelParams, Params
+from peftpipe.methods import METHODS, Method, get_method
+from peftpipe.params import ModelParams, Params, QuantizationParams, TaskKind
+
+TASKS = typing.get_args(TaskKind)
 
 LABELS_FILE = "labels.json"
 TRAINED_INFO_FILE = "peftpipe.json"
@@ -28,25 +34,41 @@ def load_tokenized(folder: str | Path = "data/tokenized"):
     return load_from_disk(str(folder)), read_json(folder / LABELS_FILE)
 
 
+class TrainedInfo(BaseModel):
+    """peftpipe.json: what a trained or exported model folder is, for every stage and tool
+    that loads one (how to rebuild the base, the labels the head predicts)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task: TaskKind
+    peft_method: str  # after export, "none" for a merged model (merged_from names the method)
+    model: ModelParams
+    # qlora: how the base was quantized, so evaluate scores the model as it was trained
+    quantization: QuantizationParams | None = None
+    labels: list[str]
+    seed: int = 42
+    merged_from: str | None = None
+
+    @property
+    def method(self) -> Method:
+        return get_method(self.peft_method)
+
+
 def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Path) -> None:
     """The adapter (or full model), tokenizer, label map and how to rebuild the base model."""
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    write_json(folder / TRAINED_INFO_FILE, {
-        "task": params.task.kind,
-        "peft_method": params.peft.method,
-        "model": params.model.model_dump(),
-        # qlora: how the base was quantized, so evaluate scores the model as it was trained
-        "quantization": params.quantization.model_dump() if params.peft.method == "qlora" else None,
-        "labels": labels,
-        "seed": params.seed,
-    })
+    quantized = get_method(params.peft.method).quantized
+    write_info(folder, TrainedInfo(task=params.task.kind, peft_method=params.peft.method, model=params.model,
+                                   quantization=params.quantization if quantized else None, labels=labels,
+                                   seed=params.seed))
 
 
-TASKS = ("token_classification", "sequence_classification", "generation")
+def write_info(folder: Path, info: TrainedInfo) -> None:
+    write_json(folder / TRAINED_INFO_FILE, info.model_dump(exclude_none=False))
 
 
-def read_trained_info(folder: Path) -> dict:
+def read_trained_info(folder: Path) -> TrainedInfo:
     """peftpipe.json of a trained or exported model, checked: a hand-edited or damaged one
     stops here, naming the file and the key."""
     path = folder / TRAINED_INFO_FILE
@@ -60,7 +82,14 @@ def read_trained_info(folder: Path) -> dict:
         raise ModelError(f"{path}: task {info['task']!r} is not one of {', '.join(TASKS)}")
     if not isinstance(info["labels"], list) or not info["labels"] or not all(isinstance(x, str) for x in info["labels"]):
         raise ModelError(f"{path}: labels: expected a non-empty list of names")
-    return info
+    if info["peft_method"] not in METHODS:
+        raise ModelError(f"{path}: peft_method {info['peft_method']!r} is not one of {', '.join(METHODS)}")
+    try:
+        return TrainedInfo.model_validate(info)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(map(str, first["loc"]))
+        raise ModelError(f"{path}: {where}: {first['msg']}; export the model again (dvc repro export)") from None
 
 
 def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
@@ -72,25 +101,23 @@ def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
     from transformers import AutoTokenizer
 
     from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
-    from peftpipe.params import QuantizationParams
     from peftpipe.tasks import get_task
 
     folder = Path(folder)
     if not (folder / TRAINED_INFO_FILE).exists():
         raise DataError(f"{folder}: no trained model; run `dvc repro train` first")
     info = read_trained_info(folder)
-    if info["peft_method"] == "none" or (folder / "config.json").exists():
+    if not info.method.is_adapter or (folder / "config.json").exists():
         inspect_model_folder(folder)
-    task = get_task(info["task"])
+    task = get_task(info.task)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if info["peft_method"] == "none":
-        model = load_task_model(task, str(folder), info["labels"], tokenizer)
+    if not info.method.is_adapter:
+        model = load_task_model(task, str(folder), info.labels, tokenizer)
     else:
         from peft import PeftModel
 
-        base_params = ModelParams(**info["model"])
-        quantization = info.get("quantization") if quantized else None
-        base = load_task_model(task, resolve_model(base_params), info["labels"], tokenizer, base_params.revision,
-                               QuantizationParams(**quantization) if quantization else None)
+        quantization = info.quantization if quantized else None
+        base = load_task_model(task, resolve_model(info.model), info.labels, tokenizer, info.model.revision,
+                               quantization)
         model = PeftModel.from_pretrained(base, str(folder))
     return model, tokenizer, info

@@ -37,6 +37,14 @@ def fingerprint(params: Params, data_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def step_of(checkpoint: Path) -> int:
+    """The step a checkpoint folder (checkpoint-N) was saved at."""
+    match = _STEP.match(checkpoint.name)
+    if not match:
+        raise ValueError(f"{checkpoint}: not a checkpoint-N folder")
+    return int(match.group(1))
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
     return sorted(found)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,53 +18,6 @@ def _fail(err: Exception, debug: bool) -> None:
 
     click.echo(f"error: {err if isinstance(err, PeftpipeError) else unexpected(err)}", err=True)
     sys.exit(2)
-
-
-def predictions(folder: Path, texts: list[str | dict]) -> list:
-    """Per text: entity spans (token classification, aggregation_strategy=simple), the class
-    with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
-    for models trained on pairs), or the label a generation model writes, with its probability.
-
-    An entity's ``word`` is cut from the input text by the offsets, so an uncased model
-    still shows the text as written.
-    """
-    if not exported(folder):
-        raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    from peftpipe.export import inference_pipeline, served_task, write_labels
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    task = served_task(folder)
-    if isinstance(texts[0], dict) and task != "sequence_classification":
-        raise ModelError(f"{folder}: a {task.replace('_', ' ')} model reads one text, not pairs; drop --pair")
-    if task == "generation":
-        return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
-    classify = inference_pipeline(folder)
-    if task == "sequence_classification":
-        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
-        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)
-        limit = classify.tokenizer.model_max_length
-        encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
-                   for t in texts]
-        lengths = [len(e["input_ids"]) for e in encoded]
-        # A classifier reads one window: say when the text was longer, rather than hide it.
-        return [{"label": r["label"], "score": round(float(r["score"]), 4),
-                 **({"truncated_at_tokens": limit} if n > limit else {})} for r, n in zip(outputs, lengths)]
-    results = []
-    for text, spans in zip(texts, classify(texts)):
-        results.append([
-            {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
-             "start": int(s["start"]), "end": int(s["end"])}
-            for s in spans
-        ])
-    return results
-
-
-def exported(folder: Path) -> bool:
-    return folder.is_dir() and ((folder / "config.json").exists() or (folder / "adapter_config.json").exists())
 
 
 def stdin_lines() -> list[str]:
@@ -99,7 +51,9 @@ def main() -> None:
 def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, debug: bool) -> None:
     """Print the entities (NER), the class, or the label a generation model writes, for
     TEXTS (or each line of stdin), with the exported model."""
-    if not exported(model_dir):  # before waiting on stdin
+    from peftpipe import serving  # loads torch and transformers: only for this command
+
+    if not serving.exported(model_dir):  # before waiting on stdin
         _fail(ModelError(f"{model_dir}: no exported model here; run `dvc repro` first (or pass --model)"), debug)
     blank = [i for i, text in enumerate(texts, start=1) if not text.strip()]
     if blank:
@@ -111,7 +65,7 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
         if not lines:
             raise click.UsageError("give text as arguments or on stdin (one text per line)")
         inputs = [split_pair(line) for line in lines] if pair else lines
-        results = predictions(model_dir, inputs)
+        results = serving.predict(model_dir, inputs)
     except click.ClickException:
         raise
     except Exception as err:  # ours in one line; a library's too (--debug: the traceback)

@@ -15,6 +15,7 @@ import numpy as np
 from peftpipe import hub
 from peftpipe.errors import ModelError
 from peftpipe.io import atomic_path, read_json_file, unusable
+from peftpipe.methods import get_method
 from peftpipe.params import ModelParams, Params, QuantizationParams
 from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
 
@@ -314,6 +315,6 @@ def load_base(params: Params, labels: list[str]):
     path = resolve_model(params.model)
     tokenizer = load_tokenizer(path, params.model.revision)
     seed_everything(params.seed)
-    quantization = params.quantization if params.peft.method == "qlora" else None
+    quantization = params.quantization if get_method(params.peft.method).quantized else None
     model = load_task_model(get_task(params.task.kind), path, labels, tokenizer, params.model.revision, quantization)
     return model, tokenizer

@@ -21,11 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from peftpipe.errors import ParamsError
+from peftpipe.methods import METHODS, fitting
 
 TaskKind = Literal["token_classification", "sequence_classification", "generation"]
 Source = Literal["packaged", "local", "hub"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "text@label", "orange-tab"]
-PeftMethod = Literal["none", "lora", "qlora", "p_tuning", "prefix_tuning"]
+PeftMethod = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names, in its order
 SPLITS = ("train", "validation", "test")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept
 MAX_BATCH = 65536
@@ -338,10 +339,11 @@ class Params(Section):
         if self.peft.modules_to_save and self.peft.method == "none":
             raise _allowed("peft.modules_to_save", self.peft.modules_to_save,
                            "[] for peft.method none (full fine-tuning trains every module)")
-        if self.peft.method == "p_tuning" and self.task.kind == "token_classification":
+        misfit = METHODS[self.peft.method].misfit(self.task.kind)
+        if misfit:
+            fit = fitting(self.task.kind)
             raise _allowed("peft.method", self.peft.method,
-                           "lora, qlora or none for token_classification (virtual tokens would shift "
-                           "the inputs against their word labels)")
+                           f"{', '.join(fit[:-1])} or {fit[-1]} for {self.task.kind} ({misfit})")
         return self
 
     def uses_hub(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,29 @@ def training_arguments(params: Params, output_dir: Path):
         # A bar with rate and ETA on a terminal; plain log lines every logging_steps in CI.
         disable_tqdm=not sys.stderr.isatty(),
     )
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a training loop hands to metrics/train.json: both loops (the Trainer here, the
+    course's Accelerate loop) fill the same fields, so their metrics files line up."""
+
+    train_loss: float
+    steps: int
+    epochs: float
+    train_seconds: float
+    train_rows: int
+    validation: dict  # loss and the task's scores (f1 first), from the last evaluation
+    class_weights: dict | None = None
+    resumed_from_step: int = 0
+
+    def metrics(self) -> dict:
+        return {
+            "train_loss": self.train_loss, "steps": self.steps, "epochs": round(self.epochs, 4),
+            "resumed_from_step": self.resumed_from_step, "train_seconds": round(self.train_seconds, 2),
+            "train_samples_per_second": round(self.train_rows * self.epochs / self.train_seconds, 2),
+            "validation": self.validation, "class_weights": self.class_weights,
+        }
 
 
 def validation_scores(logged: dict) -> dict:
@@ -154,7 +178,7 @@ def curves_callback(folder: Path, resume: bool):
 
 
 def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
-          checkpoint_dir: Path, curves_dir: Path, resume_from: Path | None = None) -> dict:
+          checkpoint_dir: Path, curves_dir: Path, resume_from: Path | None = None) -> TrainSummary:
     """Run the Trainer (from ``resume_from`` when given); return the training summary."""
     trainer = _trainer_class()(
         model=model,
@@ -172,15 +196,9 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    history = trainer.state.log_history
-    evals = [h for h in history if "eval_loss" in h]
-    return {
-        "train_loss": float(result.training_loss),
-        "steps": int(result.global_step),
-        "epochs": float(trainer.state.epoch or 0),
-        "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
-        "train_seconds": round(seconds, 2),
-        "train_samples_per_second": round(len(datasets["train"]) * float(trainer.state.epoch or 0) / seconds, 2),
-        "validation": validation_scores(evals[-1] if evals else {}),
-        "class_weights": dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
-    }
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    return TrainSummary(
+        train_loss=float(result.training_loss), steps=int(result.global_step), epochs=float(trainer.state.epoch or 0),
+        train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation_scores(evals[-1] if evals else {}),
+        class_weights=dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
+        resumed_from_step=checkpoints.step_of(resume_from) if resume_from else 0)

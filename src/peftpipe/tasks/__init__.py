@@ -5,7 +5,7 @@ adding a task touches one module and this table.
 A task module provides: PIPELINE_TAG, REFERENCE_NAME, PER_CLASS_KEY;
 canonical, row_keys, label_values, default_labels, hub_label_names, data_report (data); tokenize, truncation,
 load_model, peft_task_type, head_modules, collator, model_inputs, gold, train_label_ids, predict_logits,
-decode (model); prediction_rows, confusion_rows, reference_predictions, compute_metrics,
+decode (model); pipeline_input (serving); prediction_rows, confusion_rows, reference_predictions, compute_metrics,
 trainer_metrics (scores).
 """
 

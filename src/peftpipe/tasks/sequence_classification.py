@@ -192,6 +192,13 @@ def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None)
     return [labels[int(row.argmax())] for row in logits]
 
 
+def pipeline_input(example: dict) -> str | dict:
+    """What the text-classification pipeline reads for a tokenized example (a pair as a dict)."""
+    if example.get("text_pair"):
+        return {"text": example["text"], "text_pair": example["text_pair"]}
+    return example["text"]
+
+
 def prediction_rows(dataset, predicted: list[str]) -> list[dict]:
     """data/predictions/test.jsonl: the text(s), the gold class, the predicted class."""
     columns = [c for c in ("text", "text_pair") if c in dataset.column_names]

@@ -274,6 +274,11 @@ def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None)
     return predictions
 
 
+def pipeline_input(example: dict) -> str:
+    """What the token-classification pipeline reads for a tokenized example: its words."""
+    return " ".join(example["tokens"])
+
+
 def prediction_rows(dataset, predicted: list[list[str]]) -> list[dict]:
     """data/predictions/test.jsonl: the words, their gold tags, the predicted tags."""
     return [{"tokens": tokens, "gold": gold, "predicted": pred}

@@ -1,0 +1,105 @@
+"""Serving an exported model: the transformers pipeline for classification, label writing
+for generation; what `peftpipe predict` and the export stage's pipeline check use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained, read_trained_info
+from peftpipe.errors import ModelError
+from peftpipe.models import inspect_model_folder
+from peftpipe.tasks import generation
+
+
+def served_task(folder: Path) -> str:
+    """The task of a model folder: from its peftpipe.json, or from the model class in
+    config.json (a plain transformers folder given to `peftpipe predict --model`)."""
+    if (folder / TRAINED_INFO_FILE).exists():
+        return read_trained_info(folder).task
+    architectures = inspect_model_folder(folder).get("architectures") or [""]
+    return ("token_classification" if architectures[0].endswith("ForTokenClassification") else
+            "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
+
+
+def inference_pipeline(folder: Path):
+    """The transformers pipeline for an exported classification model; a prompt-method
+    adapter goes onto its base model first."""
+    from transformers import pipeline
+
+    model, tokenizer = str(folder), None
+    if (folder / TRAINED_INFO_FILE).exists():
+        model, tokenizer, info = load_trained(folder)
+        # Windows of the length the model was trained on, not the architecture's limit.
+        tokenizer.model_max_length = info.model.max_length
+    task = served_task(folder)
+    if task == "generation":
+        raise ModelError(f"{folder}: a generation model has no classification pipeline; use write_labels")
+    if task == "token_classification":
+        # A text longer than one window is read in overlapping windows (a quarter overlap),
+        # so its tail is tagged too instead of being cut off.
+        stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
+        return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple",
+                        device="cpu", **({"stride": stride} if stride else {}))
+    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu", truncation=True)
+
+
+def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
+    """What an exported generation model writes after each text (greedy, as evaluated),
+    with the probability of that continuation."""
+    if not (folder / TRAINED_INFO_FILE).exists():
+        raise ModelError(f"{folder}: no {TRAINED_INFO_FILE} naming the labels; export the model again (dvc repro export)")
+    model, tokenizer, info = load_trained(folder)
+    return generation.write_labels(model, tokenizer, texts, info.labels, info.model.max_length)
+
+
+def check_pipeline(folder: Path, task, example: dict):
+    """The exported folder works in the transformers pipeline for its task. (Generation is
+    checked by regenerating the whole test split with the reloaded model instead.)"""
+    text = task.pipeline_input(example)
+    return None if text is None else inference_pipeline(folder)(text)
+
+
+def predict(folder: Path, texts: list[str | dict]) -> list:
+    """Per text: entity spans (token classification, aggregation_strategy=simple), the class
+    with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
+    for models trained on pairs), or the label a generation model writes, with its probability.
+
+    An entity's ``word`` is cut from the input text by the offsets, so an uncased model
+    still shows the text as written.
+    """
+    if not exported(folder):
+        raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    task = served_task(folder)
+    if isinstance(texts[0], dict) and task != "sequence_classification":
+        raise ModelError(f"{folder}: a {task.replace('_', ' ')} model reads one text, not pairs; drop --pair")
+    if task == "generation":
+        return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
+    classify = inference_pipeline(folder)
+    if task == "sequence_classification":
+        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
+        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)
+        limit = classify.tokenizer.model_max_length
+        encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
+                   for t in texts]
+        lengths = [len(e["input_ids"]) for e in encoded]
+        # A classifier reads one window: say when the text was longer, rather than hide it.
+        return [{"label": r["label"], "score": round(float(r["score"]), 4),
+                 **({"truncated_at_tokens": limit} if n > limit else {})} for r, n in zip(outputs, lengths)]
+    results = []
+    for text, spans in zip(texts, classify(texts)):
+        results.append([
+            {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
+             "start": int(s["start"]), "end": int(s["end"])}
+            for s in spans
+        ])
+    return results
+
+
+def exported(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "config.json").exists() or (folder / "adapter_config.json").exists())
