@@ -51,6 +51,10 @@ def test_all_stages_run_and_agree(finished_project):
 
     train = read_json(root / "metrics/train.json")
     assert 0 < train["trainable_share"] < 1 and train["steps"] == 10 * 14  # 108 train rows / 8 per batch
+    # A real training number, pinned: a change to the loss, the schedule, the batching or the
+    # seeding moves it. (The tolerance allows other CPUs' float kernels, not other behaviour.)
+    assert train["train_loss"] == pytest.approx(0.339051, rel=1e-3)
+    assert train["validation"]["loss"] == pytest.approx(0.034601, rel=1e-2)
 
     adapter = root / "models/adapter"
     assert (adapter / "adapter_model.safetensors").exists() and (adapter / "peftpipe.json").exists()
@@ -169,6 +173,7 @@ def test_plot_declarations_resolve_to_files_the_stages_write(finished_project):
     assert {row["actual"] for row in confusion} <= {"O", "PER", "LOC", "ORG"}
 
 
+@pytest.mark.slow  # dvc init and dvc plots show in subprocesses
 def test_dvc_plots_page_has_no_external_scripts(finished_project):
     """`dvc plots show` with the committed template: vega inlined, no CDN, all plots there."""
     shutil.copy(ROOT / "dvc.yaml", finished_project / "dvc.yaml")
@@ -272,3 +277,43 @@ def test_bad_extra_test_set_params(extra, expected):
 
     with pytest.raises(ParamsError, match=re.escape(expected)):
         parse_params({"eval": {"extra": extra}})
+
+
+def test_export_stops_when_the_merged_model_predicts_otherwise(finished_project, monkeypatch, capsys):
+    """The export stage's own safety check, with a mismatch planted in the merge: the stage
+    stops with one line and the previous export stays whole."""
+    import torch
+
+    from peftpipe import export
+
+    card = (finished_project / "models/export/README.md").read_text()
+    real_merge = export.merge
+
+    def lossy_merge(model, info):
+        merged = real_merge(model, info)
+        with torch.no_grad():
+            merged.classifier.weight.mul_(-1)  # as if a merge had lost the trained head
+        return merged
+
+    monkeypatch.setattr(export, "merge", lossy_merge)
+    with pytest.raises(SystemExit) as stopped:
+        run_stage("export")
+    assert stopped.value.code == 2
+    assert "error: the exported model's predictions differ from the adapter's on the test split" in capsys.readouterr().err
+    assert (finished_project / "models/export/README.md").read_text() == card
+
+
+def test_export_checks_fail_on_planted_differences():
+    import numpy as np
+
+    from peftpipe.errors import ExportError
+    from peftpipe.export import check_quantized, compare_logits
+
+    trained = [np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
+    assert compare_logits(trained, [t.copy() for t in trained], 1e-3)["prediction_agreement"] == 1.0
+    with pytest.raises(ExportError, match=r"agreement 1.0000, max logit difference 1.00e-02"):
+        compare_logits(trained, [t + 0.01 for t in trained], 1e-3)  # same argmax, logits moved
+    flipped = [np.array([[0.0, 2.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
+    assert check_quantized(trained, trained, 0.9) == 1.0
+    with pytest.raises(ExportError, match=r"agrees with the 4-bit model on only 66.67% of test predictions"):
+        check_quantized(trained, flipped, 0.9)
