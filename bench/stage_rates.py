@@ -36,12 +36,12 @@ def main() -> None:
     tokenize_seconds = time.perf_counter() - started
     rows = sum(len(f) for f in frames.values())
 
-    datasets, labels = load_tokenized()
+    datasets, labels = load_tokenized("data/tokenized")  # what `dvc repro` made (dvc.yaml)
     test = datasets["test"]
     base, tokenizer = load_base(params, labels)
     base_ms = best_ms(task, base, tokenizer, test, params.eval.batch_size)
-    adapter, tokenizer, info = load_trained()
-    merged = export.merge(load_trained()[0], info)
+    adapter, tokenizer, info = load_trained("models/adapter")
+    merged = export.merge(load_trained("models/adapter")[0], info)
     single = test.select(range(min(64, len(test))))  # one at a time: what serving sees
     # Best of 3: the first pass over a model is slower (allocator and oneDNN warm-up).
     adapter_ms = best_ms(task, adapter, tokenizer, test, params.eval.batch_size)

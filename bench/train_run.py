@@ -87,7 +87,7 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     started = time.perf_counter()
     summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "validation_f1": summary["validation"]["f1"], "steps": summary["steps"],
+    return {"seconds": seconds, "validation_f1": summary.validation["f1"], "steps": summary.steps,
             **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded}
 
 

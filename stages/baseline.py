@@ -9,24 +9,22 @@ from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, PLOTS = "metrics/baseline.json", "metrics/plots/baseline"
 
-
-@stage
-def main(params):
+@stage(reads=("tokenized",), writes=("metrics", "plots"))
+def main(params, tokenized, metrics, plots):
     """Score the untrained model and the reference predictor on test."""
     task = get_task(params.task.kind)
-    datasets, labels = load_tokenized()
+    datasets, labels = load_tokenized(tokenized)
     model, tokenizer = load_base(params, labels)
     test = datasets["test"]
-    metrics, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
+    scores, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     gold = task.gold(test)
     reference = task.reference_predictions(task.gold(datasets["train"]), gold)
-    metrics["reference"] = scored(task, gold, reference, labels)
-    write_plots(PLOTS, task, metrics, gold, predicted)
-    write_metrics(OUT, metrics, params.seed)
-    print(f"baseline: test F1 {metrics['overall']['f1']:.4f} "
-          f"(reference {metrics['reference']['overall']['f1']:.4f}) -> {OUT}")
+    scores["reference"] = scored(task, gold, reference, labels)
+    write_plots(plots, task, scores, gold, predicted)
+    write_metrics(metrics, scores, params.seed)
+    print(f"baseline: test F1 {scores['overall']['f1']:.4f} "
+          f"(reference {scores['reference']['overall']['f1']:.4f}) -> {metrics}")
 
 
 if __name__ == "__main__":

@@ -9,32 +9,30 @@ from peftpipe.sources import load_raw, unwatched
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT = "data/raw"
 
-
-@stage
-def main(params):
+@stage(writes=("raw",))
+def main(params, raw):
     """Load data.source into data/raw."""
-    raw = load_raw(params.data, params.task.kind, params.split.group_by)
-    with atomic_path(OUT, directory=True) as tmp:
-        for split, frame in raw.splits.items():
+    loaded = load_raw(params.data, params.task.kind, params.split.group_by)
+    with atomic_path(raw, directory=True) as tmp:
+        for split, frame in loaded.splits.items():
             frame.to_parquet(tmp / f"{split}.parquet", index=False)
-        write_json(tmp / "meta.json", {**raw.meta, "labels": raw.labels})
-    print(f"download: {', '.join(f'{s} {n}' for s, n in raw.meta['rows'].items())} rows, "
-          f"{len(raw.labels)} labels -> {OUT}")
+        write_json(tmp / "meta.json", {**loaded.meta, "labels": loaded.labels})
+    print(f"download: {', '.join(f'{s} {n}' for s, n in loaded.meta['rows'].items())} rows, "
+          f"{len(loaded.labels)} labels -> {raw}")
     if params.data.source == "local":
         for split in unwatched(params.data.files):
             print(f"download: note: data.files.{split} ({params.data.files[split]}) is outside inputs/: DVC will "
                   f"not rerun this stage when it changes (move it into inputs/, or `dvc repro -f download` after "
                   f"an edit)")
-    seen = get_task(params.task.kind).label_values(raw.splits["train"])
+    seen = get_task(params.task.kind).label_values(loaded.splits["train"])
     if len(seen) < 2:
         print(f"download: warning: every train row has the label {next(iter(seen))!r}: there is nothing to learn; "
               f"check the data and data.columns")
-    for split, dropped in raw.meta["dropped_empty_rows"].items():
+    for split, dropped in loaded.meta["dropped_empty_rows"].items():
         if dropped:
             print(f"download: warning: {split}: dropped {dropped} rows with no tokens or text")
-    for split, converted in raw.meta["bio_repaired_rows"].items():
+    for split, converted in loaded.meta["bio_repaired_rows"].items():
         if converted:
             print(f"download: {split}: tags of {converted} rows converted to IOB2 "
                   f"(data.tag_scheme {params.data.tag_scheme}, data.on_invalid_bio {params.data.on_invalid_bio})")

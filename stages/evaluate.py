@@ -11,15 +11,13 @@ from peftpipe.sources import load_eval_set, unwatched
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, PREDICTIONS, PLOTS = "metrics/eval.json", "data/predictions", "metrics/plots/eval"
 
-
-@stage
-def main(params):
+@stage(reads=("tokenized", "adapter"), writes=("metrics", "predictions", "plots"))
+def main(params, tokenized, adapter, metrics, predictions, plots):
     """Score models/adapter on test (same schema as metrics/baseline.json), then on each
     extra set (same schema again, under `extra.<name>`)."""
-    model, tokenizer, info = load_trained()
-    datasets, labels = load_tokenized()
+    model, tokenizer, info = load_trained(adapter)
+    datasets, labels = load_tokenized(tokenized)
     task = get_task(info.task)
     sets = {"test": datasets["test"]}
     for name, path in params.eval.extra.items():  # read all first: a bad file stops before any scoring
@@ -29,21 +27,21 @@ def main(params):
         print(f"evaluate: note: eval.extra.{name} ({params.eval.extra[name]}) is outside inputs/: DVC will not "
               f"rerun this stage when it changes (move it into inputs/, or `dvc repro -f evaluate` after an edit)")
     scores = {}
-    with atomic_path(PREDICTIONS, directory=True) as folder:
+    with atomic_path(predictions, directory=True) as folder:
         for name, dataset in sets.items():
             scores[name], predicted = score_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
             with open(folder / f"{name}.jsonl", "w") as fh:
                 for row in task.prediction_rows(dataset, predicted):
                     fh.write(json.dumps(row) + "\n")
             if name == "test":
-                write_plots(PLOTS, task, scores[name], task.gold(dataset), predicted)
-    metrics = scores.pop("test")
+                write_plots(plots, task, scores[name], task.gold(dataset), predicted)
+    found_on_test = scores.pop("test")
     if scores:
-        metrics["extra"] = {name: {"file": params.eval.extra[name], "examples": len(sets[name]), **found}
+        found_on_test["extra"] = {name: {"file": params.eval.extra[name], "examples": len(sets[name]), **found}
                             for name, found in scores.items()}
-    write_metrics(OUT, metrics, info.seed)
-    print(f"evaluate: test F1 {metrics['overall']['f1']:.4f}"
-          + "".join(f", {name} F1 {found['overall']['f1']:.4f}" for name, found in scores.items()) + f" -> {OUT}")
+    write_metrics(metrics, found_on_test, info.seed)
+    print(f"evaluate: test F1 {found_on_test['overall']['f1']:.4f}"
+          + "".join(f", {name} F1 {found['overall']['f1']:.4f}" for name, found in scores.items()) + f" -> {metrics}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ exactly against that copy with the adapter, and its predictions against the 4-bi
 Methods with no weights to merge (prompt methods) are exported as adapter + base.
 """
 
-from pathlib import Path
 
 from peftpipe import export, serving
 from peftpipe.artifacts import load_tokenized, load_trained
@@ -18,26 +17,22 @@ from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-ADAPTER, OUT, REPORT = Path("models/adapter"), "models/export", "metrics/export.json"
-RUN_FACTS = {"baseline": "metrics/baseline.json", "eval": "metrics/eval.json",
-             "train": "metrics/train.json", "data": "metrics/data.json"}
-CURVES = Path("metrics/curves")
 
-
-@stage
-def main(params):
+# The model card is built from the run's own files: these metrics and the loss curves.
+@stage(reads=("tokenized", "adapter", "baseline", "evaluation", "training", "data", "curves"), writes=("export_dir", "report"))
+def main(params, tokenized, adapter, baseline, evaluation, training, data, curves, export_dir, report):
     """Merge, save, reload, compare."""
-    model, tokenizer, info = load_trained(ADAPTER)
-    datasets = load_tokenized()[0]
+    model, tokenizer, info = load_trained(adapter)
+    datasets = load_tokenized(tokenized)[0]
     task = get_task(info.task)
     test, batch = datasets["test"], params.eval.batch_size
     trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
     reference_logits = trained_logits
     if info.quantization:  # merge into a full-precision base, never into 4-bit weights
-        model = export.full_precision_copy(model, ADAPTER)
+        model = export.full_precision_copy(model, adapter)
         reference_logits = export.timed_logits(task, model, tokenizer, test, batch)[0]
     merged = export.merge(model, info)
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(export_dir, directory=True) as tmp:
         export.save(merged, tokenizer, info, tmp)
         served_logits, merged_ms = export.timed_logits(task, export.reload(tmp), tokenizer, test, batch)
         check = export.compare_logits(reference_logits, served_logits, params.export.logits_tolerance)
@@ -45,12 +40,13 @@ def main(params):
             check["quantized_agreement"] = export.check_quantized(
                 trained_logits, served_logits, params.export.min_quantized_agreement)
         serving.check_pipeline(tmp, task, test[0])
-        facts = {name: read_json(path) for name, path in RUN_FACTS.items()}
-        loss_curve_png(CURVES, tmp / LOSS_CURVE)
+        facts = {name: read_json(path) for name, path in
+                 {"baseline": baseline, "eval": evaluation, "train": training, "data": data}.items()}
+        loss_curve_png(curves, tmp / LOSS_CURVE)
         (tmp / "README.md").write_text(model_card(params.recipe, task, info, facts))
-    write_metrics(REPORT, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
+    write_metrics(report, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
                            "merged_ms_per_example": round(merged_ms, 3)}, info.seed)
-    print(f"export: exported model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {OUT}")
+    print(f"export: exported model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {export_dir}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """split: make train/validation/test from data/raw (seeded), balance classes when
 split.per_class asks, and count what each split holds."""
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,15 +10,13 @@ from peftpipe.splitting import balance_per_class, handle_leakage, make_splits, r
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-RAW, OUT, REPORT = Path("data/raw"), "data/split", "metrics/data.json"
 
-
-@stage
-def main(params):
+@stage(reads=("raw",), writes=("split", "report"))
+def main(params, raw, split, report):
     """Carve the splits the source lacks out of its train split; sample per class."""
     task = get_task(params.task.kind)
-    raw = {path.stem: pd.read_parquet(path) for path in sorted(RAW.glob("*.parquet"))}
-    splits = make_splits(raw, params.split)
+    sources = {path.stem: pd.read_parquet(path) for path in sorted(raw.glob("*.parquet"))}
+    splits = make_splits(sources, params.split)
     short = {}
     if params.split.per_class:
         splits, short = balance_per_class(splits, params.split)
@@ -28,21 +25,21 @@ def main(params):
                   f"for {', '.join(f'{c} ({n})' for c, n in classes.items())}; took them all")
     repeated = repeated_rows(splits, task.row_keys)
     splits = handle_leakage(splits, repeated, params.split.on_leakage)
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(split, directory=True) as tmp:
         for name, frame in splits.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        write_json(tmp / "labels.json", read_json(RAW / "meta.json")["labels"])
-    report = task.data_report(splits)
+        write_json(tmp / "labels.json", read_json(raw / "meta.json")["labels"])
+    facts = task.data_report(splits)
     if params.split.per_class:
-        report["balance"] = {"per_class": params.split.per_class, "short_classes": short}
+        facts["balance"] = {"per_class": params.split.per_class, "short_classes": short}
     if params.split.group_by:
         for name, frame in splits.items():
-            report[name]["groups"] = int(frame["group"].nunique())
+            facts[name]["groups"] = int(frame["group"].nunique())
     if params.split.on_leakage == "drop":
-        report["dropped_as_repeats"] = {name: len(rows) for name, rows in repeated.items()}
-    write_metrics(REPORT, report, params.split.seed)
-    warn_about(report, params.split.on_leakage)
-    print("split: " + ", ".join(f"{name} {splits[name].shape[0]}" for name in splits) + f" rows -> {OUT}")
+        facts["dropped_as_repeats"] = {name: len(rows) for name, rows in repeated.items()}
+    write_metrics(report, facts, params.split.seed)
+    warn_about(facts, params.split.on_leakage)
+    print("split: " + ", ".join(f"{name} {splits[name].shape[0]}" for name in splits) + f" rows -> {split}")
 
 
 def warn_about(report: dict, on_leakage: str) -> None:

@@ -4,7 +4,6 @@
 shadow the standard library's tokenize module.)
 """
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -15,24 +14,22 @@ from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-SPLIT, OUT, REPORT = Path("data/split"), "data/tokenized", "metrics/tokenize.json"
 
-
-@stage
-def main(params):
+@stage(reads=("split",), writes=("tokenized", "report"))
+def main(params, split, tokenized, report):
     """Tokenize every split (NER: tags aligned per tokenize.label_all_tokens)."""
     task = get_task(params.task.kind)
-    labels = read_json(SPLIT / "labels.json")
+    labels = read_json(split / "labels.json")
     tokenizer = load_tokenizer(resolve_model(params.model), params.model.revision)
     datasets = {
-        name: task.tokenize(pd.read_parquet(SPLIT / f"{name}.parquet"), tokenizer, labels, params)
+        name: task.tokenize(pd.read_parquet(split / f"{name}.parquet"), tokenizer, labels, params)
         for name in ("train", "validation", "test")
     }
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(tokenized, directory=True) as tmp:
         save_tokenized(datasets, labels, tmp)
     cut = {name: task.truncation(dataset) for name, dataset in datasets.items()}
     if all(cut.values()):
-        write_metrics(REPORT, cut, params.seed)
+        write_metrics(report, cut, params.seed)
         for name, counts in cut.items():
             if counts["rows_cut"]:
                 lost = {k: v for k, v in counts.items() if k.endswith("_cut") and k != "rows_cut"}
@@ -40,7 +37,7 @@ def main(params):
                       f"model.max_length {params.model.max_length} and were cut "
                       f"({', '.join(f'{v} {k[:-4]}' for k, v in lost.items())} lost"
                       f"{'; lost words count as O' if 'words_cut' in lost else ''})")
-    print(f"tokenize: max_length {params.model.max_length} -> {OUT}")
+    print(f"tokenize: max_length {params.model.max_length} -> {tokenized}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ go to models/checkpoints; a run that was killed resumes from the last complete o
 Under `accelerate launch` (train.launcher) every process trains; only the main one writes.
 """
 
-from pathlib import Path
 
 import torch
 
@@ -19,41 +18,39 @@ from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
-OUT, REPORT = "models/adapter", "metrics/train.json"
-CHECKPOINTS, TOKENIZED = Path("models/checkpoints"), Path("data/tokenized")
-CURVES = Path("metrics/curves")  # DVCLive: train/eval loss and eval F1 per step
 
-
-@stage
-def main(params):
+# curves: DVCLive's train/eval loss and eval F1 per step; checkpoints: resumable, not a DVC output.
+@stage(reads=("tokenized",), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",))
+def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     """Train the adapter and save it."""
     # This process, or one of N under `accelerate launch` (gloo on a machine with no CUDA).
     processes = PartialState(cpu=not torch.cuda.is_available())
     task = get_task(params.task.kind)
-    datasets, labels = load_tokenized()
+    datasets, labels = load_tokenized(tokenized)
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
     model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
     if params.train.loop == "accelerate":  # the course's custom loop: no checkpoints to resume
-        summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, CURVES)
+        summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, curves)
     else:
         with processes.main_process_first():  # the main one sweeps partial checkpoints first
-            resume_from = checkpoints.prepare(CHECKPOINTS, checkpoints.fingerprint(params, TOKENIZED))
+            resume_from = checkpoints.prepare(checkpoint_dir, checkpoints.fingerprint(params, tokenized))
         if resume_from:
             processes.print(f"train: resuming from {resume_from}")
-        summary = training.train(model, tokenizer, datasets, params, task, labels, CHECKPOINTS, CURVES, resume_from)
+        summary = training.train(model, tokenizer, datasets, params, task, labels, checkpoint_dir, curves,
+                                 resume_from)
     if processes.is_main_process:
-        with atomic_path(OUT, directory=True) as tmp:
+        with atomic_path(adapter, directory=True) as tmp:
             save_trained(model, tokenizer, labels, params, tmp)
-        checkpoints.clear(CHECKPOINTS)  # finished: a forced rerun starts from scratch
-        write_metrics(REPORT, {**summary.metrics(), "processes": processes.num_processes,
+        checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
+        write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
                                "effective_batch_size": processes.num_processes * params.train.batch_size,
                                **counts}, params.seed)
     processes.wait_for_everyone()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items() if v is not None)
-    processes.print(f"train: loss {summary.train_loss:.4f}, validation {scores} -> {OUT}")
+    processes.print(f"train: loss {summary.train_loss:.4f}, validation {scores} -> {adapter}")
 
 
 if __name__ == "__main__":

@@ -148,10 +148,25 @@ def git_repo(folder: Path) -> Path:
     return folder
 
 
+def stage_args(script: str) -> list[str]:
+    """The path options dvc.yaml gives stages/<script>.py (the one place they are written)."""
+    import shlex
+
+    from ruamel.yaml import YAML
+
+    stages = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():
+        words = shlex.split(stage["cmd"])
+        if f"stages/{script}.py" in words:
+            return words[words.index(f"stages/{script}.py") + 1:]
+    raise KeyError(f"no stage runs stages/{script}.py in dvc.yaml")
+
+
 def run_stage(name: str, *args: str) -> None:
-    """Run stages/<name>.py in this process (the real click command, no subprocess)."""
+    """Run stages/<name>.py in this process (the real click command, no subprocess), with
+    dvc.yaml's paths."""
     command = runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="peftpipe_test")["main"]
-    command.main(list(args), standalone_mode=False)
+    command.main([*stage_args(name), *args], standalone_mode=False)
 
 
 def copy_repo(dest: Path) -> Path:

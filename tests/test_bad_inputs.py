@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, make_sentences
+from conftest import ROOT, make_sentences, stage_args
 
 from peftpipe.cli import main as cli
 
@@ -344,7 +344,7 @@ def invoke(command: str, args: list, stdin: bytes | None = None):
     if command in ("check", "predict", "recipe", "init"):
         return CliRunner().invoke(cli, [command, *args], input=stdin)
     stage = runpy.run_path(str(ROOT / "stages" / f"{command}.py"), run_name="peftpipe_test")["main"]
-    return CliRunner().invoke(stage, args, input=stdin)
+    return CliRunner().invoke(stage, [*stage_args(command), *args], input=stdin)
 
 
 STAGE_OUTPUTS = {"download": ["data/raw"], "split": ["data/split", "metrics/data.json"], "train": ["models/adapter"],

@@ -1,6 +1,8 @@
 """dvc.yaml declares exactly what each stage reads, so `dvc repro` reruns what a change affects."""
 
 import ast
+import runpy
+import shlex
 from pathlib import Path
 
 import pytest
@@ -43,10 +45,40 @@ def code_closure(script: Path) -> set[Path]:
     return seen
 
 
+def script_of(stage: dict) -> str:
+    return next(word for word in stage["cmd"].split() if word.startswith("stages/"))
+
+
+def command_paths(stage: dict) -> dict[str, str]:
+    """{option name: path} from a stage's command line."""
+    words = shlex.split(stage["cmd"])
+    words = words[words.index(script_of(stage)) + 1:]
+    return {option[2:].replace("-", "_"): path for option, path in zip(words[::2], words[1::2])}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE))
+def test_stage_paths_come_from_the_command_line_and_match_deps_and_outs(name):
+    """dvc.yaml is the one place a stage's paths are written: each path option the script
+    declares is on its command line, each path it reads is a dependency, each it writes an
+    output (or a metrics file)."""
+    stage = PIPELINE[name]
+    command = runpy.run_path(str(ROOT / script_of(stage)), run_name="peftpipe_test")["main"]
+    given = command_paths(stage)
+    declared = command.paths
+    assert set(given) == {*declared["reads"], *declared["writes"], *declared["scratch"]}, name
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+    for option in declared["reads"]:
+        assert given[option] in stage["deps"], f"{name}: reads {given[option]} (--{option}), not a dependency"
+    for option in declared["writes"]:
+        assert given[option] in outs, f"{name}: writes {given[option]} (--{option}), not an output"
+    for option in declared["scratch"]:
+        assert given[option] not in outs + stage["deps"], f"{name}: {given[option]} is scratch space, not tracked"
+
+
 @pytest.mark.parametrize("name", sorted(PIPELINE))
 def test_stage_deps_cover_the_code_it_runs(name):
     stage = PIPELINE[name]
-    script = stage["cmd"].split()[1]
+    script = script_of(stage)
     deps = stage["deps"]
     assert script in deps
     for path in code_closure(ROOT / script):
@@ -65,10 +97,19 @@ def test_stage_params_exist_in_params_yaml(name):
             node = node[part]
 
 
-def test_lora_params_only_reach_training_and_after():
-    readers = {name for name, stage in PIPELINE.items()
-               if any(p in ("lora", "peft", "train") or p.startswith("lora.") for p in stage.get("params", []))}
-    assert readers == {"train"}
+def test_training_params_reach_only_training_and_what_reads_its_outputs():
+    """lora, prompt and train settings (whole sections or single keys) rerun train only;
+    evaluate and export follow through models/adapter. peft.method and quantization also reach
+    baseline: a qlora base is scored in 4 bits, as it will be trained."""
+    def readers(*sections: str) -> set[str]:
+        return {name for name, stage in PIPELINE.items()
+                if any(p.split(".")[0] in sections for p in stage.get("params", []))}
+
+    assert readers("lora", "prompt", "train") == {"train"}
+    assert readers("peft", "quantization") == {"train", "baseline"}
+    assert [p for p in PIPELINE["baseline"]["params"] if p.startswith("peft")] == ["peft.method"]
+    for name in ("evaluate", "export"):
+        assert "models/adapter" in PIPELINE[name]["deps"], name
 
 
 def test_accelerate_configs_load_and_the_default_launcher_is_python():
@@ -80,5 +121,5 @@ def test_accelerate_configs_load_and_the_default_launcher_is_python():
         config = load_config_from_file(str(path))
         assert config.num_processes >= 1 and config.num_machines >= 1, path.name
     train = PIPELINE["train"]
-    assert train["cmd"] == "${train.launcher} stages/train.py" and "accelerate" in train["deps"]
+    assert train["cmd"].startswith("${train.launcher} stages/train.py ") and "accelerate" in train["deps"]
     assert PARAMS["train"]["launcher"] == "python"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_stage
+from conftest import ROOT, run_stage, stage_args
 
 from peftpipe import checkpoints
 from peftpipe.io import read_json
@@ -54,7 +54,7 @@ def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:
     # A job started in the background by a non-interactive shell inherits SIGINT ignored,
     # and Python then keeps it ignored: restore the default so SIGINT acts like Ctrl-C on a
     # stage in the foreground, however the test run itself was started.
-    process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py")], cwd=project,
+    process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py"), *stage_args("train")], cwd=project,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300

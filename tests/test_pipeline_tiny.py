@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, run_stage
+from conftest import ROOT, run_stage, stage_args
 
 from peftpipe.io import read_json
 
@@ -134,7 +134,7 @@ def test_a_failing_stage_leaves_no_output(tiny_project, monkeypatch, capsys):
 )
 def test_bad_params_stop_a_stage_with_one_line(tmp_path, yaml_text, expected):
     (tmp_path / "params.yaml").write_text(yaml_text)
-    result = subprocess.run([sys.executable, str(ROOT / "stages/download.py")], cwd=tmp_path,
+    result = subprocess.run([sys.executable, str(ROOT / "stages/download.py"), *stage_args("download")], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]

@@ -2,11 +2,23 @@
 that lets a second clone skip every stage, and a queued sweep. Tiny model, real tools."""
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_repo, git_commit, git_repo, ran_stages, run_cli, run_stage, venv_env, write_tiny_recipe
+from conftest import (
+    ROOT,
+    copy_repo,
+    git_commit,
+    git_repo,
+    ran_stages,
+    run_cli,
+    run_stage,
+    stage_args,
+    venv_env,
+    write_tiny_recipe,
+)
 
 from peftpipe.io import read_json
 
@@ -16,11 +28,11 @@ LAUNCH_2_CPU = f"accelerate launch --config_file {ROOT}/accelerate/cpu-2proc.yam
 
 
 def _train_with(launcher: str, batch_size: int, project: Path) -> dict:
-    """Run the train stage the way dvc.yaml does: `${train.launcher} stages/train.py`."""
+    """Run the train stage the way dvc.yaml does: `${train.launcher} stages/train.py --tokenized ...`."""
     text = (project / "params.yaml").read_text()
     text = text.replace("batch_size: 8", f"batch_size: {batch_size}", 1)
     (project / "params.yaml").write_text(text.replace("launcher: python", f"launcher: {launcher}"))
-    done = subprocess.run(f"{launcher} {ROOT}/stages/train.py", shell=True, cwd=project, env=venv_env(),
+    done = subprocess.run(f"{launcher} {ROOT}/stages/train.py {shlex.join(stage_args('train'))}", shell=True, cwd=project, env=venv_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return read_json(project / "metrics/train.json")

@@ -302,7 +302,7 @@ def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precis
 
     from peftpipe.artifacts import load_trained
 
-    model, _, info = load_trained()  # evaluate's view: the adapter on the 4-bit base
+    model, _, info = load_trained("models/adapter")  # evaluate's view: the adapter on the 4-bit base
     assert info.quantization.quant_type == "nf4"
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert model.base_model.model.config.pad_token_id == 2  # </s>: decoders come without a pad token

@@ -25,7 +25,7 @@ def save_tokenized(datasets: dict, labels: list[str], folder: Path) -> None:
     write_json(folder / LABELS_FILE, labels)
 
 
-def load_tokenized(folder: str | Path = "data/tokenized"):
+def load_tokenized(folder: str | Path):
     from datasets import load_from_disk
 
     folder = Path(folder)
@@ -92,7 +92,7 @@ def read_trained_info(folder: Path) -> TrainedInfo:
         raise ModelError(f"{path}: {where}: {first['msg']}; export the model again (dvc repro export)") from None
 
 
-def load_trained(folder: str | Path = "models/adapter", quantized: bool = True):
+def load_trained(folder: str | Path, quantized: bool = True):
     """(model, tokenizer, info) for an adapter folder written by ``save_trained``.
 
     A qlora adapter goes onto its 4-bit base, as trained; ``quantized=False`` puts it on a

@@ -39,35 +39,49 @@ def configure_runtime(params: Params) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def stage(fn: Callable[..., None]) -> click.Command:
-    """Turn ``fn(params, **options)`` into a click command with --params and --debug.
+def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tuple[str, ...] = ()):
+    """Turn ``fn(params, **paths)`` into a click command with --params, --debug and one
+    required option per path it reads or writes (``--adapter models/adapter``).
 
-    A PeftpipeError becomes one line on stderr and exit code 2; --debug shows the traceback.
+    The paths are given on dvc.yaml's command line and nowhere else: dvc.yaml is the one
+    place that says where each stage's inputs and outputs live (tests/test_dvc_yaml.py checks
+    that each path read is a dependency and each path written an output). ``scratch`` paths
+    are neither (checkpoints). A PeftpipeError becomes one line on stderr and exit code 2;
+    --debug shows the traceback.
     """
 
-    @click.option("--params", "params_path", default="params.yaml", show_default=True,
-                  type=click.Path(dir_okay=False), help="Params file to read.")
-    @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-    @functools.wraps(fn)
-    def wrapper(params_path: str, debug: bool, **options) -> None:
-        # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so temporary outputs are removed.
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-        try:
-            params = load_params(params_path)
-            configure_runtime(params)
-            fn(params, **options)
-        except PeftpipeError as err:
-            if debug:
-                raise
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
-        except Exception as err:  # a library's error we have not translated yet: still one line
-            if debug:
-                raise
-            click.echo(f"error: {unexpected(err)}", err=True)
-            sys.exit(2)
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        @click.option("--params", "params_path", default="params.yaml", show_default=True,
+                      type=click.Path(dir_okay=False), help="Params file to read.")
+        @click.option("--debug", is_flag=True, help="Show full tracebacks.")
+        @functools.wraps(fn)
+        def wrapper(params_path: str, debug: bool, **paths) -> None:
+            # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so temporary outputs are removed.
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+            try:
+                params = load_params(params_path)
+                configure_runtime(params)
+                fn(params, **paths)
+            except PeftpipeError as err:
+                if debug:
+                    raise
+                click.echo(f"error: {err}", err=True)
+                sys.exit(2)
+            except Exception as err:  # a library's error we have not translated yet: still one line
+                if debug:
+                    raise
+                click.echo(f"error: {unexpected(err)}", err=True)
+                sys.exit(2)
 
-    return click.command(help=fn.__doc__)(wrapper)
+        for name in reversed((*reads, *writes, *scratch)):
+            role = "reads" if name in reads else "writes" if name in writes else "scratch space"
+            wrapper = click.option(f"--{name.replace('_', '-')}", name, required=True, type=click.Path(path_type=Path),
+                                   help=f"{role} (dvc.yaml passes it)")(wrapper)
+        command = click.command(help=fn.__doc__)(wrapper)
+        command.paths = {"reads": reads, "writes": writes, "scratch": scratch}
+        return command
+
+    return decorate
 
 
 def unexpected(err: Exception) -> str:
