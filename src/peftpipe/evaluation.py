@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from peftpipe.intervals import intervals
+from peftpipe.io import atomic_path, write_json
+
 
 def predict_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int):
     """(logits per example, predictions per example: tags for NER, a class otherwise)."""
@@ -19,7 +22,6 @@ def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
     """The task's metrics, each headline one with its seeded bootstrap 95% interval over the
     examples (``overall.f1_ci: {low, high}``: numbers, which `dvc metrics show/diff` and `dvc exp
     show` print; they drop lists), so every number compared comes with its uncertainty."""
-    from peftpipe.intervals import intervals
 
     metrics = task.compute_metrics(gold, predicted, labels)
     overall = metrics["overall"]
@@ -31,7 +33,6 @@ def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
 
 def write_plots(folder, task, metrics: dict, gold: list, predicted: list) -> None:
     """Per-class F1 bars and confusion rows: the same files for baseline and evaluate."""
-    from peftpipe.io import atomic_path, write_json
 
     per_class = [{"class": name, "f1": row["f1"], "support": row["support"]}
                  for name, row in metrics[task.PER_CLASS_KEY].items()]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peftpipe.errors import ModelError
+
 if TYPE_CHECKING:
     from peftpipe.params import Params
 
@@ -90,7 +92,6 @@ METHODS = {method.name: method for method in (
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        from peftpipe.errors import ModelError
 
         raise ModelError(f"unknown PEFT method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]

