@@ -13,6 +13,7 @@ from accelerate import PartialState
 from peftpipe import accelerate_loop, adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
 from peftpipe.io import atomic_path
+from peftpipe.methods import check_options, get_method
 from peftpipe.models import load_base
 from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
@@ -27,8 +28,11 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     processes = PartialState(cpu=not torch.cuda.is_available())
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized(tokenized)
+    method = get_method(params.peft.method)
+    check_options(method, params.peft.options)  # before the model loads: a typo costs no time
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
-    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
+    steps = training.total_steps(params, len(datasets["train"]), processes.num_processes)
+    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model), steps)
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")

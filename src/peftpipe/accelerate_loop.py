@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peftpipe.methods import get_method
 from peftpipe.params import Params
 from peftpipe.training import TrainSummary, train_class_weights, weighted_loss
 
@@ -85,7 +86,8 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
                               collate_fn=collate, generator=shuffle)
     eval_loader = DataLoader(task.model_inputs(datasets["validation"]), batch_size=params.eval.batch_size,
                              collate_fn=collate)
-    optimizer = _optimizer(model, params)
+    method = get_method(params.peft.method)
+    optimizer = method.optimizer(model, params) if method.optimizer else _optimizer(model, params)
     prepared, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     per_epoch = len(train_loader)
@@ -104,6 +106,8 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
             loss, _ = _loss(prepared, batch, weights)
             accelerator.backward(loss)
             optimizer.step()
+            if method.after_step:
+                method.after_step(accelerator.unwrap_model(prepared), step)
             scheduler.step()
             optimizer.zero_grad()
             step += 1

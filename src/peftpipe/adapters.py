@@ -7,10 +7,10 @@ from peftpipe.methods import get_method
 from peftpipe.params import Params
 
 
-def peft_config(params: Params, task_type: str, head: list[str]):
+def peft_config(params: Params, task_type: str, head: list[str], total_steps: int = 0):
     """The peft config for ``peft.method``, or None for full fine-tuning."""
     method = get_method(params.peft.method)
-    return method.build(params, task_type, head) if method.is_adapter else None
+    return method.config(params, task_type, head, total_steps) if method.is_adapter else None
 
 
 def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
@@ -25,9 +25,10 @@ def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
     return head + extra
 
 
-def wrap(model, params: Params, task_type: str, head: list[str]):
-    """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random."""
-    config = peft_config(params, task_type, trained_in_full(model, params, head))
+def wrap(model, params: Params, task_type: str, head: list[str], total_steps: int = 0):
+    """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random.
+    ``total_steps``: the training's optimizer steps (AdaLoRA schedules its budget on them)."""
+    config = peft_config(params, task_type, trained_in_full(model, params, head), total_steps)
     if config is None:
         return model
     from peft import get_peft_model

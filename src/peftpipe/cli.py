@@ -95,6 +95,7 @@ def check(files: tuple[Path, ...], debug: bool) -> None:
     """Validate params files (default: params.yaml and recipes/*.yaml): every key, and what
     can be known of the model and data they name without loading them."""
     from peftpipe import recipes
+    from peftpipe.methods import check_options, get_method
     from peftpipe.models import check_model
     from peftpipe.params import load_params, parse_params
     from peftpipe.sources import check_data
@@ -109,6 +110,7 @@ def check(files: tuple[Path, ...], debug: bool) -> None:
         try:
             check_data(params.data)
             check_model(params.model)
+            check_options(get_method(params.peft.method), params.peft.options)
         except PeftpipeError as err:
             _fail(type(err)(f"{path}: {err}"), debug)
         click.echo(f"ok: {path}")

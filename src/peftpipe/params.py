@@ -197,11 +197,16 @@ class TokenizeParams(Section):
 
 
 class PeftParams(Section):
-    method: PeftMethod = Field("lora", description="lora | qlora | p_tuning | prefix_tuning | none (full fine-tuning)")
+    method: PeftMethod = Field("lora", description=" | ".join(METHODS) + " (none: full fine-tuning)")
     # Trained in full and saved with the adapter, besides the new head (which always is):
     # e.g. [pooler] for a sentence-embedding encoder whose pooler was never trained.
     modules_to_save: list[str] = Field(default_factory=list,
                                        description="trained in full with the adapter, besides the head (e.g. [pooler])")
+    # More settings for the method's peft config class (LoraConfig, IA3Config, ...), checked
+    # against that class's own fields before training (peftpipe check too), e.g.
+    # {init_lora_weights: gaussian}; lora_plus reads loraplus_lr_ratio from here.
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="more fields of the method's peft config, e.g. {use_dora: true}")
     _names = field_validator("modules_to_save")(_named)
 
 
@@ -319,7 +324,7 @@ class Params(Section):
     model: ModelParams = Field(default_factory=ModelParams)
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     peft: PeftParams = Field(default_factory=PeftParams)
-    lora: LoraParams = Field(default_factory=LoraParams, description="lora and qlora")
+    lora: LoraParams = Field(default_factory=LoraParams, description="the LoRA family, and the rank of loha, lokr, vera")
     prompt: PromptParams = Field(default_factory=PromptParams)
     quantization: QuantizationParams = Field(default_factory=QuantizationParams)
     train: TrainParams = Field(default_factory=TrainParams)

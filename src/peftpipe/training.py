@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from peftpipe import checkpoints
+from peftpipe.methods import get_method
 from peftpipe.params import Params
 
 
@@ -177,9 +179,33 @@ def curves_callback(folder: Path, resume: bool):
     return DVCLiveCurves()
 
 
+def method_step_callback(after_step):
+    """Calls a method's per-step hook (AdaLoRA's budget) after each optimizer step, while the
+    gradients it reads are still there."""
+    from transformers import TrainerCallback
+
+    class AfterOptimizerStep(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            after_step(model, state.global_step)
+
+    return AfterOptimizerStep()
+
+
+def total_steps(params: Params, train_rows: int, processes: int = 1) -> int:
+    """Optimizer steps the training will take (each process's batches make one step)."""
+    if params.train.max_steps > 0:
+        return params.train.max_steps
+    per_epoch = math.ceil(train_rows / (params.train.batch_size * processes))
+    return math.ceil(params.train.epochs * per_epoch)
+
+
 def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
           checkpoint_dir: Path, curves_dir: Path, resume_from: Path | None = None) -> TrainSummary:
     """Run the Trainer (from ``resume_from`` when given); return the training summary."""
+    method = get_method(params.peft.method)
+    callbacks = [checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)]
+    if method.after_step:
+        callbacks.append(method_step_callback(method.after_step))
     trainer = _trainer_class()(
         model=model,
         args=training_arguments(params, checkpoint_dir),
@@ -190,7 +216,8 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         compute_metrics=task.trainer_metrics(labels, model),
         # Generation keeps only the argmax: full vocabulary logits would fill the memory.
         preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None),
-        callbacks=[checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)],
+        callbacks=callbacks,
+        optimizers=(method.optimizer(model, params) if method.optimizer else None, None),
     )
     trainer.class_weights = train_class_weights(params, task, datasets, labels)
     started = time.perf_counter()
