@@ -20,8 +20,8 @@ from peftpipe.tasks import get_task
 SPLIT = Path("data/split")
 
 
-def best_ms(task, model, tokenizer, dataset, batch_size: int, repeats: int = 3) -> float:
-    return min(export.timed_logits(task, model, tokenizer, dataset, batch_size)[1] for _ in range(repeats))
+def best_ms(task, model, tokenizer, dataset, labels: list[str], batch_size: int, repeats: int = 3) -> float:
+    return min(export.timed_logits(task, model, tokenizer, dataset, labels, batch_size)[1] for _ in range(repeats))
 
 
 def main() -> None:
@@ -39,15 +39,15 @@ def main() -> None:
     datasets, labels = load_tokenized("data/tokenized")  # what `dvc repro` made (dvc.yaml)
     test = datasets["test"]
     base, tokenizer = load_base(params, labels)
-    base_ms = best_ms(task, base, tokenizer, test, params.eval.batch_size)
+    base_ms = best_ms(task, base, tokenizer, test, labels, params.eval.batch_size)
     adapter, tokenizer, info = load_trained("models/adapter")
     merged = export.merge(load_trained("models/adapter")[0], info)
     single = test.select(range(min(64, len(test))))  # one at a time: what serving sees
     # Best of 3: the first pass over a model is slower (allocator and oneDNN warm-up).
-    adapter_ms = best_ms(task, adapter, tokenizer, test, params.eval.batch_size)
-    merged_ms = best_ms(task, merged, tokenizer, test, params.eval.batch_size)
-    adapter_single_ms = best_ms(task, adapter, tokenizer, single, 1)
-    merged_single_ms = best_ms(task, merged, tokenizer, single, 1)
+    adapter_ms = best_ms(task, adapter, tokenizer, test, labels, params.eval.batch_size)
+    merged_ms = best_ms(task, merged, tokenizer, test, labels, params.eval.batch_size)
+    adapter_single_ms = best_ms(task, adapter, tokenizer, single, labels, 1)
+    merged_single_ms = best_ms(task, merged, tokenizer, single, labels, 1)
     print(json.dumps({
         "tokenize_rows_per_s": rows / tokenize_seconds,
         "baseline_examples_per_s": 1000 / base_ms,

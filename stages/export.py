@@ -26,15 +26,15 @@ def main(params, tokenized, adapter, baseline, evaluation, training, data, curve
     datasets = load_tokenized(tokenized)[0]
     task = get_task(info.task)
     test, batch = datasets["test"], params.eval.batch_size
-    trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, batch)
+    trained_logits, adapter_ms = export.timed_logits(task, model, tokenizer, test, info.labels, batch)
     reference_logits = trained_logits
     if info.quantization:  # merge into a full-precision base, never into 4-bit weights
         model = export.full_precision_copy(model, adapter)
-        reference_logits = export.timed_logits(task, model, tokenizer, test, batch)[0]
+        reference_logits = export.timed_logits(task, model, tokenizer, test, info.labels, batch)[0]
     merged = export.merge(model, info)
     with atomic_path(export_dir, directory=True) as tmp:
         export.save(merged, tokenizer, info, tmp)
-        served_logits, merged_ms = export.timed_logits(task, export.reload(tmp), tokenizer, test, batch)
+        served_logits, merged_ms = export.timed_logits(task, export.reload(tmp), tokenizer, test, info.labels, batch)
         check = export.compare_logits(reference_logits, served_logits, params.export.logits_tolerance)
         if info.quantization:
             check["quantized_agreement"] = export.check_quantized(

@@ -122,6 +122,17 @@ def test_prefix_tuning_a_decoder_runs_every_stage_and_exports_the_adapter(tmp_pa
     result = CliRunner().invoke(main, ["predict", "--json"], input="".join(r["text"] + "\n" for r in rows))
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["label"] for line in result.stdout.splitlines()[-len(rows):]] == [r["predicted"] for r in rows]
+    # Batching never changes what a prefix-tuned model writes (left padding did, on
+    # transformers 5.24 + peft 0.21.2): one prompt at a time gives what evaluate wrote.
+    from peftpipe.artifacts import load_tokenized, load_trained
+    from peftpipe.tasks import generation
+
+    model, tokenizer, info = load_trained(tmp_path / "models/export")
+    prompts = load_tokenized(tmp_path / "data/tokenized")[0]["test"]["prompt_ids"]
+    steps = generation.generation_steps(tokenizer, info.labels)
+    alone = generation.decode(generation.generate_logits(model, tokenizer, prompts, steps, 1), None, info.labels,
+                              tokenizer)
+    assert alone == [r["predicted"] for r in rows]
 
 
 def test_a_decoder_learns_to_write_the_label_and_generations_are_decoded_right(tmp_path, tiny_gpt_dir, monkeypatch):

@@ -16,11 +16,23 @@ NER_METHODS = [name for name in fitting("token_classification") if name != "qlor
 
 
 @pytest.mark.parametrize("name", NER_METHODS)
-def test_method_trains_evaluates_and_exports(tiny_project, name):
+def test_method_trains_evaluates_and_exports(tiny_project, tiny_model_dir, name, capsys):
     write_params(tiny_project / "params.yaml", {"peft": {"method": name}, "train": {"max_steps": 30}})
-    for stage in ("download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"):
+    for stage in ("download", "split", "tokenize_align", "baseline"):
         run_stage(stage)
     method = get_method(name)
+    from peftpipe.tasks import token_classification
+
+    misfit = method.misfit_model(token_classification.load_model(str(tiny_model_dir), ["O", "B-PER"]))
+    if misfit:  # prefix tuning on a transformers release whose BERT takes no past_key_values
+        with pytest.raises(SystemExit):
+            run_stage("train")
+        assert f"error: params.yaml: peft.method {name}: BertForTokenClassification takes no past_key_values" \
+            in capsys.readouterr().err
+        assert not (tiny_project / "models/adapter").exists()
+        return
+    for stage in ("train", "evaluate", "export"):
+        run_stage(stage)
     train = read_json(tiny_project / "metrics/train.json")
     assert train["steps"] == 30 and train["train_loss"] > 0
     assert (train["trainable_share"] == 1.0) == (name == "none")
@@ -86,3 +98,30 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     a = {r for n, r in rates.items() if "lora_A" in n}
     b = {r for n, r in rates.items() if "lora_B" in n}
     assert a == {1e-3} and b == {8e-3}
+
+
+def test_prefix_tuning_fits_only_models_that_take_past_key_values():
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            return input_ids
+
+    class CachedEncoder(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, past_key_values=None):
+            return input_ids
+
+    class Head(torch.nn.Module):
+        base_model_prefix = "encoder"
+
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, labels=None):
+            return self.encoder(input_ids)
+
+    prefix = get_method("prefix_tuning")
+    assert "Head takes no past_key_values" in prefix.misfit_model(Head(Encoder()))
+    assert prefix.misfit_model(Head(CachedEncoder())) is None  # through the backbone, as peft does
+    assert get_method("lora").misfit_model(Head(Encoder())) is None

@@ -28,6 +28,9 @@ def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
 def wrap(model, params: Params, task_type: str, head: list[str], total_steps: int = 0):
     """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random.
     ``total_steps``: the training's optimizer steps (AdaLoRA schedules its budget on them)."""
+    misfit = get_method(params.peft.method).misfit_model(model)
+    if misfit:  # before training, not at its first step
+        raise ModelError(f"params.yaml: peft.method {params.peft.method}: {misfit}")
     config = peft_config(params, task_type, trained_in_full(model, params, head), total_steps)
     if config is None:
         return model

@@ -8,7 +8,7 @@ from peftpipe.io import atomic_path, write_json
 
 def predict_split(task, model, tokenizer, dataset, labels: list[str], batch_size: int):
     """(logits per example, predictions per example: tags for NER, a class otherwise)."""
-    logits = task.predict_logits(model, dataset, batch_size, task.collator(tokenizer))
+    logits = task.predict_logits(model, dataset, batch_size, task.collator(tokenizer), labels)
     return logits, task.decode(logits, dataset, labels, tokenizer)
 
 

@@ -15,10 +15,10 @@ from peftpipe.errors import ExportError
 from peftpipe.quantized import dequantized_weight, four_bit_layers, keep_standard_layout
 
 
-def timed_logits(task, model, tokenizer, dataset, batch_size: int) -> tuple[list[np.ndarray], float]:
+def timed_logits(task, model, tokenizer, dataset, labels: list[str], batch_size: int) -> tuple[list[np.ndarray], float]:
     """Logits and milliseconds per example."""
     started = time.perf_counter()
-    logits = task.predict_logits(model, dataset, batch_size, task.collator(tokenizer))
+    logits = task.predict_logits(model, dataset, batch_size, task.collator(tokenizer), labels)
     return logits, 1000 * (time.perf_counter() - started) / max(1, len(dataset))
 
 

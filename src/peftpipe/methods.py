@@ -38,6 +38,9 @@ class Method:
     optimizer: Callable[[Any, Params], Any] | None = None
     # (model, global step) after each optimizer step, before gradients are cleared (AdaLoRA's budget).
     after_step: Callable[[Any, int], None] | None = None
+    # Prefix tuning puts its prefixes into the attention through `past_key_values`, which
+    # the model (or its backbone) must take.
+    needs_past_key_values: bool = False
 
     @property
     def is_adapter(self) -> bool:
@@ -53,6 +56,23 @@ class Method:
         if self.adds_input_tokens and task_kind == "token_classification":
             return "virtual tokens would shift the inputs against their word labels"
         return None
+
+    def misfit_model(self, model) -> str | None:
+        """Why this method cannot train ``model``, or None. (transformers 5.24 dropped
+        `past_key_values` from BERT-style encoders' forward: prefix tuning fits them on
+        5.17, not on 5.24, and peft would fail only at the first training step.)"""
+        if not self.needs_past_key_values:
+            return None
+        import inspect
+
+        import transformers
+
+        backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        for module in (model, backbone):
+            if module is not None and "past_key_values" in inspect.signature(module.forward).parameters:
+                return None
+        return (f"{type(model).__name__} takes no past_key_values in transformers {transformers.__version__}, "
+                f"and prefix tuning puts its prefixes there; use lora (or another method), or a decoder model")
 
     def config(self, params: Params, task_type: str, trained_in_full: list[str], total_steps: int = 0):
         """The peft config: params' settings, then peft.options (checked by check_options)."""
@@ -162,7 +182,7 @@ METHODS = {method.name: method for method in (
     Method("prompt_tuning", "learned virtual input token embeddings (prompt.num_virtual_tokens)",
            "PromptTuningConfig", _prompt_tuning, merges=False, adds_input_tokens=True),
     Method("prefix_tuning", "learned key/value prefixes in every layer (prompt.*)", "PrefixTuningConfig",
-           _prefix_tuning, merges=False),
+           _prefix_tuning, merges=False, needs_past_key_values=True),
 )}
 
 

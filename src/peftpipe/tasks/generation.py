@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from peftpipe.progress import progress
 from peftpipe.tasks import sequence_classification as _classes
 from peftpipe.tasks.heads import length_sorted_batches
 
@@ -129,10 +130,12 @@ def generation_steps(tokenizer, labels: list[str]) -> int:
     return 1 + max(len(tokenizer(" " + name, add_special_tokens=False)["input_ids"]) for name in labels)
 
 
-def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
-    """Greedy generation after each tokenized prompt, enough steps for the longest label."""
+def predict_logits(model, dataset, batch_size: int, data_collator, labels: list[str]) -> list[np.ndarray]:
+    """Greedy generation after each tokenized prompt, enough steps for the longest label of
+    the label set (not of this split's gold labels: a split may lack the longest one, and
+    serving must generate the same steps as evaluate did)."""
     tokenizer = data_collator.tokenizer
-    steps = generation_steps(tokenizer, sorted(set(dataset["label"])))
+    steps = generation_steps(tokenizer, labels)
     return generate_logits(model, tokenizer, dataset["prompt_ids"], steps, batch_size)
 
 
@@ -166,7 +169,7 @@ def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batc
     out: list[np.ndarray] = [np.empty(0)] * len(prompts)
     model.eval()
     with torch.inference_mode():
-        for rows in length_sorted_batches([len(p) for p in prompts], batch_size, "generate (batches)"):
+        for rows in _generation_batches(model, prompts, batch_size):
             width = max(len(prompts[i]) for i in rows)
             pad = tokenizer.pad_token_id
             # Decoder LLMs continue the last token: pad on the left. Encoders: on the right.
@@ -180,6 +183,25 @@ def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batc
             for j, i in enumerate(rows):
                 out[i] = logits[j]
     return out
+
+
+def _generation_batches(model, prompts: list[list[int]], batch_size: int):
+    """Length-sorted batches; for prompt-learning adapters (prefix tuning) only prompts of one
+    length per batch. With transformers 5.24 and peft 0.21.2, a left-padded batch changes a
+    prefix-tuned model's greedy output (the same prompt gave another label alone than in a
+    batch of 64: tests/test_generation.py), so evaluate and serving disagreed; without padding
+    every batching gives the output the prompt gives alone, on every release."""
+    lengths = [len(p) for p in prompts]
+    config = getattr(model, "active_peft_config", None)
+    if not getattr(config, "is_prompt_learning", False):
+        yield from length_sorted_batches(lengths, batch_size, "generate (batches)")
+        return
+    by_length: dict[int, list[int]] = {}
+    for i in np.argsort(np.asarray(lengths), kind="stable"):
+        by_length.setdefault(lengths[i], []).append(int(i))
+    batches = [same[start:start + batch_size] for same in by_length.values()
+               for start in range(0, len(same), batch_size)]
+    yield from progress(batches, len(batches), "generate (batches of one length)")
 
 
 def _pad(row: list[int], width: int, value: int, left: bool) -> list[int]:

@@ -253,7 +253,7 @@ def train_label_ids(dataset) -> list[int]:
     return [i for row in dataset["labels"] for i in row if i != IGNORE]
 
 
-def predict_logits(model, dataset, batch_size: int, data_collator) -> list[np.ndarray]:
+def predict_logits(model, dataset, batch_size: int, data_collator, labels: list[str]) -> list[np.ndarray]:
     """Logits per example (positions x labels), batched by length to waste no padding."""
     return heads.predict_in_length_order(model, model_inputs(dataset).remove_columns("labels"), batch_size,
                                          data_collator)
