@@ -125,3 +125,27 @@ def test_prefix_tuning_fits_only_models_that_take_past_key_values():
     assert "Head takes no past_key_values" in prefix.misfit_model(Head(Encoder()))
     assert prefix.misfit_model(Head(CachedEncoder())) is None  # through the backbone, as peft does
     assert get_method("lora").misfit_model(Head(Encoder())) is None
+
+
+def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monkeypatch):
+    from peftpipe import method_sweep
+
+    queued = []
+    names = method_sweep.queue("token_classification", run=queued.append)
+    assert names == [f"method-{n}" for n in fitting("token_classification")] and "method-p_tuning" not in names
+    assert queued[1] == ["dvc", "exp", "run", "--queue", "-n", "method-lora", "-S", "peft.method=lora"]
+
+    def run(name, f1, share, seconds, ms):
+        return {"name": name, "data": {
+            "params": {"params.yaml": {"data": {"seed": 42, "peft": {"method": name[7:]}}}},
+            "metrics": {"metrics/eval.json": {"data": {"overall": {"f1": f1, "f1_ci": {"low": f1 - 0.1, "high": f1 + 0.1}}}},
+                        "metrics/train.json": {"data": {"trainable_share": share, "train_seconds": seconds}},
+                        "metrics/export.json": {"data": {"merged_ms_per_example": ms}}}}}
+
+    shown = [{"rev": "abc", "data": {}, "experiments": [{"revs": [
+        run("method-lora", 0.48, 0.008, 150.0, 9.0), run("method-dora", 0.5, 0.009, 210.0, 9.1),
+        {"name": "r8", "data": {"params": {"params.yaml": {"data": {}}}, "metrics": {}}}]}]}]
+    found = method_sweep.rows(shown)
+    assert [r["method"] for r in found] == ["dora", "lora"]  # best first; other experiments left out
+    text = method_sweep.table(found)
+    assert "dora            0.5000 [0.4000, 0.6000]" in text and "0.80%" in text and "150" in text

@@ -248,3 +248,30 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
         tmp.write_text(text)
     kept = f", with your edits to {', '.join(edited)}" if keep_edits and edited else ""
     click.echo(f"params.yaml <- recipe {name}{kept}; run: dvc exp run -n {name}   (or dvc repro)")
+
+
+@main.command()
+@click.option("--queue", "to_queue", is_flag=True, help="Queue one DVC experiment per method that fits params.yaml.")
+@click.option("--table", "as_table", is_flag=True, help="Compare the method-* experiments that have run.")
+@click.option("--json", "as_json", is_flag=True, help="With --table: print JSON rows.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def methods(to_queue: bool, as_table: bool, as_json: bool, debug: bool) -> None:
+    """The PEFT methods, which fit the active recipe, and their comparison on your data:
+    --queue, then `dvc queue start -j 1`, then --table."""
+    from peftpipe import method_sweep
+    from peftpipe.params import load_params
+
+    try:
+        kind = load_params("params.yaml").task.kind
+        if to_queue:
+            for name in method_sweep.queue(kind):
+                click.echo(f"queued {name}")
+            click.echo("next: dvc queue start -j 1, then peftpipe methods --table")
+        elif as_table:
+            found = method_sweep.current()
+            click.echo(json.dumps(found) if as_json else method_sweep.table(found))
+        else:
+            for line in method_sweep.described(kind):
+                click.echo(line)
+    except Exception as err:
+        _fail(err, debug)

@@ -48,10 +48,12 @@ def runs(shown: list) -> list[dict]:
     def visit(entry: dict) -> None:
         data = entry.get("data") or {}
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-        metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+        files = data.get("metrics") or {}
+        metrics = (files.get(METRICS_FILE) or {}).get("data")
         if params and metrics:
             found.append({"name": entry.get("name") or data.get("rev") or entry.get("rev"), "params": params,
-                          "metrics": metrics})
+                          "metrics": metrics, "train": (files.get("metrics/train.json") or {}).get("data") or {},
+                          "export": (files.get("metrics/export.json") or {}).get("data") or {}})
         for experiment in entry.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 visit(rev)
