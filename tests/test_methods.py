@@ -144,7 +144,8 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
 
     shown = [{"rev": "abc", "data": {}, "experiments": [{"revs": [
         run("method-lora", 0.48, 0.008, 150.0, 9.0), run("method-dora", 0.5, 0.009, 210.0, 9.1),
-        {"name": "r8", "data": {"params": {"params.yaml": {"data": {}}}, "metrics": {}}}]}]}]
+        {"name": "r8", "data": {"params": {"params.yaml": {"data": {}}}, "metrics": {}}},
+        {**run("method-ia3", 0.9, 0.001, 1.0, 1.0), "rev": "workspace"}]}]}]  # still running: not a result
     found = method_sweep.rows(shown)
     assert [r["method"] for r in found] == ["dora", "lora"]  # best first; other experiments left out
     text = method_sweep.table(found)

@@ -56,7 +56,8 @@ def runs(shown: list) -> list[dict]:
                           "export": (files.get("metrics/export.json") or {}).get("data") or {}})
         for experiment in entry.get("experiments") or []:
             for rev in experiment.get("revs") or []:
-                visit(rev)
+                if rev.get("rev") != "workspace":  # a run in progress shows the workspace's files
+                    visit(rev)
 
     for entry in shown:
         if entry.get("rev") != "workspace":  # the workspace repeats HEAD, or is a run in progress
