@@ -5,7 +5,7 @@ meta.json (label names, source, package version or file hashes, row counts).
 """
 
 from peftpipe.io import atomic_path, write_json
-from peftpipe.sources import load_raw, unwatched
+from peftpipe.sources import load_raw, unwatched_notes
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -21,10 +21,8 @@ def main(params, raw):
     print(f"download: {', '.join(f'{s} {n}' for s, n in loaded.meta['rows'].items())} rows, "
           f"{len(loaded.labels)} labels -> {raw}")
     if params.data.source == "local":
-        for split in unwatched(params.data.files):
-            print(f"download: note: data.files.{split} ({params.data.files[split]}) is outside inputs/: DVC will "
-                  f"not rerun this stage when it changes (move it into inputs/, or `dvc repro -f download` after "
-                  f"an edit)")
+        for note in unwatched_notes(params.data.files, "data.files", "download"):
+            print(note)
     seen = get_task(params.task.kind).label_values(loaded.splits["train"])
     if len(seen) < 2:
         print(f"download: warning: every train row has the label {next(iter(seen))!r}: there is nothing to learn; "

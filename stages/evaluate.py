@@ -7,7 +7,7 @@ from peftpipe.artifacts import load_tokenized, load_trained
 from peftpipe.evaluation import score_split, write_plots
 from peftpipe.io import atomic_path
 from peftpipe.provenance import write_metrics
-from peftpipe.sources import load_eval_set, unwatched
+from peftpipe.sources import load_eval_set, unwatched_notes
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -23,9 +23,8 @@ def main(params, tokenized, adapter, metrics, predictions, plots):
     for name, path in params.eval.extra.items():  # read all first: a bad file stops before any scoring
         sets[name] = task.tokenize(load_eval_set(params.data, info.task, name, path, labels),
                                    tokenizer, labels, params)
-    for name in unwatched(params.eval.extra):
-        print(f"evaluate: note: eval.extra.{name} ({params.eval.extra[name]}) is outside inputs/: DVC will not "
-              f"rerun this stage when it changes (move it into inputs/, or `dvc repro -f evaluate` after an edit)")
+    for note in unwatched_notes(params.eval.extra, "eval.extra", "evaluate"):
+        print(note)
     scores = {}
     with atomic_path(predictions, directory=True) as folder:
         for name, dataset in sets.items():

@@ -19,6 +19,7 @@ import numpy as np
 
 from peftpipe import intervals
 from peftpipe.errors import InputError
+from peftpipe.params import SET_NAME
 
 PREDICTIONS = "data/predictions/test.jsonl"
 WORKSPACE = ("workspace", ".")
@@ -62,7 +63,7 @@ def predictions_path(test_set: str = "test") -> str:
     """Where the evaluate stage saved a test set's predictions (eval.extra names its others)."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", test_set):
+    if not re.fullmatch(SET_NAME, test_set):
         raise InputError(f"--set {test_set!r}: expected test or a name from eval.extra")
     return str(Path(PREDICTIONS).with_name(f"{test_set}.jsonl"))
 

@@ -32,6 +32,7 @@ SPLITS = ("train", "validation", "test")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept
 MAX_BATCH = 65536
 MAX_STEPS = 10**8
+SET_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # an eval.extra test set's name: a file name and a metrics key
 # Upper bounds catch a typo (an extra zero or three) before it becomes an out-of-memory
 # crash an hour in; the lower bounds are what the field means.
 STEPS_MESSAGE = {"too_high": f"at most {MAX_STEPS:,} steps"}
@@ -300,7 +301,7 @@ class EvalParams(Section):
     def _extra(cls, value: dict[str, str]) -> dict[str, str]:
         for name, path in value.items():
             # The name becomes a file name (data/predictions/<name>.jsonl) and a metrics key.
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in SPLITS:
+            if not re.fullmatch(SET_NAME, name) or name in SPLITS:
                 raise _allowed(f"extra.{name}", path, "a name of letters, digits, - and _ (not train, "
                                                       "validation or test: those are the split's own)")
             if not path.strip():
@@ -433,10 +434,8 @@ def explain(err: ValidationError, data: Any, file: str) -> str:
     loc, kind = tuple(error["loc"]), error["type"]
     parts, annotation, value, extra = _locate(loc, data)
     key = ".".join(parts)
-    if kind == "extra_forbidden":
-        section_key, unknown = ".".join(parts[:-1]), parts[-1] if parts else str(loc[-1])
-        if not parts or parts[-1] != str(loc[-1]):
-            section_key, unknown = key, str(loc[-1])
+    if kind == "extra_forbidden":  # the walk stopped at the section that lacks the key
+        section_key, unknown = key, str(loc[-1])
         section = _section_at(section_key)
         valid = list(section.model_fields)
         close = difflib.get_close_matches(unknown, valid, n=1) or [n for n in valid if unknown.startswith(n)]

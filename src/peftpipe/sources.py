@@ -259,6 +259,12 @@ def unwatched(files: dict[str, str]) -> list[str]:
     return [key for key, path in files.items() if not Path(path).resolve().is_relative_to(inside)]
 
 
+def unwatched_notes(files: dict[str, str], key: str, stage: str) -> list[str]:
+    """One note per file of ``files`` (params key ``key``) that DVC will not see change."""
+    return [f"{stage}: note: {key}.{name} ({files[name]}) is outside inputs/: DVC will not rerun this stage when it "
+            f"changes (move it into inputs/, or `dvc repro -f {stage}` after an edit)" for name in unwatched(files)]
+
+
 
 def packaged_file(entry: PackagedDataset, path: str) -> Path:
     return entry.shipped.locate(path, "this packaged data set", DataError)
