@@ -26,8 +26,8 @@ PARAMS_FAULTS = [
     ({"lora": {"bias": "some"}}, "lora.bias: expected one of 'none', 'all', 'lora_only', got 'some'"),
     ({"lora": {"target_modules": "query"}}, "lora.target_modules: expected a list of strings"),
     ({"lora": ["r", 8]}, "lora: expected LoraParams, got ['r', 8]"),
-    ({"peft": {"method": "lorra"}}, "peft.method: expected one of 'none', 'lora', 'qlora', 'dora', 'rslora', 'lora_plus', "
-                                    "'adalora', 'ia3', 'loha', 'lokr', 'vera', 'p_tuning', 'prompt_tuning', 'prefix_tuning', got 'lorra'"),
+    ({"peft": {"method": "lorra"}}, "peft.method: expected one of 'none', 'lora', 'qlora', 'dora', 'rslora', 'pissa', 'olora', "
+                                    "'lora_plus', 'adalora', 'ia3', 'loha', 'lokr', 'vera', 'p_tuning', 'prompt_tuning', 'prefix_tuning', got 'lorra'"),
     ({"peft": {"method": "none", "modules_to_save": ["pooler"]}},
      "peft.modules_to_save: got ['pooler'], expected [] for peft.method none"),
     ({"peft": {"modules_to_save": "pooler"}}, "peft.modules_to_save: expected a list of strings"),
@@ -59,9 +59,6 @@ PARAMS_FAULTS = [
      "train.loop: got 'accelerate', expected trainer for task.kind generation"),
     ({"task": {"kind": "generation"}, "train": {"class_weights": "auto"}},
      "train.class_weights: got 'auto', expected none for task.kind generation"),
-    ({"peft": {"method": "p_tuning"}}, "peft.method: got 'p_tuning', expected none, lora, qlora, dora, rslora, lora_plus, "
-     "adalora, ia3, loha, lokr, vera or prefix_tuning for token_classification "
-     "(virtual tokens would shift the inputs against their word labels)"),
     ({"split": {"per_class": {"train": 10}}},
      "split.per_class: got {'train': 10}, expected {} unless task.kind is sequence_classification"),
     # Ranges the first suite left out.

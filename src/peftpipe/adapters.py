@@ -45,7 +45,11 @@ def wrap(model, params: Params, task_type: str, head: list[str], total_steps: in
     targets = list(getattr(config, "target_modules", None) or [])
     if targets:
         check_targets(model, targets)
-    return get_peft_model(model, config)
+    method = get_method(params.peft.method)
+    model = method.prepare(get_peft_model(model, config), params.task.kind)
+    if method.rewrites_base:
+        method.remember_initial_adapter(model)
+    return model
 
 
 def check_targets(model, targets: list[str]) -> None:

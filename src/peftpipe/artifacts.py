@@ -58,7 +58,7 @@ class TrainedInfo(BaseModel):
 
 def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Path) -> None:
     """The adapter (or full model), tokenizer, label map and how to rebuild the base model."""
-    model.save_pretrained(str(folder))
+    get_method(params.peft.method).save(model, folder)
     tokenizer.save_pretrained(str(folder))
     quantized = get_method(params.peft.method).quantized
     write_info(folder, TrainedInfo(task=params.task.kind, peft_method=params.peft.method, model=params.model,
@@ -119,5 +119,5 @@ def load_trained(folder: str | Path, quantized: bool = True):
         quantization = info.quantization if quantized else None
         base = load_task_model(task, resolve_model(info.model), info.labels, tokenizer, info.model.revision,
                                quantization)
-        model = PeftModel.from_pretrained(base, str(folder))
+        model = info.method.prepare(PeftModel.from_pretrained(base, str(folder)), info.task)
     return model, tokenizer, info

@@ -256,22 +256,22 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="With --table: print JSON rows.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def methods(to_queue: bool, as_table: bool, as_json: bool, debug: bool) -> None:
-    """The PEFT methods, which fit the active recipe, and their comparison on your data:
-    --queue, then `dvc queue start -j 1`, then --table."""
+    """The PEFT methods and their comparison on your data: --queue, then
+    `dvc queue start -j 1`, then --table."""
     from peftpipe import method_sweep
     from peftpipe.params import load_params
 
     try:
-        kind = load_params("params.yaml").task.kind
+        load_params("params.yaml")  # a broken params.yaml stops here, not in every queued run
         if to_queue:
-            for name in method_sweep.queue(kind):
+            for name in method_sweep.queue():
                 click.echo(f"queued {name}")
             click.echo("next: dvc queue start -j 1, then peftpipe methods --table")
         elif as_table:
             found = method_sweep.current()
             click.echo(json.dumps(found) if as_json else method_sweep.table(found))
         else:
-            for line in method_sweep.described(kind):
+            for line in method_sweep.described():
                 click.echo(line)
     except Exception as err:
         _fail(err, debug)

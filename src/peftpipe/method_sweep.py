@@ -1,12 +1,14 @@
-"""`peftpipe methods`: every PEFT method that fits the active recipe, run as queued DVC
-experiments on the user's own data, then one table to compare them.
+"""`peftpipe methods`: every PEFT method, run as queued DVC experiments on the user's own
+data, then one table to compare them.
 
-    peftpipe methods                 # which methods fit params.yaml's task, and what each is
+    peftpipe methods                 # the methods, and what each is
     peftpipe methods --queue         # dvc exp run --queue -n method-<name> -S peft.method=<name>, each
     dvc queue start -j 1             # run them (cached stages are reused: only train onward reruns)
     peftpipe methods --table         # test metric with its interval, trainable share, seconds, latency
 
 The runs are ordinary experiments (`dvc exp show`, `peftpipe compare method-lora method-dora`).
+A method that does not fit the model (prefix tuning on a model that takes no key/value
+cache) stops its run at the train stage, in seconds, with the reason.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 
-from peftpipe.methods import METHODS, fitting
+from peftpipe.methods import METHODS
 from peftpipe.summarize import exp_show, runs
 
 PREFIX = "method-"
 
 
-def queue(task_kind: str, run: Callable[[list[str]], object] = lambda cmd: subprocess.run(cmd, check=True)) -> list[str]:
-    """Queue one experiment per method that fits ``task_kind``; the names queued."""
+def queue(run: Callable[[list[str]], object] = lambda cmd: subprocess.run(cmd, check=True)) -> list[str]:
+    """Queue one experiment per method; the names queued."""
     names = []
-    for name in fitting(task_kind):
+    for name in METHODS:
         run(["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{name}", "-S", f"peft.method={name}"])
         names.append(f"{PREFIX}{name}")
     return names
@@ -62,10 +64,8 @@ def table(found: list[dict], metric: str = "f1") -> str:
     return "\n".join(lines)
 
 
-def described(task_kind: str) -> list[str]:
-    fit = set(fitting(task_kind))
-    return [f"{name:<15} {'fits' if name in fit else 'does not fit':<13} {method.summary}"
-            for name, method in METHODS.items()]
+def described() -> list[str]:
+    return [f"{name:<15} {method.summary}" for name, method in METHODS.items()]
 
 
 def current(all_commits: bool = False) -> list[dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftpipe.errors import ModelError, ParamsError
@@ -30,8 +31,11 @@ class Method:
     settings: Callable[[Params, list[str], int], dict] | None = None
     merges: bool = True  # export folds the adapter into the base weights (a plain model ships)
     quantized: bool = False  # the base is loaded in 4 bits (bitsandbytes) and prepared for k-bit training
-    # Methods that prepend virtual tokens shift the inputs against per-token labels.
+    # Prompt and P-tuning prepend virtual tokens: per-token outputs need them cut off again.
     adds_input_tokens: bool = False
+    # PiSSA and OLoRA initialise the adapter from the base's own weights and subtract that
+    # from the base: the adapter is saved converted, so it applies to the original base.
+    rewrites_base: bool = False
     # Options the method itself reads from peft.options (not fields of its peft config), with defaults.
     own_options: dict = field(default_factory=dict)
     # (model, params) -> optimizer, where the method needs its own (LoRA+); None: AdamW.
@@ -51,27 +55,31 @@ class Method:
         """Exported as adapter + base (nothing to merge), not as a merged plain model."""
         return self.is_adapter and not self.merges
 
-    def misfit(self, task_kind: str) -> str | None:
-        """Why this method cannot train ``task_kind``, or None."""
+    def prepare(self, model, task_kind: str):
+        """What a wrapped or reloaded model needs besides peft's own wrapping."""
         if self.adds_input_tokens and task_kind == "token_classification":
-            return "virtual tokens would shift the inputs against their word labels"
-        return None
+            skip_virtual_token_positions(model)
+        if self.needs_past_key_values:
+            pass_prefixes_as_cache(model.get_base_model())
+        return model
 
     def misfit_model(self, model) -> str | None:
-        """Why this method cannot train ``model``, or None. (transformers 5.24 dropped
-        `past_key_values` from BERT-style encoders' forward: prefix tuning fits them on
-        5.17, not on 5.24, and peft would fail only at the first training step.)"""
+        """Why this method cannot train ``model``, or None: prefix tuning needs a model whose
+        forward takes the key/value cache (``cache``, or ``past_key_values`` before
+        transformers 5.24), itself or through its backbone."""
         if not self.needs_past_key_values:
             return None
         import inspect
 
         import transformers
 
+        head = inspect.signature(model.forward).parameters
         backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        for module in (model, backbone):
-            if module is not None and "past_key_values" in inspect.signature(module.forward).parameters:
-                return None
-        return (f"{type(model).__name__} takes no past_key_values in transformers {transformers.__version__}, "
+        inner = inspect.signature(backbone.forward).parameters if backbone is not None else {}
+        passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in head.values())
+        if CACHE_NAMES & set(head) or (CACHE_NAMES & set(inner) and passes_on):
+            return None
+        return (f"{type(model).__name__} takes no key/value cache in transformers {transformers.__version__}, "
                 f"and prefix tuning puts its prefixes there; use lora (or another method), or a decoder model")
 
     def config(self, params: Params, task_type: str, trained_in_full: list[str], total_steps: int = 0):
@@ -85,6 +93,37 @@ class Method:
         except (TypeError, ValueError) as err:
             raise ModelError(f"params.yaml: peft.options: {self.config_class} refused them: "
                              f"{' '.join(str(err).split())[:300]}") from None
+
+    @staticmethod
+    def remember_initial_adapter(model) -> None:
+        """The adapter as initialised (PiSSA, OLoRA): what ``save`` needs to convert the trained
+        adapter into one that applies to the original base weights."""
+        from peft import get_peft_model_state_dict
+
+        model.peftpipe_initial_adapter = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    @staticmethod
+    def save(model, folder: Path) -> None:
+        """``save_pretrained``; an adapter whose initialisation rewrote the base is saved converted
+        (peft's path_initial_model_for_weight_conversion), so that it applies to the original base.
+        peft 0.21's conversion drops the modules trained in full (the new head): they are put back."""
+        initial = getattr(model, "peftpipe_initial_adapter", None)
+        if initial is None:
+            model.save_pretrained(str(folder))
+            return
+        import tempfile
+
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import load_file, save_file
+
+        with tempfile.TemporaryDirectory() as initial_folder:
+            save_file(initial, f"{initial_folder}/adapter_model.safetensors", metadata={"format": "pt"})
+            model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=initial_folder)
+        weights = folder / "adapter_model.safetensors"
+        converted = load_file(str(weights))
+        for name, value in get_peft_model_state_dict(model).items():
+            converted.setdefault(name, value.detach().contiguous())
+        save_file(converted, str(weights), metadata={"format": "pt"})
 
     def option(self, params: Params, name: str):
         return params.peft.options.get(name, self.own_options[name])
@@ -169,6 +208,11 @@ METHODS = {method.name: method for method in (
            functools.partial(_lora, use_dora=True)),
     Method("rslora", "LoRA scaled by alpha / sqrt(r), stable at high ranks (lora.*)", "LoraConfig",
            functools.partial(_lora, use_rslora=True)),
+    # Biases stay frozen (bias none) for these two: peft converts only bias-free adapters.
+    Method("pissa", "LoRA initialised from each weight's principal singular vectors (lora.*, biases frozen)",
+           "LoraConfig", functools.partial(_lora, init_lora_weights="pissa_niter_4", bias="none"), rewrites_base=True),
+    Method("olora", "LoRA initialised from each weight's QR decomposition (lora.*, biases frozen)", "LoraConfig",
+           functools.partial(_lora, init_lora_weights="olora", bias="none"), rewrites_base=True),
     Method("lora_plus", "LoRA with B learning faster than A (lora.*, peft.options.loraplus_lr_ratio)",
            "LoraConfig", _lora, own_options={"loraplus_lr_ratio": 16.0}, optimizer=_loraplus_optimizer),
     Method("adalora", "LoRA whose rank budget is pruned during training (lora.r: the starting rank)",
@@ -184,6 +228,70 @@ METHODS = {method.name: method for method in (
     Method("prefix_tuning", "learned key/value prefixes in every layer (prompt.*)", "PrefixTuningConfig",
            _prefix_tuning, merges=False, needs_past_key_values=True),
 )}
+
+
+# What a model's forward calls its key/value cache: `cache` from transformers 5.24 on.
+CACHE_NAMES = {"cache", "past_key_values"}
+
+
+def pass_prefixes_as_cache(model) -> None:
+    """Let peft hand prefix tuning's prefixes to a transformers 5.24 model.
+
+    transformers 5.24 renamed forward's ``past_key_values`` to ``cache`` (the old keyword is
+    still mapped, deprecated until 5.40), and peft 0.21.2 looks for ``past_key_values`` in
+    the head's and then the backbone's signature: not finding it, it stops a classification
+    model with "Model does not support past key values". The head's forward, given a
+    signature with the old name, passes the prefixes on as ``cache``.
+    """
+    import inspect
+
+    signature = inspect.signature(model.forward)
+    if "past_key_values" in signature.parameters:
+        return  # transformers before 5.24: peft finds it
+    forward = model.forward
+
+    def forward_taking_past_key_values(*args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return forward(*args, **kwargs)
+
+    # The Trainer keeps the dataset columns the signature names: the original one, plus the old name.
+    parameters = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(parameters) if p.kind is p.VAR_KEYWORD), len(parameters))
+    old_name = inspect.Parameter("past_key_values", inspect.Parameter.KEYWORD_ONLY, default=None)
+    forward_taking_past_key_values.__signature__ = signature.replace(
+        parameters=[*parameters[:at], old_name, *parameters[at:]])
+    model.forward = forward_taking_past_key_values
+
+
+def skip_virtual_token_positions(model) -> None:
+    """Per-token outputs for the input positions only, with the loss computed on them.
+
+    peft puts num_virtual_tokens before the inputs but passes the word labels through
+    unchanged, so a token-classification loss would compare L + n logits with L labels (the
+    known pitfall; padding the labels with -100 instead would leave the n extra logits in
+    every prediction, shifted against the words). Hooks, so that the model saved is peft's own.
+    """
+    import torch
+
+    virtual = model.active_peft_config.num_virtual_tokens
+    held = {}
+
+    def take_labels(module, args, kwargs):
+        held["labels"] = kwargs.pop("labels", None)
+        return args, kwargs
+
+    def cut(module, args, kwargs, output):
+        logits = output["logits"][:, virtual:]
+        output["logits"] = logits
+        labels = held.pop("labels", None)
+        if labels is not None:
+            output["loss"] = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        return output
+
+    model.register_forward_pre_hook(take_labels, with_kwargs=True)
+    model.register_forward_hook(cut, with_kwargs=True)
 
 
 def check_options(method: Method, options: dict) -> None:
@@ -231,6 +339,3 @@ def get_method(name: str) -> Method:
         raise ModelError(f"unknown PEFT method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
-
-def fitting(task_kind: str) -> list[str]:
-    return [name for name, method in METHODS.items() if method.misfit(task_kind) is None]

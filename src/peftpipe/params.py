@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from peftpipe.errors import ParamsError
 from peftpipe.io import atomic_path, decode
-from peftpipe.methods import METHODS, fitting
+from peftpipe.methods import METHODS
 
 TaskKind = Literal["token_classification", "sequence_classification", "generation"]
 Source = Literal["packaged", "local", "hub"]
@@ -346,11 +346,6 @@ class Params(Section):
         if self.peft.modules_to_save and self.peft.method == "none":
             raise _allowed("peft.modules_to_save", self.peft.modules_to_save,
                            "[] for peft.method none (full fine-tuning trains every module)")
-        misfit = METHODS[self.peft.method].misfit(self.task.kind)
-        if misfit:
-            fit = fitting(self.task.kind)
-            raise _allowed("peft.method", self.peft.method,
-                           f"{', '.join(fit[:-1])} or {fit[-1]} for {self.task.kind} ({misfit})")
         return self
 
     def uses_hub(self) -> bool:
