@@ -116,6 +116,23 @@ def table(result: dict) -> str:
                   f"- export, ms per example (batched / one at a time): adapter "
                   f"{rates['adapter_ms_per_example_batched']:.2f} / {rates['adapter_ms_per_example_single']:.2f}, "
                   f"merged {rates['merged_ms_per_example_batched']:.2f} / {rates['merged_ms_per_example_single']:.2f}"]
+    inference = result.get("inference") or {}
+    if inference:
+        rows = inference["rows"]
+        evaluate_rate = rows["pytorch adapter (evaluate)"]["examples_per_s"]
+        served_ms = rows["pytorch merged"]["ms_per_text_single"]
+        lines += ["", f"Inference on the test split ({inference['examples']} examples; {inference['repeats']} alternating "
+                      f"repeats, median [min, max]; one at a time: {inference['single_texts']} texts through the "
+                      "serving pipeline):", "",
+                  "| backend | examples/s batched | x evaluate's | ms per text, one at a time | x predict's | "
+                  "agreement with PyTorch | max logit diff | test F1 |", "|---|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            spread = f"[{min(r['examples_per_s_all']):.0f}, {max(r['examples_per_s_all']):.0f}]"
+            single = (f"{r['ms_per_text_single']:.2f} [{min(r['ms_per_text_single_all']):.2f}, "
+                      f"{max(r['ms_per_text_single_all']):.2f}] | {served_ms / r['ms_per_text_single']:.2f}x"
+                      if r["ms_per_text_single"] else "- | -")
+            lines.append(f"| {name} | {r['examples_per_s']:.0f} {spread} | {r['examples_per_s'] / evaluate_rate:.2f}x | "
+                         f"{single} | {r['prediction_agreement']:.4f} | {r['max_abs_logit_diff']:.1e} | {r['f1']:.4f} |")
     scaling = result.get("scaling") or []
     if scaling:
         base = scaling[0]
@@ -135,6 +152,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="no side-by-side runs (with --skip-scaling: overhead only)")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -174,6 +192,10 @@ def main() -> None:
             log(f"scaling {label}: {run['seconds']:.1f} s, {run['real_tokens']} real tokens")
             result["scaling"].append(run)
 
+    if not args.skip_inference:
+        result["inference"] = python_json("inference.py", "--repeats", str(max(3, args.repeats)))
+        log("inference: " + ", ".join(f"{name} {r['examples_per_s']:.0f}/s"
+                                      for name, r in result["inference"]["rows"].items()))
     if not args.skip_overhead:
         result["stage_rates"] = python_json("stage_rates.py")
         result["overhead"] = pipeline_overhead()

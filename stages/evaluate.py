@@ -1,5 +1,5 @@
-"""evaluate: score the trained model on the test split, and on eval.extra's test sets; save
-the predictions they were scored from."""
+"""evaluate: score the trained model on the test split, and on eval.extra's test sets (and
+the validation split with eval.validation); save the predictions they were scored from."""
 
 import json
 
@@ -20,6 +20,9 @@ def main(params, tokenized, adapter, metrics, predictions, plots):
     datasets, labels = load_tokenized(tokenized)
     task = get_task(info.task)
     sets = {"test": datasets["test"]}
+    files = dict(params.eval.extra)
+    if params.eval.validation:  # peftpipe tune's best trial: its validation score with an interval
+        sets["validation"], files["validation"] = datasets["validation"], "the validation split"
     for name, path in params.eval.extra.items():  # read all first: a bad file stops before any scoring
         sets[name] = task.tokenize(load_eval_set(params.data, info.task, name, path, labels),
                                    tokenizer, labels, params)
@@ -36,7 +39,7 @@ def main(params, tokenized, adapter, metrics, predictions, plots):
                 write_plots(plots, task, scores[name], task.gold(dataset), predicted)
     found_on_test = scores.pop("test")
     if scores:
-        found_on_test["extra"] = {name: {"file": params.eval.extra[name], "examples": len(sets[name]), **found}
+        found_on_test["extra"] = {name: {"file": files[name], "examples": len(sets[name]), **found}
                             for name, found in scores.items()}
     write_metrics(metrics, found_on_test, info.seed)
     print(f"evaluate: test F1 {found_on_test['overall']['f1']:.4f}"

@@ -6,6 +6,9 @@ qlora merges into a fresh full-precision copy of the base (never into 4-bit weig
 holds the dequantized 4-bit weights the adapter was trained against: the merge is checked
 exactly against that copy with the adapter, and its predictions against the 4-bit model's.
 Methods with no weights to merge (prompt methods) are exported as adapter + base.
+
+A merged classifier is also written as ONNX graphs for CPU serving (fp32, and int8 when its
+predictions agree with PyTorch's on at least export.min_int8_agreement of the test split).
 """
 
 
@@ -40,13 +43,17 @@ def main(params, tokenized, adapter, baseline, evaluation, training, data, curve
             check["quantized_agreement"] = export.check_quantized(
                 trained_logits, served_logits, params.export.min_quantized_agreement)
         serving.check_pipeline(tmp, task, test[0])
+        graphs = export.onnx_graphs(tmp, merged, tokenizer, task, info, test, served_logits, params) \
+            if params.export.onnx else {"skipped": "export.onnx is false"}
         facts = {name: read_json(path) for name, path in
                  {"baseline": baseline, "eval": evaluation, "train": training, "data": data}.items()}
         loss_curve_png(curves, tmp / LOSS_CURVE)
         (tmp / "README.md").write_text(model_card(params.recipe, task, info, facts))
     write_metrics(report, {**check, "adapter_ms_per_example": round(adapter_ms, 3),
-                           "merged_ms_per_example": round(merged_ms, 3)}, info.seed)
+                           "merged_ms_per_example": round(merged_ms, 3), "onnx": graphs}, info.seed)
     print(f"export: exported model matches the adapter (max logit diff {check['max_abs_logit_diff']:.1e}) -> {export_dir}")
+    for line in export.onnx_lines(graphs):
+        print(line)
 
 
 if __name__ == "__main__":

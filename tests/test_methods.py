@@ -19,7 +19,9 @@ TINY_METHODS = [name for name in METHODS if name != "qlora"]
 
 @pytest.mark.parametrize("name", TINY_METHODS)
 def test_method_trains_evaluates_and_exports_token_classification(tiny_project, tiny_model_dir, name):
-    write_params(tiny_project / "params.yaml", {"peft": {"method": name}, "train": {"max_steps": 30}})
+    # ONNX graphs: tests/test_onnx.py (here they would only add time per method)
+    write_params(tiny_project / "params.yaml", {"peft": {"method": name}, "train": {"max_steps": 30},
+                                                "export": {"onnx": False}})
     for stage in ("download", "split", "tokenize_align", "baseline"):
         run_stage(stage)
     method = get_method(name)
@@ -73,6 +75,7 @@ def test_method_trains_evaluates_and_exports_sequence_classification(tmp_path, t
         "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 16},
         "peft": {"method": name}, "prompt": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
         "train": {"max_steps": 12, "batch_size": 16, "learning_rate": 1e-2, "logging_steps": 4, "checkpoint_steps": 0},
+        "export": {"onnx": False},
     })
     monkeypatch.chdir(tmp_path)
     for stage in ("download", "split", "tokenize_align", "baseline"):

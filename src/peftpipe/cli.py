@@ -47,8 +47,10 @@ def main() -> None:
               type=click.Path(file_okay=False, path_type=Path), help="Exported model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one line per text.")
 @click.option("--pair", is_flag=True, help="Each text is a sentence pair, FIRST<TAB>SECOND (as MRPC).")
+@click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True,
+              help="PyTorch, or the exported ONNX graph (fp32, or int8) through ONNX Runtime.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, debug: bool) -> None:
+def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, backend: str, debug: bool) -> None:
     """Print the entities (NER), the class, or the label a generation model writes, for
     TEXTS (or each line of stdin), with the exported model."""
     from peftpipe import serving  # loads torch and transformers: only for this command
@@ -65,7 +67,7 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
         if not lines:
             raise click.UsageError("give text as arguments or on stdin (one text per line)")
         inputs = [split_pair(line) for line in lines] if pair else lines
-        results = serving.predict(model_dir, inputs)
+        results = serving.predict(model_dir, inputs, backend)
     except click.ClickException:
         raise
     except Exception as err:  # ours in one line; a library's too (--debug: the traceback)
@@ -251,7 +253,7 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
 
 
 @main.command()
-@click.option("--queue", "to_queue", is_flag=True, help="Queue one DVC experiment per method that fits params.yaml.")
+@click.option("--queue", "to_queue", is_flag=True, help="Queue one DVC experiment per method.")
 @click.option("--table", "as_table", is_flag=True, help="Compare the method-* experiments that have run.")
 @click.option("--json", "as_json", is_flag=True, help="With --table: print JSON rows.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
@@ -273,5 +275,43 @@ def methods(to_queue: bool, as_table: bool, as_json: bool, debug: bool) -> None:
         else:
             for line in method_sweep.described():
                 click.echo(line)
+    except Exception as err:
+        _fail(err, debug)
+
+
+@main.command()
+@click.option("--trials", type=click.IntRange(min=0), default=None,
+              help="This worker's trials (default: tune.trials; 0: none, report the study and score its best).")
+@click.option("--timeout", "timeout_minutes", type=click.FloatRange(min=0), default=None,
+              help="This worker's minutes (default: tune.timeout_minutes; 0: none).")
+@click.option("--no-best", is_flag=True, help="Do not score the best trial on test at the end (other workers run on).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, debug: bool) -> None:
+    """Search tune.space with Optuna; every trial is a DVC experiment (tune-<study>-<n>) run up
+    to the train stage and judged on validation only. At the end the best params run the whole
+    pipeline once (tune-<study>-best) and are scored on test. Run it again to continue the
+    study; run it on more machines with a shared tune.storage to search in parallel."""
+    from peftpipe import tune as search
+    from peftpipe.params import load_params
+
+    try:
+        params = load_params("params.yaml")
+        study = search.search(params, params.tune.trials if trials is None else trials,
+                              params.tune.timeout_minutes if timeout_minutes is None else timeout_minutes,
+                              say=click.echo)
+        summary = search.record(study)
+        click.echo(f"tune: {summary['trials']} trials in study {summary['study']!r}: {summary['complete']} complete, "
+                   f"{summary['pruned']} pruned, {summary['fail']} failed -> {search.PLOTS}/")
+        if summary["best"] is None:
+            raise click.ClickException("no trial completed: nothing to score")
+        best = summary["best"]
+        click.echo(f"tune: best {best['experiment']}: validation {params.tune.metric} {best['value']:.4f}, "
+                   f"params {best['params']}")
+        if no_best:
+            return
+        scored = search.evaluate_best(params, study, say=click.echo)
+        click.echo(search.scores_line(scored, params.tune.metric))
+    except click.ClickException:
+        raise
     except Exception as err:
         _fail(err, debug)

@@ -93,3 +93,44 @@ def check_quantized(trained: list[np.ndarray], served: list[np.ndarray], minimum
             f"the merged full-precision model agrees with the 4-bit model on only {agreement:.2%} of "
             f"test predictions (export.min_quantized_agreement {minimum:g})")
     return agreement
+
+
+def onnx_graphs(folder: Path, model, tokenizer, task, info: TrainedInfo, test, served_logits, params) -> dict:
+    """ONNX graphs of the served model in ``folder``/onnx, each checked on the test split
+    against the PyTorch logits: fp32 within export.logits_tolerance (else export stops),
+    int8 by agreement (below export.min_int8_agreement it is left out, and that recorded).
+    Per graph: agreement, max logit difference, F1 difference, ms per example."""
+    from peftpipe import onnx_backend
+
+    reason = onnx_backend.unsupported(info.task, info.method.kept_as_adapter)
+    if reason:
+        return {"skipped": reason}
+    paths = onnx_backend.export(model, tokenizer, folder / onnx_backend.FOLDER)
+    gold, labels = task.gold(test), info.labels
+    reference = task.compute_metrics(gold, task.decode(served_logits, test, labels, tokenizer), labels)["overall"]
+    found = {}
+    for backend, path in paths.items():
+        graph = onnx_backend.load(folder, backend)
+        logits, ms = timed_logits(task, graph, tokenizer, test, labels, params.eval.batch_size)
+        fp32 = backend == "onnx"
+        try:
+            check = onnx_backend.check(served_logits, logits, 0.999 if fp32 else params.export.min_int8_agreement,
+                                       params.export.logits_tolerance if fp32 else None, backend)
+            shipped = True
+        except ExportError:
+            if fp32:
+                raise
+            check, shipped = logit_agreement(served_logits, logits), False
+            path.unlink()
+        f1 = task.compute_metrics(gold, task.decode(logits, test, labels, tokenizer), labels)["overall"]
+        found[backend] = {**check, "f1_difference": round(f1["f1"] - reference["f1"], 6), "ms_per_example": round(ms, 3),
+                          "shipped": shipped, "file": f"{onnx_backend.FOLDER}/{path.name}"}
+    return found
+
+
+def onnx_lines(graphs: dict) -> list[str]:
+    if "skipped" in graphs:
+        return [f"export: no ONNX graphs ({graphs['skipped']})"]
+    return [f"export: ONNX {backend}: agreement {g['prediction_agreement']:.4f}, F1 {g['f1_difference']:+.4f}, "
+            f"{g['ms_per_example']:.2f} ms/example" + ("" if g["shipped"] else " (below export.min_int8_agreement: "
+                                                       "not shipped)") for backend, g in graphs.items()]

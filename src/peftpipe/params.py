@@ -17,7 +17,16 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from peftpipe.errors import ParamsError
@@ -291,6 +300,9 @@ class TrainParams(Section):
 
 class EvalParams(Section):
     batch_size: int = Field(64, gt=0, le=MAX_BATCH)
+    # peftpipe tune sets it for the best trial's one run on test: its validation score
+    # then comes with an interval too (metrics/eval.json extra.validation).
+    validation: bool = Field(False, description="also score the validation split (extra.validation)")
     # An official test set, a later month, another domain: read like data.files, scored in
     # the same schema (metrics/eval.json extra.<name>).
     extra: dict[str, str] = Field(default_factory=dict,
@@ -314,6 +326,74 @@ class ExportParams(Section):
     min_quantized_agreement: float = Field(
         0.9, ge=0, le=1, json_schema_extra={"allowed": "a fraction in [0, 1]"},
         description="qlora: merged fp model vs the 4-bit one, test predictions")
+    # ONNX Runtime graphs for CPU serving (peftpipe predict --backend onnx|int8), classifiers only.
+    onnx: bool = Field(True, description="also write models/export/onnx/: fp32 and int8 graphs, checked")
+    min_int8_agreement: float = Field(
+        0.95, ge=0, le=1, json_schema_extra={"allowed": "a fraction in [0, 1]"},
+        description="int8 graph vs the PyTorch model, test predictions; below it int8 is not shipped")
+
+
+class SearchRange(Section):
+    """One searched param: a range (low, high, optionally log scale or a step) or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[bool | int | float | str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_fields_only(self, handler):  # {choices: [4, 8]}, not every field with its null
+        return {k: v for k, v in handler(self).items() if v is not None and not (k == "log" and v is False)}
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise _allowed("choices", self.choices, "a non-empty list, without low and high")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise _allowed("low", self.low, "low < high (a range), or choices: [...]")
+        elif self.log and self.low <= 0:
+            raise _allowed("low", self.low, "a number above 0 with log: true")
+        return self
+
+
+class TuneParams(Section):
+    """`peftpipe tune`: an Optuna search whose trials are DVC experiments (README: Search)."""
+
+    metric: str = Field("f1", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                        description="validation score to maximise (metrics/train.json validation.<metric>)")
+    trials: int = Field(12, gt=0, le=100000, description="this worker's budget in trials")
+    timeout_minutes: float = Field(0, ge=0, description="this worker's budget in time (0: none)")
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="tpe | random | grid (choices only)")
+    pruner: Literal["median", "none"] = Field("median", description="median: stop a trial below the median")
+    seed: int = Seed(0, "the sampler's")
+    study: str = Field("", description="empty: the recipe's name; workers of one study share its name")
+    storage: str = Field("", description="empty: sqlite in .dvc/tmp/tune.db; postgresql://... for many machines")
+    space: dict[str, SearchRange] = Field(
+        default_factory=lambda: {
+            "lora.r": SearchRange(choices=[4, 8, 16, 32]), "lora.alpha": SearchRange(choices=[8, 16, 32, 64]),
+            "train.learning_rate": SearchRange(low=1e-4, high=3e-3, log=True),
+            "train.epochs": SearchRange(choices=[2, 3, 5])},
+        description="param -> {low, high, log, step} or {choices}")
+
+    @field_validator("space")
+    @classmethod
+    def _searchable(cls, value: dict) -> dict:
+        for key, searched in value.items():
+            field = _field_at(key.split("."))
+            if field is None or key.split(".")[0] == "tune" or (isinstance(field.annotation, type) and \
+                    issubclass(field.annotation, BaseModel)):
+                raise _allowed(f"space.{key}", key, "a param key such as lora.r or train.learning_rate")
+            section, name = key.rsplit(".", 1) if "." in key else ("", key)
+            for tried in searched.choices if searched.choices is not None else (searched.low, searched.high):
+                try:  # the param's own section checks the value (its type and bounds)
+                    _section_at(section).model_validate({name: tried})
+                except ValidationError as err:
+                    problem = err.errors(include_url=False)[0]["msg"]
+                    raise _allowed(f"space.{key}", tried, f"a value {key} takes ({problem[0].lower()}{problem[1:]})") \
+                        from None
+        return value
 
 
 class Params(Section):
@@ -331,6 +411,7 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
 
     @model_validator(mode="after")
     def _sections_agree(self):

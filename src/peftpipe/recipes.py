@@ -161,6 +161,10 @@ def _body(data: dict, section: type[BaseModel], indent: int) -> list[str]:
                 lines.append("")
             lines.append(_line(indent, key, None, field.description))
             lines.extend(_body(value, inner, indent + 2))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            # A mapping of mappings (tune.space): one entry a line.
+            lines.append(_line(indent, key, None, field.description))
+            lines.extend(_line(indent + 2, scalar(k), scalar(v), None) for k, v in value.items())
         else:
             lines.append(_line(indent, key, scalar(value), field.description))
     return lines

@@ -22,13 +22,20 @@ def served_task(folder: Path) -> str:
             "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
 
 
-def inference_pipeline(folder: Path):
+def inference_pipeline(folder: Path, backend: str = "torch"):
     """The transformers pipeline for an exported classification model; a prompt-method
-    adapter goes onto its base model first."""
-    from transformers import pipeline
+    adapter goes onto its base model first. ``backend`` onnx or int8: the exported ONNX
+    graph runs the model, through ONNX Runtime."""
+    from transformers import AutoTokenizer, pipeline
 
     model, tokenizer = str(folder), None
-    if (folder / TRAINED_INFO_FILE).exists():
+    if backend != "torch":
+        from peftpipe import onnx_backend
+
+        model, tokenizer = onnx_backend.load(folder, backend), AutoTokenizer.from_pretrained(str(folder))
+        if (folder / TRAINED_INFO_FILE).exists():
+            tokenizer.model_max_length = read_trained_info(folder).model.max_length
+    elif (folder / TRAINED_INFO_FILE).exists():
         model, tokenizer, info = load_trained(folder)
         # Windows of the length the model was trained on, not the architecture's limit.
         tokenizer.model_max_length = info.model.max_length
@@ -60,7 +67,7 @@ def check_pipeline(folder: Path, task, example: dict):
     return None if text is None else inference_pipeline(folder)(text)
 
 
-def predict(folder: Path, texts: list[str | dict]) -> list:
+def predict(folder: Path, texts: list[str | dict], backend: str = "torch") -> list:
     """Per text: entity spans (token classification, aggregation_strategy=simple), the class
     with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
     for models trained on pairs), or the label a generation model writes, with its probability.
@@ -79,8 +86,10 @@ def predict(folder: Path, texts: list[str | dict]) -> list:
     if isinstance(texts[0], dict) and task != "sequence_classification":
         raise ModelError(f"{folder}: a {task.replace('_', ' ')} model reads one text, not pairs; drop --pair")
     if task == "generation":
+        if backend != "torch":
+            raise ModelError(f"{folder}: a generation model serves with --backend torch only (it decodes in PyTorch)")
         return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
-    classify = inference_pipeline(folder)
+    classify = inference_pipeline(folder, backend)
     if task == "sequence_classification":
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
         outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else classify(texts)

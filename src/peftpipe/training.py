@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftpipe import checkpoints
+from peftpipe import checkpoints, trial
 from peftpipe.methods import get_method
 from peftpipe.params import Params
 
@@ -60,6 +60,7 @@ class TrainSummary:
     validation: dict  # loss and the task's scores (f1 first), from the last evaluation
     class_weights: dict | None = None
     resumed_from_step: int = 0
+    tune: dict | None = None  # a `peftpipe tune` trial: which, and where it was pruned
 
     def metrics(self) -> dict:
         return {
@@ -67,6 +68,7 @@ class TrainSummary:
             "resumed_from_step": self.resumed_from_step, "train_seconds": round(self.train_seconds, 2),
             "train_samples_per_second": round(self.train_rows * self.epochs / self.train_seconds, 2),
             "validation": self.validation, "class_weights": self.class_weights,
+            **({"tune": self.tune} if self.tune else {}),
         }
 
 
@@ -206,6 +208,10 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
     callbacks = [checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)]
     if method.after_step:
         callbacks.append(method_step_callback(method.after_step))
+    link = trial.from_environment()
+    reporting = trial.pruning_callback(link) if link else None
+    if reporting:
+        callbacks.append(reporting)
     trainer = _trainer_class()(
         model=model,
         args=training_arguments(params, checkpoint_dir),
@@ -228,4 +234,5 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         train_loss=float(result.training_loss), steps=int(result.global_step), epochs=float(trainer.state.epoch or 0),
         train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation_scores(evals[-1] if evals else {}),
         class_weights=dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
-        resumed_from_step=checkpoints.step_of(resume_from) if resume_from else 0)
+        resumed_from_step=checkpoints.step_of(resume_from) if resume_from else 0,
+        tune=reporting.summary() if reporting else None)

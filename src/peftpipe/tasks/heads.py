@@ -52,7 +52,7 @@ def predict_in_length_order(model, features, batch_size: int, data_collator) -> 
     import torch
 
     lengths = [len(ids) for ids in features["input_ids"]]
-    device = next(model.parameters()).device
+    device = model.device  # transformers and peft models say; an ONNX Runtime one runs on the CPU
     out: list[np.ndarray] = [np.empty(0)] * len(features)
     model.eval()
     with torch.inference_mode():

@@ -1,0 +1,77 @@
+"""Inference side by side on the default's test split: the trained adapter in eager PyTorch
+(what evaluate runs), the merged model in eager PyTorch (what `peftpipe predict` serves by
+default), and the exported ONNX graphs through ONNX Runtime, fp32 and int8. Batched
+(eval.batch_size, length-sorted: evaluate's way) and one text at a time through the
+serving pipeline (`peftpipe predict`'s way). Backends alternate within each repeat, so
+drift on a shared machine hits all alike; medians and spreads over the repeats.
+Prints one JSON line. Needs `dvc repro` first (models/adapter, models/export/onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from peftpipe import export, onnx_backend, serving
+from peftpipe.artifacts import load_tokenized, load_trained
+from peftpipe.params import load_params
+from peftpipe.tasks import get_task
+
+EXPORTED = Path("models/export")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--single", type=int, default=100, help="texts served one at a time per repeat")
+    args = parser.parse_args()
+    params = load_params()
+    task = get_task(params.task.kind)
+    datasets, labels = load_tokenized("data/tokenized")
+    test = datasets["test"]
+    adapter, tokenizer, _ = load_trained("models/adapter")
+    models = {"pytorch adapter (evaluate)": adapter, "pytorch merged": export.reload(EXPORTED)}
+    for backend in ("onnx", "int8"):
+        if (EXPORTED / onnx_backend.FOLDER / onnx_backend.FILES[backend]).exists():
+            models[f"onnx {backend.replace('onnx', 'fp32')}"] = onnx_backend.load(EXPORTED, backend)
+    pipelines = {"pytorch merged": serving.inference_pipeline(EXPORTED),
+                 **{f"onnx {b.replace('onnx', 'fp32')}": serving.inference_pipeline(EXPORTED, b)
+                    for b in ("onnx", "int8") if f"onnx {b.replace('onnx', 'fp32')}" in models}}
+    texts = [" ".join(words) for words in test["tokens"][: args.single]]
+
+    batched = {name: [] for name in models}
+    single = {name: [] for name in pipelines}
+    logits = {}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            logits[name], ms = export.timed_logits(task, model, tokenizer, test, labels, params.eval.batch_size)
+            batched[name].append(1000 / ms)
+        for name, pipe in pipelines.items():
+            pipe(texts[0])  # warm
+            started = time.perf_counter()
+            for text in texts:
+                pipe(text)
+            single[name].append(1000 * (time.perf_counter() - started) / len(texts))
+
+    reference = logits["pytorch merged"]
+    gold = task.gold(test)
+    scores = {name: task.compute_metrics(gold, task.decode(found, test, labels, tokenizer), labels)["overall"]["f1"]
+              for name, found in logits.items()}
+    rows = {}
+    for name in models:
+        agreement = export.logit_agreement(reference, logits[name])
+        rows[name] = {
+            "examples_per_s": statistics.median(batched[name]), "examples_per_s_all": batched[name],
+            "ms_per_text_single": statistics.median(single[name]) if name in single else None,
+            "ms_per_text_single_all": single.get(name),
+            "prediction_agreement": agreement["prediction_agreement"],
+            "max_abs_logit_diff": agreement["max_abs_logit_diff"], "f1": scores[name],
+        }
+    print(json.dumps({"examples": len(test), "single_texts": len(texts), "repeats": args.repeats, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

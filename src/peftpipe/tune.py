@@ -1,0 +1,288 @@
+"""`peftpipe tune`: an Optuna search whose trials are ordinary DVC experiments.
+
+Each trial asks the study for a point of `tune.space`, runs the pipeline up to the train stage
+as a DVC experiment with those params set (`dvc exp run --temp -n tune-<study>-<n> -S ... train`:
+download, split, tokenize and baseline come from the cache), reads the validation score from
+the experiment's metrics/train.json and tells the study. The train stage reports each epoch's
+validation score to the trial and stops when the pruner says so (see peftpipe.trial).
+
+The search never reads test. At the end the best trial's params run the whole pipeline once,
+as the experiment tune-<study>-best with eval.validation on: its test score, and its
+validation score with an interval. The study (every trial, pruned ones, importances) is
+written to metrics/tune/ for `dvc plots show`.
+
+Workers share a study through its storage: several `peftpipe tune` processes (each in its own
+clone on one machine, or on many machines with a database URL in tune.storage) ask the same
+study for trials, and Optuna gives each trial number once. A stopped search started again
+continues the same study.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftpipe.errors import ParamsError
+from peftpipe.io import write_json
+from peftpipe.params import Params, SearchRange, TuneParams
+from peftpipe.summarize import exp_show, runs
+from peftpipe.trial import TrialLink, make_pruner
+
+PLOTS = Path("metrics/tune")
+DEFAULT_STORAGE = Path(".dvc/tmp/tune.db")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one trial's experiment reported: its validation score, whether it was pruned."""
+
+    value: float | None
+    pruned: bool = False
+
+
+def study_name(params: Params) -> str:
+    return params.tune.study or params.recipe
+
+
+def storage_url(tune: TuneParams) -> str:
+    """The study's storage: tune.storage, or a SQLite file in .dvc/tmp (absolute: trials run
+    in temporary copies of the repository)."""
+    if tune.storage:
+        return tune.storage
+    DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_STORAGE.resolve()}"
+
+
+def check(params: Params) -> None:
+    if params.train.loop != "trainer" or params.train.launcher != "python":
+        raise ParamsError("params.yaml: peftpipe tune runs train.loop trainer in one process (train.launcher python): "
+                          "the pruner follows one Trainer's evaluations")
+
+
+def make_sampler(tune: TuneParams):
+    import optuna
+
+    if tune.sampler == "grid":
+        grid_points(tune.space)  # checked here, walked by next_grid_point
+    if tune.sampler in ("random", "grid"):
+        return optuna.samplers.RandomSampler(seed=tune.seed)
+    return optuna.samplers.TPESampler(seed=tune.seed)
+
+
+def open_study(params: Params):
+    """The study named by tune.study (or the recipe), created or continued."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage_url(params.tune), study_name=study_name(params),
+                               sampler=make_sampler(params.tune), pruner=make_pruner(params.tune.pruner),
+                               direction="maximize", load_if_exists=True)
+
+
+def grid_points(space: dict[str, SearchRange]) -> list[dict]:
+    import itertools
+
+    if any(searched.choices is None for searched in space.values()):
+        raise ParamsError("params.yaml: tune.sampler: got 'grid', expected choices for every tune.space key "
+                          "(a grid has no ranges)")
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k].choices for k in keys))]
+
+
+def next_grid_point(study, space: dict[str, SearchRange]) -> dict | None:
+    """The first grid point no trial of the study has taken, or None. (Optuna's GridSampler
+    stops the study from inside, which only works under study.optimize, not ask and tell.)"""
+    taken = [t.params for t in study.get_trials(deepcopy=False)]
+    return next((point for point in grid_points(space) if point not in taken), None)
+
+
+def distributions(space: dict[str, SearchRange]) -> dict:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    found = {}
+    for key, searched in space.items():
+        if searched.choices is not None:
+            found[key] = CategoricalDistribution(searched.choices)
+        elif float(searched.low).is_integer() and float(searched.high).is_integer() and not searched.log \
+                and (searched.step is None or float(searched.step).is_integer()):
+            found[key] = IntDistribution(int(searched.low), int(searched.high), step=int(searched.step or 1))
+        else:
+            found[key] = FloatDistribution(searched.low, searched.high, log=searched.log, step=searched.step)
+    return found
+
+
+def experiment_name(study: str, suffix: str | int) -> str:
+    """A git-ref-safe name: tune-<study>-<n>."""
+    return f"tune-{re.sub(r'[^A-Za-z0-9_-]+', '-', study)}-{suffix}"
+
+
+def set_options(values: dict) -> list[str]:
+    """`-S ++key=value` (hydra's add-or-override): a params.yaml may leave keys at the schema's
+    defaults by omitting them."""
+    return [option for key, value in values.items() for option in ("-S", f"++{key}={_yaml(value)}")]
+
+
+def _yaml(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def run_experiment(name: str, values: dict, link: TrialLink | None, target: str | None = "train") -> None:
+    """``dvc exp run --temp``: the workspace stays as it is, so workers and the user's own
+    edits do not collide; the experiment is recorded under ``name``."""
+    import os
+
+    command = ["dvc", "exp", "run", "--temp", "-n", name, *set_options(values), *([target] if target else [])]
+    env = {**os.environ, **(link.to_environment() if link else {})}
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = " ".join((result.stderr or result.stdout).split())[-400:]
+        raise RuntimeError(f"{name}: dvc exp run failed: {tail}")
+
+
+def find_run(name: str) -> dict:
+    """The named experiment in `dvc exp show`: params, eval metrics, train and export metrics."""
+    for run in runs(exp_show(all_commits=True)):
+        if run["name"] == name:
+            return run
+    raise RuntimeError(f"{name}: no such experiment in dvc exp show")
+
+
+def read_outcome(name: str, metric: str) -> Outcome:
+    """The trial's validation score from its metrics/train.json (a trial runs up to train:
+    the experiment's metrics/eval.json is its parent commit's, never read)."""
+    trained = find_run(name)["train"]
+    value = (trained.get("validation") or {}).get(metric)
+    pruned = (trained.get("tune") or {}).get("pruned_at_epoch") is not None
+    return Outcome(None if value is None else float(value), pruned=pruned)
+
+
+def search(params: Params, trials: int, timeout_minutes: float,
+           run: Callable[[str, dict, TrialLink], None] = run_experiment,
+           read: Callable[[str, str], Outcome] = read_outcome, say: Callable[[str], None] = print):
+    """Run up to ``trials`` trials (or until ``timeout_minutes``) of the study; the study.
+    ``run`` and ``read`` are the DVC side (tests give their own)."""
+    from optuna.trial import TrialState
+
+    check(params)
+    study = open_study(params)
+    space = distributions(params.tune.space)
+    name = study_name(params)
+    started = time.monotonic()
+    for _ in range(trials):
+        if timeout_minutes and time.monotonic() - started > timeout_minutes * 60:
+            say(f"tune: time budget of {timeout_minutes:g} min spent")
+            break
+        if params.tune.sampler == "grid":
+            point = next_grid_point(study, params.tune.space)
+            if point is None:
+                say("tune: every grid point has been tried")
+                break
+            study.enqueue_trial(point)
+        trial = study.ask(space)
+        values = dict(trial.params)
+        experiment = experiment_name(name, trial.number)
+        trial.set_user_attr("experiment", experiment)
+        link = TrialLink(storage_url(params.tune), name, trial._trial_id, trial.number, params.tune.metric,
+                         params.tune.pruner)
+        say(f"tune: trial {trial.number} ({experiment}): {_shown(values)}")
+        try:
+            run(experiment, values, link)
+            outcome = read(experiment, params.tune.metric)
+        except (RuntimeError, KeyboardInterrupt) as err:
+            study.tell(trial, state=TrialState.FAIL)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            say(f"tune: trial {trial.number} failed: {err}")
+            continue
+        if outcome.pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            say(f"tune: trial {trial.number} pruned")
+        elif outcome.value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"tune: trial {trial.number}: no validation {params.tune.metric} in metrics/train.json")
+        else:
+            study.tell(trial, outcome.value)
+            say(f"tune: trial {trial.number}: validation {params.tune.metric} {outcome.value:.4f} "
+                f"(best so far {study.best_value:.4f}, trial {study.best_trial.number})")
+    return study
+
+
+def _shown(values: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def record(study, folder: Path = PLOTS) -> dict:
+    """metrics/tune/: every trial (history.json), parameter importances (importances.json),
+    and a summary (study.json) with the counts and the best trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    rows, best = [], None
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE and (best is None or trial.value > best):
+            best = trial.value
+        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
+                     "best": best, "experiment": trial.user_attrs.get("experiment"),
+                     **{f"param.{k}": v for k, v in trial.params.items()}})
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    importances = []
+    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        try:
+            found = optuna.importance.get_param_importances(study)
+            importances = [{"param": k, "importance": round(v, 4)} for k, v in found.items()]
+        except (RuntimeError, ValueError):  # too few distinct values for the forest
+            importances = []
+    counts = {state: sum(1 for r in rows if r["state"] == state) for state in ("complete", "pruned", "fail")}
+    summary = {"study": study.study_name, "trials": len(rows), **counts,
+               "best": {"trial": study.best_trial.number, "value": study.best_value, "params": study.best_params,
+                        "experiment": study.best_trial.user_attrs.get("experiment")} if complete else None}
+    write_json(folder / "history.json", [{"trial": r["trial"], "value": r["value"], "best": r["best"]}
+                                         for r in rows if r["state"] == "complete"])
+    write_json(folder / "trials.json", rows)
+    write_json(folder / "importances.json", importances)
+    write_json(folder / "study.json", summary)
+    # Their own dvc.yaml (plots only): `dvc plots show` draws them once a search has run,
+    # while the pipeline's dvc.yaml names only what its stages write.
+    (folder / "dvc.yaml").write_text(PLOTS_YAML)
+    return summary
+
+
+PLOTS_YAML = """\
+# Written by peftpipe tune: what `dvc plots show` draws of the search.
+plots:
+  - Search, validation score per trial and best so far:
+      x: trial
+      y:
+        history.json: [value, best]
+  - Search, parameter importances:
+      template: bar_horizontal
+      x: importance
+      y:
+        importances.json: param
+"""
+
+
+def evaluate_best(params: Params, study, run: Callable = run_experiment, say: Callable[[str], None] = print) -> dict:
+    """The best trial's params through the whole pipeline once (test scored, and validation
+    with its interval); its metrics."""
+    name = experiment_name(study_name(params), "best")
+    say(f"tune: best trial {study.best_trial.number}: validation {params.tune.metric} {study.best_value:.4f}; "
+        f"scoring it on test once ({name})")
+    run(name, {**study.best_params, "eval.validation": True}, None, None)
+    return find_run(name)["metrics"]
+
+
+def scores_line(metrics: dict, metric: str) -> str:
+    """'test f1 0.49 [0.40, 0.58]; validation f1 0.47 [0.41, 0.53]' from an eval.json."""
+    def shown(overall: dict) -> str:
+        bounds = overall.get(f"{metric}_ci") or {}
+        return f"{overall.get(metric, float('nan')):.4f} [{bounds.get('low', float('nan')):.4f}, " \
+               f"{bounds.get('high', float('nan')):.4f}]"
+
+    validation = (metrics.get("extra") or {}).get("validation", {}).get("overall", {})
+    return f"tune: test {metric} {shown(metrics.get('overall', {}))} (scored once); validation {metric} " \
+           f"{shown(validation)}"

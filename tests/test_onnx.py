@@ -1,0 +1,119 @@
+"""ONNX Runtime serving: the export stage writes fp32 and int8 graphs of a merged classifier,
+checks them against the PyTorch model on the test split (a planted disagreement fails the
+check), and `peftpipe predict --backend onnx|int8` serves them with the same answers."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import run_stage, write_jsonl
+
+from peftpipe import onnx_backend
+from peftpipe.cli import main
+from peftpipe.io import read_json
+from peftpipe.params import write_params
+
+pytest.importorskip("onnxruntime")
+
+STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
+
+
+@pytest.fixture
+def exported_ner(tiny_project):
+    write_params(tiny_project / "params.yaml", {"train": {"max_steps": 40}})
+    for name in STAGES:
+        run_stage(name)
+    return tiny_project
+
+
+def predicted(args: list[str]) -> list[dict]:
+    result = CliRunner().invoke(main, ["predict", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_export_writes_checked_onnx_graphs_that_predict_serves(exported_ner):
+    graphs = read_json(exported_ner / "metrics/export.json")["onnx"]
+    assert set(graphs) == {"onnx", "int8"}
+    fp32 = graphs["onnx"]
+    assert fp32["prediction_agreement"] == 1.0 and fp32["max_abs_logit_diff"] < 1e-3 and fp32["f1_difference"] == 0
+    assert graphs["int8"]["shipped"] == (graphs["int8"]["prediction_agreement"] >= 0.95)
+    for graph in graphs.values():
+        assert (exported_ner / "models/export" / graph["file"]).is_file() == graph["shipped"]
+    texts = ["alice visited paris and met bob", "carol works at acme in berlin", "the company went to london"]
+    by_torch = predicted(texts)
+    assert predicted(["--backend", "onnx", *texts]) == by_torch
+    if graphs["int8"]["shipped"]:
+        assert [r["text"] for r in predicted(["--backend", "int8", *texts])] == texts
+
+
+def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(exported_ner, monkeypatch, capsys):
+    before = (exported_ner / "models/export/model.safetensors").read_bytes()
+    loaded = onnx_backend.load
+
+    def flipped(folder, backend):  # the graph's logits with the first two labels swapped
+        model = loaded(folder, backend)
+        forward = model.forward
+
+        def swapped(*args, **kwargs):
+            output = forward(*args, **kwargs)
+            output["logits"] = output["logits"][..., [1, 0, *range(2, output["logits"].shape[-1])]]
+            return output
+
+        model.forward = swapped
+        return model
+
+    monkeypatch.setattr(onnx_backend, "load", flipped)
+    write_params(exported_ner / "params.yaml", {"export": {"logits_tolerance": 0.002}})  # export reruns
+    with pytest.raises(SystemExit):
+        run_stage("export")
+    err = capsys.readouterr().err
+    assert "error: the ONNX onnx model's predictions differ from the PyTorch model's on the test split" in err
+    assert (exported_ner / "models/export/model.safetensors").read_bytes() == before
+
+
+def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypatch, capsys):
+    write_params(exported_ner / "params.yaml", {"export": {"min_int8_agreement": 1.0}})
+    check = onnx_backend.check
+
+    def strict(reference, served, minimum, tolerance, backend):
+        if backend == "int8":  # planted: int8 misses one prediction
+            served = [np.array(s) for s in served]
+            served[0] = served[0][..., ::-1].copy()
+        return check(reference, served, minimum, tolerance, backend)
+
+    monkeypatch.setattr(onnx_backend, "check", strict)
+    run_stage("export")
+    graphs = read_json(exported_ner / "metrics/export.json")["onnx"]
+    assert graphs["onnx"]["shipped"] and not graphs["int8"]["shipped"]
+    assert not (exported_ner / "models/export/onnx/model.int8.onnx").exists()
+    out = capsys.readouterr().out
+    assert "export: ONNX int8: agreement" in out and "(below export.min_int8_agreement: not shipped)" in out
+    result = CliRunner().invoke(main, ["predict", "--backend", "int8", "alice"])
+    assert result.exit_code != 0 and "no ONNX model here" in result.output
+
+
+def test_sequence_classifier_serves_through_onnx(tmp_path, tiny_model_dir, monkeypatch):
+    rows = [{"text": f"{'alice bob' if i % 2 else 'paris london'} the city", "label": ["place", "person"][i % 2]}
+            for i in range(48)]
+    write_jsonl(tmp_path / "corpus/train.jsonl", rows)
+    write_jsonl(tmp_path / "corpus/test.jsonl", rows[:12])
+    write_params(tmp_path / "params.yaml", {
+        "task": {"kind": "sequence_classification"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
+                 "columns": {"text": "text", "label": "label"}},
+        "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 16},
+        "train": {"max_steps": 10, "batch_size": 16, "checkpoint_steps": 0}})
+    monkeypatch.chdir(tmp_path)
+    for name in STAGES:
+        run_stage(name)
+    assert read_json("metrics/export.json")["onnx"]["onnx"]["prediction_agreement"] == 1.0
+    texts = ["alice bob", "paris london"]
+    assert [r["label"] for r in predicted(["--backend", "onnx", *texts])] == [r["label"] for r in predicted(texts)]
+
+
+def test_prompt_methods_and_generation_stay_on_pytorch():
+    assert "prompt method" in onnx_backend.unsupported("sequence_classification", kept_as_adapter=True)
+    assert "generation" in onnx_backend.unsupported("generation", kept_as_adapter=False)
+    assert onnx_backend.unsupported("token_classification", kept_as_adapter=False) is None

@@ -1,0 +1,187 @@
+"""`peftpipe tune`: the search space in the params schema, the Optuna study (planted best
+found, resumed, shared by two worker processes), pruning from inside the real train stage,
+and, end to end on the tiny model, trials recorded as DVC experiments."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import copy_repo, git_repo, run_cli, run_stage, write_tiny_recipe
+
+from peftpipe import tune
+from peftpipe.errors import ParamsError
+from peftpipe.io import read_json
+from peftpipe.params import parse_params, write_params
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"lora.rank": {"choices": [4]}}, "tune.space.lora.rank: got 'lora.rank', expected a param key such as lora.r"),
+    ({"lora.r": {"choices": [0, 4]}}, "tune.space.lora.r: got 0, expected a value lora.r takes (input should be greater"),
+    ({"lora.dropout": {"low": 0.0, "high": 1.5}}, "tune.space.lora.dropout: got 1.5, expected a value lora.dropout takes"),
+    ({"train.learning_rate": {"low": 0, "high": 1, "log": True}},
+     "tune.space.train.learning_rate.low: got 0.0, expected a number above 0 with log: true"),
+    ({"lora.r": {"low": 4}}, "tune.space.lora.r.low: got 4.0, expected low < high (a range), or choices"),
+    ({"lora": {"choices": [1]}}, "tune.space.lora: got 'lora', expected a param key"),
+    ({"peft.method": {"choices": ["lora", "dorra"]}}, "tune.space.peft.method: got 'dorra', expected a value peft.method"),
+])
+def test_the_search_space_is_checked_against_the_params_it_sets(space, message):
+    with pytest.raises(ParamsError) as err:
+        parse_params({"tune": {"space": space}})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ranges_become_optuna_distributions():
+    params = parse_params({"tune": {"space": {
+        "lora.r": {"choices": [4, 8]}, "train.epochs": {"low": 1, "high": 5},
+        "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora.dropout": {"low": 0, "high": 0.5, "step": 0.1}}}})
+    found = tune.distributions(params.tune.space)
+    assert found["lora.r"].choices == (4, 8)
+    assert isinstance(found["train.epochs"], optuna.distributions.IntDistribution) and found["train.epochs"].high == 5
+    assert found["train.learning_rate"].log and found["lora.dropout"].step == 0.1
+    with pytest.raises(ParamsError, match="tune.sampler: got 'grid', expected choices for every tune.space key"):
+        tune.make_sampler(parse_params({"tune": {"sampler": "grid", "space": {"train.epochs": {"low": 1, "high": 3}}}}).tune)
+
+
+def planted(values: dict) -> float:
+    """A toy objective whose best is lora.r 16 with learning rate 1e-3."""
+    return 1.0 - abs(math.log10(values["train.learning_rate"]) + 3) - abs(values["lora.r"] - 16) / 100
+
+
+class FakeExperiments:
+    """The DVC side of a search, in memory: run records the params, read scores them."""
+
+    def __init__(self):
+        self.ran = {}
+
+    def run(self, name, values, link):
+        assert name not in self.ran
+        self.ran[name] = values
+
+    def read(self, name, metric):
+        return tune.Outcome(planted(self.ran[name]))
+
+
+def toy_params(tmp_path, sampler="grid", study="toy"):
+    return parse_params({"recipe": "toy", "tune": {
+        "sampler": sampler, "study": study, "storage": f"sqlite:///{tmp_path}/study.db",
+        "space": {"lora.r": {"choices": [4, 16]}, "train.learning_rate": {"choices": [1e-5, 1e-3]}}}})
+
+
+def test_a_four_trial_study_finds_the_planted_best_and_resumes(tmp_path):
+    fake = FakeExperiments()
+    params = toy_params(tmp_path)
+    said = []
+    study = tune.search(params, 2, 0, run=fake.run, read=fake.read, say=said.append)
+    assert len(study.trials) == 2
+    # Started again: the same study goes on where it stopped (trial numbers continue).
+    study = tune.search(params, 5, 0, run=fake.run, read=fake.read, say=said.append)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]  # the grid is exhausted after four
+    assert "tune: every grid point has been tried" in said
+    assert study.best_params == {"lora.r": 16, "train.learning_rate": 1e-3}
+    assert sorted(fake.ran) == [f"tune-toy-{n}" for n in range(4)]
+    summary = tune.record(study, tmp_path / "plots")
+    assert summary["complete"] == 4 and summary["best"]["experiment"] == study.best_trial.user_attrs["experiment"]
+    history = read_json(tmp_path / "plots/history.json")
+    assert [row["trial"] for row in history] == [0, 1, 2, 3]
+    assert history[-1]["best"] == max(row["value"] for row in history)
+    assert {row["param"] for row in read_json(tmp_path / "plots/importances.json")} == {"lora.r", "train.learning_rate"}
+
+
+def test_a_pruned_or_failed_experiment_is_recorded_as_such(tmp_path):
+    params = toy_params(tmp_path, sampler="random", study="states")
+    outcomes = iter([tune.Outcome(0.5), tune.Outcome(0.1, pruned=True), tune.Outcome(None)])
+
+    def run(name, values, link):
+        if name.endswith("-3"):
+            raise RuntimeError(f"{name}: dvc exp run failed: planted")
+
+    study = tune.search(params, 4, 0, run=run, read=lambda name, metric: next(outcomes), say=lambda line: None)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert tune.record(study, tmp_path / "plots")["pruned"] == 1
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from peftpipe import tune
+    from peftpipe.params import parse_params
+
+    params = parse_params({"recipe": "toy", "tune": {"sampler": "random", "study": "shared",
+        "storage": sys.argv[1], "space": {"lora.r": {"choices": [4, 8, 16, 32]},
+                                          "train.learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}}})
+    def run(name, values, link):
+        print(name, flush=True)
+        time.sleep(0.3)
+    tune.search(params, 4, 0, run=run, read=lambda name, metric: tune.Outcome(0.5), say=lambda line: None)
+""")
+
+
+def test_two_worker_processes_share_one_study_without_repeating_a_trial(tmp_path):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(storage=storage, study_name="shared", direction="maximize")  # created once, as a first worker would
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, storage], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    names = [line.strip() for worker in workers for line in worker.communicate(timeout=300)[0].splitlines()]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert sorted(names) == sorted(f"tune-shared-{n}" for n in range(8))  # each trial number ran once
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_the_train_stage_reports_to_its_trial_and_stops_when_pruned(tiny_project, monkeypatch):
+    """Five finished trials scored 0.9 and more at every epoch; this one learns nothing
+    (learning rate 1e-9): the median pruner stops it after its first evaluation, and the stage
+    ends cleanly with the adapter saved and the stop recorded."""
+    from peftpipe.trial import TrialLink
+
+    storage = f"sqlite:///{tiny_project}/study.db"
+    study = optuna.create_study(storage=storage, study_name="prune", direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=0.95, intermediate_values={e: 0.9 + e / 100 for e in range(1, 11)}))
+    trial = study.ask()
+    link = TrialLink(storage, "prune", trial._trial_id, trial.number, "f1", "median")
+    monkeypatch.setenv(*next(iter(link.to_environment().items())))
+    write_params(tiny_project / "params.yaml", {"train": {"epochs": 10, "learning_rate": 1e-9}})
+    for stage in ("download", "split", "tokenize_align", "train"):
+        run_stage(stage)
+    trained = read_json(tiny_project / "metrics/train.json")
+    assert trained["tune"] == {"trial": trial.number, "study": "prune", "pruned_at_epoch": 1.0}
+    assert trained["epochs"] == 1.0 and (tiny_project / "models/adapter/peftpipe.json").exists()
+    reported = optuna.load_study(study_name="prune", storage=storage).trials[-1].intermediate_values
+    assert list(reported) == [1] and reported[1] < 0.9
+
+
+def test_train_without_a_trial_reports_nothing(tiny_project):
+    write_params(tiny_project / "params.yaml", {"train": {"max_steps": 5}})
+    for stage in ("download", "split", "tokenize_align", "train"):
+        run_stage(stage)
+    assert "tune" not in read_json(tiny_project / "metrics/train.json")
+
+
+@pytest.mark.slow  # five dvc exp runs of the tiny model in subprocesses (~2 min)
+def test_tune_runs_trials_as_dvc_experiments_and_scores_the_best_once_on_test(tmp_path, tiny_model_dir):
+    repo = copy_repo(tmp_path)
+    write_tiny_recipe(repo, tiny_model_dir)
+    write_params(repo / "params.yaml", {"train": {"epochs": 2}, "tune": {
+        "sampler": "grid", "pruner": "none", "study": "tiny",
+        "space": {"train.learning_rate": {"choices": [1e-6, 2e-2]}, "lora.r": {"choices": [4, 8]}}}})
+    git_repo(repo)
+    output = run_cli(["peftpipe", "tune", "--trials", "4"], repo)
+    assert "tune: 4 trials in study 'tiny': 4 complete, 0 pruned, 0 failed" in output
+    assert "'train.learning_rate': 0.02" in output  # the planted best: the tiny model learns nothing at 1e-6
+    assert "(scored once); validation f1" in output
+    shown = json.loads(run_cli(["dvc", "exp", "show", "--json"], repo))
+    experiments = {rev["name"]: rev for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]}
+    assert {f"tune-tiny-{n}" for n in range(4)} | {"tune-tiny-best"} <= set(experiments)
+    trial = experiments["tune-tiny-0"]["data"]
+    assert "learning_rate" in trial["params"]["params.yaml"]["data"]["train"]
+    assert "validation" in trial["metrics"]["metrics/train.json"]["data"]
+    best = experiments["tune-tiny-best"]["data"]["metrics"]["metrics/eval.json"]["data"]
+    assert best["extra"]["validation"]["overall"]["f1_ci"]["low"] <= best["extra"]["validation"]["overall"]["f1"]
+    study = read_json(repo / "metrics/tune/study.json")
+    assert study["best"]["params"]["train.learning_rate"] == 0.02 and study["complete"] == 4
