@@ -186,6 +186,7 @@ def search(params: Params, trials: int, timeout_minutes: float,
         values = dict(trial.params)
         experiment = experiment_name(name, trial.number)
         trial.set_user_attr("experiment", experiment)
+        # The storage's id of the trial (Trial has no public one): the train stage reopens it by this.
         link = TrialLink(storage_url(params.tune), name, trial._trial_id, trial.number, params.tune.metric,
                          params.tune.pruner)
         say(f"tune: trial {trial.number} ({experiment}): {_shown(values)}")
