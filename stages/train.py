@@ -51,7 +51,7 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
                                "effective_batch_size": processes.num_processes * params.train.batch_size,
-                               **counts}, params.seed)
+                               **counts, "peak_memory_mib": training.peak_memory_mib()}, params.seed)
     processes.wait_for_everyone()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items() if v is not None)
     processes.print(f"train: loss {summary.train_loss:.4f}, validation {scores} -> {adapter}")

@@ -31,7 +31,7 @@ def test_method_trains_evaluates_and_exports_token_classification(tiny_project, 
     for stage in ("train", "evaluate", "export"):
         run_stage(stage)
     train = read_json(tiny_project / "metrics/train.json")
-    assert train["steps"] == 30 and train["train_loss"] > 0
+    assert train["steps"] == 30 and train["train_loss"] > 0 and train["peak_memory_mib"]["rss"] > 100
     assert (train["trainable_share"] == 1.0) == (name == "none")
     check = read_json(tiny_project / "metrics/export.json")
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
@@ -244,7 +244,8 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
         return {"name": name, "data": {
             "params": {"params.yaml": {"data": {"seed": 42, "peft": {"method": name[7:]}}}},
             "metrics": {"metrics/eval.json": {"data": {"overall": {"f1": f1, "f1_ci": {"low": f1 - 0.1, "high": f1 + 0.1}}}},
-                        "metrics/train.json": {"data": {"trainable_share": share, "train_seconds": seconds}},
+                        "metrics/train.json": {"data": {"trainable_share": share, "train_seconds": seconds,
+                                                        "peak_memory_mib": {"rss": 1234.5}}},
                         "metrics/export.json": {"data": {"merged_ms_per_example": ms}}}}}
 
     shown = [{"rev": "abc", "data": {}, "experiments": [{"revs": [
@@ -255,3 +256,4 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
     assert [r["method"] for r in found] == ["dora", "lora"]  # best first; other experiments left out
     text = method_sweep.table(found)
     assert "dora            0.5000 [0.4000, 0.6000]" in text and "0.80%" in text and "150" in text
+    assert "peak MiB" in text.splitlines()[0] and " 1234 " in text.splitlines()[1]

@@ -84,6 +84,8 @@ def test_a_four_trial_study_finds_the_planted_best_and_resumes(tmp_path):
     assert "tune: every grid point has been tried" in said
     assert study.best_params == {"lora.r": 16, "train.learning_rate": 1e-3}
     assert sorted(fake.ran) == [f"tune-toy-{n}" for n in range(4)]
+    # Each trial's run carries its number as a train param: its own key in DVC's run cache.
+    assert sorted(v["tune.trial"] for v in fake.ran.values()) == [0, 1, 2, 3]
     summary = tune.record(study, tmp_path / "plots")
     assert summary["complete"] == 4 and summary["best"]["experiment"] == study.best_trial.user_attrs["experiment"]
     history = read_json(tmp_path / "plots/history.json")
@@ -180,6 +182,7 @@ def test_tune_runs_trials_as_dvc_experiments_and_scores_the_best_once_on_test(tm
     assert {f"tune-tiny-{n}" for n in range(4)} | {"tune-tiny-best"} <= set(experiments)
     trial = experiments["tune-tiny-0"]["data"]
     assert "learning_rate" in trial["params"]["params.yaml"]["data"]["train"]
+    assert trial["params"]["params.yaml"]["data"]["tune"]["trial"] == 0
     assert "validation" in trial["metrics"]["metrics/train.json"]["data"]
     best = experiments["tune-tiny-best"]["data"]["metrics"]["metrics/eval.json"]["data"]
     assert best["extra"]["validation"]["overall"]["f1_ci"]["low"] <= best["extra"]["validation"]["overall"]["f1"]

@@ -44,6 +44,7 @@ def rows(shown: list, metric: str = "f1") -> list[dict]:
             "method": name[len(PREFIX):], metric: overall.get(metric), "ci": overall.get(f"{metric}_ci"),
             "trainable_share": run.get("train", {}).get("trainable_share"),
             "train_seconds": run.get("train", {}).get("train_seconds"),
+            "peak_rss_mib": (run.get("train", {}).get("peak_memory_mib") or {}).get("rss"),
             "ms_per_example": run.get("export", {}).get("merged_ms_per_example"),
         })
     return sorted(found, key=lambda row: -(row[metric] or 0.0))
@@ -52,7 +53,8 @@ def rows(shown: list, metric: str = "f1") -> list[dict]:
 def table(found: list[dict], metric: str = "f1") -> str:
     if not found:
         return f"no {PREFIX}* experiments yet: peftpipe methods --queue && dvc queue start -j 1"
-    lines = [f"{'method':<15} {metric + ' [95% interval]':<26} {'trained':>8} {'train s':>8} {'ms/example':>10}"]
+    lines = [f"{'method':<15} {metric + ' [95% interval]':<26} {'trained':>8} {'train s':>8} {'peak MiB':>8} "
+             f"{'ms/example':>10}"]
     for row in found:
         ci = row["ci"] or {}
         score = f"{row[metric]:.4f} [{ci.get('low', float('nan')):.4f}, {ci.get('high', float('nan')):.4f}]" \
@@ -60,7 +62,8 @@ def table(found: list[dict], metric: str = "f1") -> str:
         share = f"{row['trainable_share']:.2%}" if row["trainable_share"] is not None else "-"
         seconds = f"{row['train_seconds']:.0f}" if row["train_seconds"] is not None else "-"
         latency = f"{row['ms_per_example']:.1f}" if row["ms_per_example"] is not None else "-"
-        lines.append(f"{row['method']:<15} {score:<26} {share:>8} {seconds:>8} {latency:>10}")
+        peak = f"{row['peak_rss_mib']:.0f}" if row.get("peak_rss_mib") is not None else "-"
+        lines.append(f"{row['method']:<15} {score:<26} {share:>8} {seconds:>8} {peak:>8} {latency:>10}")
     return "\n".join(lines)
 
 

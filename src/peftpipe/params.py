@@ -376,6 +376,9 @@ class TuneParams(Section):
             "train.learning_rate": SearchRange(low=1e-4, high=3e-3, log=True),
             "train.epochs": SearchRange(choices=[2, 3, 5])},
         description="param -> {low, high, log, step} or {choices}")
+    # A train-stage param, so a trial's run (pruned ones stop early) has its own key in DVC's
+    # run cache and is never restored for an ordinary run with the same params.
+    trial: int | None = Field(None, ge=0, description="set by peftpipe tune on each trial's experiment; leave null")
 
     @field_validator("space")
     @classmethod

@@ -193,6 +193,20 @@ def method_step_callback(after_step):
     return AfterOptimizerStep()
 
 
+def peak_memory_mib() -> dict:
+    """This process's peak resident memory, and the GPU's peak allocation when there is one."""
+    import resource
+
+    import torch
+
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)}
+    if torch.cuda.is_available():
+        peak["cuda"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
 def total_steps(params: Params, train_rows: int, processes: int = 1) -> int:
     """Optimizer steps the training will take (each process's batches make one step)."""
     if params.train.max_steps > 0:

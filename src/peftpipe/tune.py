@@ -191,7 +191,7 @@ def search(params: Params, trials: int, timeout_minutes: float,
                          params.tune.pruner)
         say(f"tune: trial {trial.number} ({experiment}): {_shown(values)}")
         try:
-            run(experiment, values, link)
+            run(experiment, {**values, "tune.trial": trial.number}, link)
             outcome = read(experiment, params.tune.metric)
         except (RuntimeError, KeyboardInterrupt) as err:
             study.tell(trial, state=TrialState.FAIL)
