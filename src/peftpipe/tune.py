@@ -222,14 +222,15 @@ def record(study, folder: Path = PLOTS) -> dict:
     import optuna
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
     rows, best = [], None
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         if trial.state == TrialState.COMPLETE and (best is None or trial.value > best):
             best = trial.value
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
                      "best": best, "experiment": trial.user_attrs.get("experiment"),
                      **{f"param.{k}": v for k, v in trial.params.items()}})
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     importances = []
     if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
         try:
