@@ -24,7 +24,8 @@ def composed(name: str) -> Params:
 def test_the_reference_recipes_exist():
     assert set(NAMES) == {"default", "conll-ner-cpu", "conll-ner-full", "conll-ner-full-lora", "bionlp-lora-cpu",
                           "bionlp-lora-full", "mrpc-ptuning-cpu", "mrpc-ptuning-full", "agnews-qlora-cpu",
-                          "agnews-qlora-full", "finphrase-prefix-cpu", "finphrase-prefix-full"}
+                          "agnews-qlora-full", "finphrase-prefix-cpu", "finphrase-prefix-full",
+                          "finphrase-lora-cpu", "finphrase-lora-full"}
 
 
 @pytest.mark.parametrize("name", NAMES)
