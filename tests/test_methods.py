@@ -248,12 +248,18 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
                                                         "peak_memory_mib": {"rss": 1234.5}}},
                         "metrics/export.json": {"data": {"merged_ms_per_example": ms}}}}}
 
+    # As `dvc exp show --json` shows a run in progress: its task's rev, data.rev "workspace",
+    # and its baseline's metrics (not a result yet).
+    running = {**run("method-ia3", 0.9, 0.001, 1.0, 1.0), "rev": "e03bdb7d"}
+    running["data"]["rev"] = "workspace"
     shown = [{"rev": "abc", "data": {}, "experiments": [{"revs": [
         run("method-lora", 0.48, 0.008, 150.0, 9.0), run("method-dora", 0.5, 0.009, 210.0, 9.1),
         {"name": "r8", "data": {"params": {"params.yaml": {"data": {}}}, "metrics": {}}},
-        {**run("method-ia3", 0.9, 0.001, 1.0, 1.0), "rev": "workspace"}]}]}]  # still running: not a result
+        running]}]}]
     found = method_sweep.rows(shown)
     assert [r["method"] for r in found] == ["dora", "lora"]  # best first; other experiments left out
+    running["data"]["rev"] = "e03bdb7d"  # once it has finished it counts
+    assert [r["method"] for r in method_sweep.rows(shown)] == ["ia3", "dora", "lora"]
     text = method_sweep.table(found)
     assert "dora            0.5000 [0.4000, 0.6000]" in text and "0.80%" in text and "150" in text
     assert "peak MiB" in text.splitlines()[0] and " 1234 " in text.splitlines()[1]

@@ -56,7 +56,9 @@ def runs(shown: list) -> list[dict]:
                           "export": (files.get("metrics/export.json") or {}).get("data") or {}})
         for experiment in entry.get("experiments") or []:
             for rev in experiment.get("revs") or []:
-                if rev.get("rev") != "workspace":  # a run in progress shows the workspace's files
+                # A run in progress shows its workspace's files, which are still its baseline's:
+                # DVC marks it with data.rev "workspace" (its own rev is the queued task's).
+                if "workspace" not in (rev.get("rev"), (rev.get("data") or {}).get("rev")):
                     visit(rev)
 
     for entry in shown:
