@@ -263,3 +263,50 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
     text = method_sweep.table(found)
     assert "dora            0.5000 [0.4000, 0.6000]" in text and "0.80%" in text and "150" in text
     assert "peak MiB" in text.splitlines()[0] and " 1234 " in text.splitlines()[1]
+
+
+def test_methods_table_pairs_every_method_with_the_reference_and_records_plots(tmp_path):
+    """--table: each method's paired difference from lora on the same test rows (the planted
+    better method is significantly better, the equal one not), one row per method when the
+    same method ran under two commits, and metrics/methods/ for `dvc plots show`."""
+    import yaml
+
+    from peftpipe import method_sweep
+
+    def run(name, f1, seconds):
+        return {"name": name, "data": {
+            "params": {"params.yaml": {"data": {"seed": 42}}},
+            "metrics": {"metrics/eval.json": {"data": {"overall": {"f1": f1, "f1_ci": {"low": f1 - 0.1, "high": f1 + 0.1}}}},
+                        "metrics/train.json": {"data": {"trainable_share": 0.01, "train_seconds": seconds}}}}}
+
+    shown = [{"rev": "new", "data": {}, "experiments": [{"revs": [run("method-lora", 0.5, 100.0), run("method-vera", 0.9, 50.0),
+                                                                 run("method-ia3", 0.5, 20.0)]}]},
+             {"rev": "old", "data": {}, "experiments": [{"revs": [run("method-vera", 0.1, 60.0)]}]}]
+    found = method_sweep.rows(shown)
+    assert [(r["method"], r["f1"]) for r in found] == [("vera", 0.9), ("lora", 0.5), ("ia3", 0.5)]  # newest vera only
+
+    gold = ["pos", "neg"] * 40
+    half_right = [g if i % 2 == 0 else "pos" for i, g in enumerate(gold)]
+    predictions = {"method-lora": half_right, "method-ia3": half_right, "method-vera": gold}
+    loaded = []
+
+    def load(experiment):
+        loaded.append(experiment)
+        return [{"text": str(i), "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predictions[experiment]))]
+
+    method_sweep.add_paired(found, "lora", load=load)
+    by_method = {r["method"]: r for r in found}
+    assert "vs" not in by_method["lora"] and sorted(loaded) == ["method-ia3", "method-lora", "method-vera"]
+    assert by_method["vera"]["vs"]["diff"] > 0.2 and by_method["vera"]["vs"]["p"] < 0.05
+    assert by_method["ia3"]["vs"]["diff"] == 0 and by_method["ia3"]["vs"]["p"] == 1.0
+    text = method_sweep.table(found)
+    assert "vs lora" in text.splitlines()[0] and text.splitlines()[1].endswith(" *")
+    assert not text.splitlines()[3].endswith(" *")
+
+    folder = method_sweep.record(found, folder=tmp_path / "methods")
+    rows = json.loads((folder / "methods.json").read_text())
+    assert [r["method"] for r in rows] == ["vera", "lora", "ia3"] and rows[0]["vs_diff"] == by_method["vera"]["vs"]["diff"]
+    assert all(value is not None for row in rows for value in row.values())  # dvc plots refuses nulls
+    plots = yaml.safe_load((folder / "dvc.yaml").read_text())["plots"]
+    assert {next(iter(p.values()))["x"] for p in plots} == {"f1", "train_seconds"}
+    assert method_sweep.add_paired(found, "prefix_tuning", load=load) is None  # not run: no column, no error

@@ -254,10 +254,16 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
 
 @main.command()
 @click.option("--queue", "to_queue", is_flag=True, help="Queue one DVC experiment per method.")
-@click.option("--table", "as_table", is_flag=True, help="Compare the method-* experiments that have run.")
+@click.option("--table", "as_table", is_flag=True,
+              help="Compare the method-* experiments that have run; write metrics/methods/ for dvc plots show.")
+@click.option("--metric", default="f1", show_default=True, help="With --table: the test metric (metrics/eval.json overall).")
+@click.option("--against", default="lora", show_default=True,
+              help="With --table: the method every other is compared with, paired on the same test rows.")
+@click.option("--all-commits", is_flag=True, help="With --table: method experiments of every commit (newest run of each).")
 @click.option("--json", "as_json", is_flag=True, help="With --table: print JSON rows.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def methods(to_queue: bool, as_table: bool, as_json: bool, debug: bool) -> None:
+def methods(to_queue: bool, as_table: bool, metric: str, against: str, all_commits: bool, as_json: bool,
+            debug: bool) -> None:
     """The PEFT methods and their comparison on your data: --queue, then
     `dvc queue start -j 1`, then --table."""
     from peftpipe import method_sweep
@@ -270,8 +276,13 @@ def methods(to_queue: bool, as_table: bool, as_json: bool, debug: bool) -> None:
                 click.echo(f"queued {name}")
             click.echo("next: dvc queue start -j 1, then peftpipe methods --table")
         elif as_table:
-            found = method_sweep.current()
-            click.echo(json.dumps(found) if as_json else method_sweep.table(found))
+            found = method_sweep.current(all_commits, metric)
+            method_sweep.add_paired(found, against, metric)
+            if found:
+                method_sweep.record(found, metric)
+            click.echo(method_sweep.as_json(found) if as_json else method_sweep.table(found, metric))
+            if found and not as_json:
+                click.echo(f"plots: dvc plots show {method_sweep.RECORD}/dvc.yaml")
         else:
             for line in method_sweep.described():
                 click.echo(line)
