@@ -1,8 +1,8 @@
 """peftpipe benchmark: the pipeline against a tutorial-style script, on this machine, in
 one run. Writes bench/results/<timestamp>.json and .md and prints the table.
 
-    python bench/run.py                 # about 15-20 minutes on 2 CPU cores
-    python bench/run.py --epochs 1 --repeats 1 --skip-scaling   # a quick look
+    python bench/run.py                 # about 25 minutes on 2 CPU cores (--scaling: 6 more)
+    python bench/run.py --epochs 1 --repeats 1 --skip-conll   # a quick look
 
 Run it from the repository root after `dvc repro` (it reads data/split, data/tokenized
 and models/adapter, and times a no-op `dvc repro`). See bench/README.md for what each
@@ -35,11 +35,11 @@ def python_json(script: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 FLOP/s of an n x n matmul with torch's default threads."""
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Best FLOP/s of an n x n matmul in ``dtype`` with torch's default threads."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     torch.mm(a, b)  # warm up
     best = float("inf")
     for _ in range(repeats):
@@ -49,14 +49,14 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def shape_peak(rows: int = 600, hidden: int = 384, repeats: int = 20) -> float:
+def shape_peak(rows: int = 600, hidden: int = 384, repeats: int = 20, dtype: str = "float32") -> float:
     """Best float32 FLOP/s of the default model's own products: a batch of ~600 token rows
     through a hidden x hidden projection and the hidden x 4 hidden feed-forward layer (what
     the large-matmul peak overstates for a small model)."""
     import torch
 
-    x = torch.randn(rows, hidden)
-    weights = [torch.randn(hidden, hidden), torch.randn(hidden, 4 * hidden)]
+    x = torch.randn(rows, hidden, dtype=getattr(torch, dtype))
+    weights = [torch.randn(hidden, hidden, dtype=x.dtype), torch.randn(hidden, 4 * hidden, dtype=x.dtype)]
     flops = sum(2 * rows * w.shape[0] * w.shape[1] for w in weights)
     for w in weights:
         x @ w  # warm up
@@ -92,9 +92,11 @@ def pipeline_overhead() -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Totals over repeats: throughput = all tokens / all seconds."""
+    """Totals over repeats: throughput = all tokens / all seconds; each run's rate too (spread)."""
     seconds = sum(r["seconds"] for r in runs)
     return {
+        "real_tokens_per_s_each": [r["real_tokens"] / r["seconds"] for r in runs],
+        "test_f1": [round(r["test_f1"], 4) for r in runs if "test_f1" in r],
         "seconds_per_run": seconds / len(runs),
         "real_tokens_per_s": sum(r["real_tokens"] for r in runs) / seconds,
         "padded_tokens_per_s": sum(r["padded_tokens"] for r in runs) / seconds,
@@ -102,30 +104,91 @@ def summarize(runs: list[dict]) -> dict:
         "validation_f1": [round(r["validation_f1"], 4) for r in runs],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         "flops_per_s": sum(r["flops"] for r in runs) / seconds,
+        "mfu": [r["flops"] / r["seconds"] / r["peak_flops"] for r in runs if "peak_flops" in r],
+        "mfu_shape": [r["flops"] / r["seconds"] / r["shape_peak_flops"] for r in runs if "shape_peak_flops" in r],
     }
 
 
+def paired(baseline_runs: list[dict], ours: list[dict]) -> dict:
+    """Test F1 of the first runs of each side, paired over the same test rows (peftpipe compare)."""
+    from peftpipe.compare import compare
+
+    difference = next(d for d in compare(baseline_runs[0]["test_rows"], ours[0]["test_rows"]) if d.metric == "f1")
+    return {"a": difference.a, "b": difference.b, "low": difference.low, "high": difference.high,
+            "p": difference.p_value}
+
+
+def side_by_side(label: str, variants: dict[str, list[str]], repeats: int, args: list[str]) -> dict[str, list[dict]]:
+    """Each variant (its train_run.py arguments) once per repeat, alternating, so drift hits
+    all alike; the first repeat also scores the test split (for the paired tests)."""
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for i in range(repeats):
+        for name, variant in variants.items():
+            precision = "bfloat16" if "bf16" in variant else "float32"
+            before = (matmul_peak(dtype=precision), shape_peak(dtype=precision))
+            run = python_json("train_run.py", *variant, *args, *(["--no-test"] if i else []))
+            after = (matmul_peak(dtype=precision), shape_peak(dtype=precision))
+            # MFU against this run's own bracket: the peak measured just before and just after it.
+            run["precision"] = precision
+            run["peak_flops"], run["shape_peak_flops"] = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+            test = f", test F1 {run['test_f1']:.4f}" if "test_f1" in run else ""
+            log(f"{label} {name} run {i + 1}: {run['seconds']:.1f} s, {run['real_tokens'] / run['seconds']:.0f} "
+                f"real tokens/s, val F1 {run['validation_f1']:.4f}{test}, peak {run['peak_rss_mib']:.0f} MiB")
+            runs[name].append(run)
+    return runs
+
+
+def train_rows(rows: tuple) -> list[str]:
+    """Rows (name, summary): MFU per run against the peak of its precision measured just
+    before and after it (median over runs)."""
+    lines = ["| train stage | wall s / run | real tokens/s, all runs [each] | padding | val F1 | test F1 | "
+             "peak RSS MiB | MFU | MFU at the model's shapes |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        each = ", ".join(f"{x:.0f}" for x in r["real_tokens_per_s_each"])
+        lines.append(f"| {name} | {r['seconds_per_run']:.1f} | {r['real_tokens_per_s']:.0f} [{each}] | "
+                     f"{r['padding_share']:.1%} | {', '.join(map(str, r['validation_f1']))} | "
+                     f"{', '.join(map(str, r.get('test_f1') or ['-']))} | "
+                     f"{r['peak_rss_mib']:.0f} | {median(r['mfu']):.1%} | {median(r['mfu_shape']):.1%} |")
+    return lines
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else float("nan")
+
+
+def ratio_line(name: str, base: dict, ours: dict, test: dict | None, variant: str = "") -> str:
+    each = sorted(o / b for o, b in zip(ours["real_tokens_per_s_each"], base["real_tokens_per_s_each"]))
+    ours_name = f"peftpipe {variant}".strip()
+    line = (f"**Throughput ratio (real tokens/s, {ours_name} / {name}): {ours['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x** "
+            f"(per alternating pair: median {each[len(each) // 2]:.2f}x, range {each[0]:.2f}-{each[-1]:.2f}x)")
+    if test:
+        line += (f"; test F1 {test['b']:.4f} vs {test['a']:.4f}, paired difference {test['b'] - test['a']:+.4f} "
+                 f"[{test['low']:+.4f}, {test['high']:+.4f}], p {test['p']:.4f}")
+    return line
+
+
 def table(result: dict) -> str:
-    peak = result["matmul_peak_flops"]
-    lines = [f"Machine: {result['machine']}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048 x 2048); "
-             f"at the default model's shapes (600 x 384 @ 384 x 384 and 384 x 1536) "
-             f"{result['shape_peak_flops'] / 1e9:.1f} GFLOP/s", ""]
+    lines = [f"Machine: {result['machine']}. Matmul peaks at the start of the run, float32 / bfloat16: "
+             f"{result['float32_matmul_peak_flops'] / 1e9:.1f} / {result['bfloat16_matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
+             f"(2048 x 2048); at the default model's shapes (600 x 384 @ 384 x 384 and 384 x 1536) "
+             f"{result['float32_shape_peak_flops'] / 1e9:.1f} / {result['bfloat16_shape_peak_flops'] / 1e9:.1f}. "
+             "Each training run's MFU is against its own precision's peaks measured just before and after it.", ""]
     if "pipeline" in result:
         t, p = result["tutorial"], result["pipeline"]
-        lines += [
-            f"{result['epochs']:g} epochs x {result['repeats']} alternating runs each:", "",
-            "| train stage | wall s / run | real tokens/s | padding | val F1 | peak RSS MiB | MFU | MFU at the model's shapes |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        rows = (("tutorial-style script", t), ("peftpipe", p),
-                ("peftpipe, random batches (diagnostic)", result["pipeline_random_batches"]))
-        for name, r in rows:
-            lines.append(f"| {name} | {r['seconds_per_run']:.1f} | {r['real_tokens_per_s']:.0f} | "
-                         f"{r['padding_share']:.1%} | {', '.join(map(str, r['validation_f1']))} | "
-                         f"{r['peak_rss_mib']:.0f} | {r['flops_per_s'] / peak:.1%} | "
-                         f"{r['flops_per_s'] / result['shape_peak_flops']:.1%} |")
-        lines += ["", f"**Throughput ratio (real tokens/s, peftpipe / tutorial): "
-                      f"{p['real_tokens_per_s'] / t['real_tokens_per_s']:.2f}x**", ""]
+        lines += [f"Default (LoRA NER on WNUT-16), {result['epochs']:g} epochs x {result['repeats']} alternating runs each:", ""]
+        lines += train_rows((("tutorial-style script", t), ("peftpipe", p),
+                             ("peftpipe, `train.mixed_precision: bf16`", result["pipeline_bf16"]),
+                             ("peftpipe, random batches (diagnostic)", result["pipeline_random_batches"])))
+        lines += ["", ratio_line("tutorial", t, p, result.get("default_test")),
+                  ratio_line("tutorial", t, result["pipeline_bf16"], result.get("default_test_bf16"), "bf16"), ""]
+    if "conll" in result:
+        c = result["conll"]
+        lines += [f"conll-ner-cpu (full fine-tuning), {c['fraction']:.0%} of its train and validation splits, 1 epoch, "
+                  f"{c['repeats']} alternating runs each:", ""]
+        lines += train_rows((("transformers' run_ner.py, written the same way", c["example"]), ("peftpipe", c["pipeline"]),
+                             ("peftpipe, `train.mixed_precision: bf16`", c["pipeline_bf16"])))
+        lines += ["", ratio_line("run_ner.py", c["example"], c["pipeline"], c.get("test")),
+                  ratio_line("run_ner.py", c["example"], c["pipeline_bf16"], c.get("test_bf16"), "bf16"), ""]
     overhead = result.get("overhead") or {}
     if overhead:
         lines += [f"- no-op `dvc repro`: {overhead['noop_repro_s']:.2f} s",
@@ -170,10 +233,13 @@ def table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-training", action="store_true", help="no side-by-side runs (with --skip-scaling: overhead only)")
-    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--scaling", action="store_true", help="also the scaling runs (5 more, ~6 minutes)")
+    parser.add_argument("--skip-conll", action="store_true", help="no conll-ner-cpu vs run_ner.py runs")
+    parser.add_argument("--conll-fraction", type=float, default=0.1,
+                        help="share of CoNLL's train (and validation) split per run; 1 is the recipe's full epoch")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-inference", action="store_true")
     args = parser.parse_args()
@@ -184,28 +250,46 @@ def main() -> None:
               "repeats": args.repeats,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
                          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"}
-    result["matmul_peak_flops"], result["shape_peak_flops"] = matmul_peak(), shape_peak()
-    log(f"matmul peak {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s, at the model's shapes "
-        f"{result['shape_peak_flops'] / 1e9:.1f}")
+    for precision in ("float32", "bfloat16"):
+        result[f"{precision}_matmul_peak_flops"] = matmul_peak(dtype=precision)
+        result[f"{precision}_shape_peak_flops"] = shape_peak(dtype=precision)
+        log(f"{precision} matmul peak {result[f'{precision}_matmul_peak_flops'] / 1e9:.1f} GFLOP/s, at the model's "
+            f"shapes {result[f'{precision}_shape_peak_flops'] / 1e9:.1f}")
 
-    runs = {"tutorial": [], "pipeline": []}
-    for i in range(0 if args.skip_training else args.repeats):
-        for style in ("tutorial", "pipeline"):  # alternating, so drift hits both alike
-            run = python_json("train_run.py", "--style", style, "--epochs", str(args.epochs))
-            log(f"{style} run {i + 1}: {run['seconds']:.1f} s, {run['real_tokens'] / run['seconds']:.0f} "
-                f"real tokens/s, val F1 {run['validation_f1']:.4f}, peak {run['peak_rss_mib']:.0f} MiB")
-            runs[style].append(run)
+    runs = {}
     if not args.skip_training:
+        runs = side_by_side("default", {"tutorial": ["--style", "tutorial"], "pipeline": ["--style", "pipeline"],
+                                        "pipeline_bf16": ["--style", "pipeline", "--mixed-precision", "bf16"]},
+                            args.repeats, ["--epochs", str(args.epochs)])
         # One diagnostic run: the pipeline with random batches, as the tutorial draws them.
-        run = python_json("train_run.py", "--style", "pipeline", "--epochs", str(args.epochs), "--random-batches")
-        log(f"pipeline, random batches: {run['seconds']:.1f} s, val F1 {run['validation_f1']:.4f}")
-        runs["pipeline_random_batches"] = [run]
-    result["runs"] = runs
-    if not args.skip_training:
-        result["tutorial"], result["pipeline"] = summarize(runs["tutorial"]), summarize(runs["pipeline"])
-        result["pipeline_random_batches"] = summarize(runs["pipeline_random_batches"])
+        runs.update(side_by_side("default", {"pipeline_random_batches": ["--style", "pipeline", "--random-batches"]},
+                                 1, ["--epochs", str(args.epochs)]))
+        for name, group in runs.items():
+            result[name] = summarize(group)
+        result["default_test"] = paired(runs["tutorial"], runs["pipeline"])
+        result["default_test_bf16"] = paired(runs["tutorial"], runs["pipeline_bf16"])
 
-    if not args.skip_scaling:
+    if not args.skip_conll:
+        if not Path("../shared/corpora/conll2003").is_dir():
+            log("conll-ner-cpu: ../shared/corpora/conll2003 is not here; skipped")
+        else:
+            fraction = str(args.conll_fraction)
+            conll = side_by_side("conll-ner-cpu", {"example": ["--style", "example"], "pipeline": ["--style", "pipeline"],
+                                                   "pipeline_bf16": ["--style", "pipeline", "--mixed-precision", "bf16"]},
+                                 args.repeats, ["--recipe", "conll-ner-cpu", "--epochs", "1", "--fraction", fraction,
+                                                "--validation-fraction", fraction])
+            result["conll"] = {"fraction": args.conll_fraction, "repeats": args.repeats,
+                               **{name: summarize(group) for name, group in conll.items()},
+                               "test": paired(conll["example"], conll["pipeline"]),
+                               "test_bf16": paired(conll["example"], conll["pipeline_bf16"])}
+            runs["conll"] = conll
+    for side in runs.values():  # the predictions served the paired tests; the record keeps the numbers
+        for group in (side.values() if isinstance(side, dict) else [side]):
+            for run in group:
+                run.pop("test_rows", None)
+    result["runs"] = runs
+
+    if args.scaling:
         result["scaling"] = []
         for label, fraction, max_length in (("x1", 0.25, None), ("x2", 0.5, None), ("x4", 1.0, None),
                                             ("x1, max_length 64", 0.25, 64), ("x1, max_length 256", 0.25, 256)):
@@ -217,11 +301,13 @@ def main() -> None:
             result["scaling"].append(run)
 
     if not args.skip_inference:
-        result["inference"] = python_json("inference.py", "--repeats", str(max(3, args.repeats)))
+        result["inference"] = python_json("inference.py", "--repeats", str(args.repeats))
         log("inference: " + ", ".join(f"{name} {r['examples_per_s']:.0f}/s"
                                       for name, r in result["inference"]["rows"].items()))
     # The peaks again after the timed runs: a shared machine drifts (the README reports both).
-    result["matmul_peak_flops_after"], result["shape_peak_flops_after"] = matmul_peak(), shape_peak()
+    for precision in ("float32", "bfloat16"):
+        result[f"{precision}_matmul_peak_flops_after"] = matmul_peak(dtype=precision)
+        result[f"{precision}_shape_peak_flops_after"] = shape_peak(dtype=precision)
     if not args.skip_overhead:
         result["stage_rates"] = python_json("stage_rates.py")
         result["overhead"] = pipeline_overhead()

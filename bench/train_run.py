@@ -5,7 +5,17 @@
   does it (tokenize_and_align_labels, random batches, DataCollatorForTokenClassification,
   eval and save every epoch, load_best_model_at_end), same model, rows, LoRA config,
   batch size, epochs, learning rate and max length.
-Prints one JSON line: wall seconds, real and padded tokens, FLOPs, validation F1, peak RSS.
+--style example: a script written the way transformers' own token-classification example
+  (examples/pytorch/token-classification/run_ner.py) runs: the same tokenize_and_align_labels
+  with --label_all_tokens as the recipe sets it (continuations as I-), random batches,
+  DataCollatorForTokenClassification, default checkpointing (every 500 steps), one
+  evaluation on validation after training; full fine-tuning when the recipe's method is none.
+--recipe NAME: the recipe's params and data (loaded and split in process, as the download and
+  split stages would) instead of params.yaml and data/split.
+Every style's trained model then predicts the test split through the same code (peftpipe's
+evaluate path), so the F1s compare paired.
+Prints one JSON line: wall seconds, real and padded tokens, FLOPs, validation and test F1,
+the test predictions, peak RSS.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPLIT = Path("data/split")
+SPLIT = Path("data/split")  # the default's, after dvc repro; --recipe writes its own
+VALIDATION_FRACTION = 1.0  # --validation-fraction
+SCORE_TEST = True  # --no-test: a later repeat's predictions would only repeat the first's
 
 
 class TokenCounter:
@@ -88,11 +100,27 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "validation_f1": summary.validation["f1"], "steps": summary.steps,
-            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded}
+            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded,
+            **(test_scores(model, tokenizer, params, labels) if SCORE_TEST else {})}
 
 
-def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: Path) -> dict:
-    """As in the tutorial, apart from reading the same rows and model as the pipeline."""
+def test_scores(model, tokenizer, params, labels: list[str]) -> dict:
+    """Test F1 and predictions from peftpipe's evaluate path, whichever script trained ``model``."""
+    from peftpipe.evaluation import predict_split
+    from peftpipe.tasks import get_task
+
+    task = get_task(params.task.kind)
+    dataset = task.tokenize(frame("test", 1.0, params.seed), tokenizer, labels, params)
+    model.eval()
+    _, predicted = predict_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
+    gold = task.gold(dataset)
+    return {"test_f1": task.compute_metrics(gold, predicted, labels)["overall"]["f1"],
+            "test_rows": [{"row": i, "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))]}
+
+
+def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: Path, example: bool = False) -> dict:
+    """As in the tutorial (or, with ``example``, transformers' run_ner.py), apart from reading
+    the same rows and model as the pipeline."""
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from seqeval.metrics import f1_score
@@ -111,6 +139,10 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
     set_seed(params.seed)
     label_list = read_json(SPLIT / "labels.json")
     label2id = {name: i for i, name in enumerate(label_list)}
+    # run_ner.py --label_all_tokens: a word's continuation sub-words get its label, B- as I-.
+    b_to_i = {name: label2id.get("I-" + name[2:], label2id[name]) if name.startswith("B-") else label2id[name]
+              for name in label_list}
+    label_all_tokens = example and params.tokenize.label_all_tokens
     checkpoint = resolve_model(params.model)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
 
@@ -128,7 +160,7 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
                 elif word_idx != previous_word_idx:
                     label_ids.append(label2id[label[word_idx]])
                 else:
-                    label_ids.append(-100)
+                    label_ids.append(b_to_i[label[word_idx]] if label_all_tokens else -100)
                 previous_word_idx = word_idx
             labels.append(label_ids)
         tokenized_inputs["labels"] = labels
@@ -149,11 +181,16 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
 
     model = AutoModelForTokenClassification.from_pretrained(
         checkpoint, num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label2id)
-    lora = params.lora
-    peft_config = LoraConfig(task_type=TaskType.TOKEN_CLS, inference_mode=False, r=lora.r, lora_alpha=lora.alpha,
-                             lora_dropout=lora.dropout, bias=lora.bias)
-    model = get_peft_model(model, peft_config)
+    if params.peft.method != "none":
+        lora = params.lora
+        peft_config = LoraConfig(task_type=TaskType.TOKEN_CLS, inference_mode=False, r=lora.r, lora_alpha=lora.alpha,
+                                 lora_dropout=lora.dropout, bias=lora.bias)
+        model = get_peft_model(model, peft_config)
     counter = TokenCounter(model, tokenizer.pad_token_id)
+    if example:  # run_ner.py's defaults: no evaluation while training, a checkpoint every 500 steps
+        schedule = {"eval_strategy": "no", "save_strategy": "steps", "save_steps": 500}
+    else:
+        schedule = {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True}
     args = TrainingArguments(
         output_dir=str(out / "tutorial"),
         learning_rate=params.train.learning_rate,
@@ -161,9 +198,7 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
         per_device_eval_batch_size=params.train.batch_size,
         num_train_epochs=epochs,
         weight_decay=params.train.weight_decay,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        load_best_model_at_end=True,
+        **schedule,
         seed=params.seed,
         report_to="none",
         disable_tqdm=True,
@@ -173,14 +208,36 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
                       compute_metrics=compute_metrics)
     started = time.perf_counter()
     result = trainer.train()
+    if example:  # run_ner.py --do_eval: once, after training (the pipeline's time includes its evaluations too)
+        trainer.evaluate()
     seconds = time.perf_counter() - started
     last = [h for h in trainer.state.log_history if "eval_f1" in h][-1]
     return {"seconds": seconds, "validation_f1": last["eval_f1"], "steps": result.global_step,
-            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded}
+            **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded,
+            **(test_scores(trainer.model, tokenizer, params, label_list) if SCORE_TEST else {})}
+
+
+def recipe_split(name: str, folder: Path):
+    """The recipe's params, and its data split into ``folder`` as the download and split stages would."""
+    from peftpipe import recipes
+    from peftpipe.io import write_json
+    from peftpipe.params import parse_params
+    from peftpipe.sources import load_raw
+    from peftpipe.splitting import make_splits
+
+    params = parse_params(recipes.compose(name), f"recipes/{name}.yaml")
+    loaded = load_raw(params.data, params.task.kind, params.split.group_by)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in make_splits(loaded.splits, params.split).items():
+        rows.to_parquet(folder / f"{split}.parquet", index=False)
+    write_json(folder / "labels.json", loaded.labels)
+    return params
 
 
 def frame(name: str, fraction: float, seed: int) -> pd.DataFrame:
     rows = pd.read_parquet(SPLIT / f"{name}.parquet")
+    if name == "validation" and VALIDATION_FRACTION < 1:
+        rows = rows.sample(max(1, round(len(rows) * VALIDATION_FRACTION)), random_state=seed)
     if name == "train" and fraction != 1:
         n = max(1, round(len(rows) * fraction))
         rows = pd.concat([rows] * int(np.ceil(fraction)))[:n] if fraction > 1 else rows.sample(n, random_state=seed)
@@ -189,24 +246,43 @@ def frame(name: str, fraction: float, seed: int) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--style", choices=["pipeline", "tutorial"], required=True)
+    parser.add_argument("--style", choices=["pipeline", "tutorial", "example"], required=True)
+    parser.add_argument("--recipe", help="a recipe's params and data instead of params.yaml and data/split")
     parser.add_argument("--epochs", type=float, default=5)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the train split (>1 repeats it)")
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--validation-fraction", type=float, default=1.0,
+                        help="share of validation evaluated (with --fraction: keeps a full run's train:eval proportion)")
+    parser.add_argument("--no-test", action="store_true", help="skip scoring the test split (later repeats)")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default=None,
+                        help="override train.mixed_precision (bf16: autocast, on CPU too)")
     parser.add_argument("--random-batches", action="store_true",
                         help="pipeline with train.group_by_length false (isolates what grouping does)")
     args = parser.parse_args()
 
     from peftpipe.params import load_params
 
-    params = load_params()
-    if args.random_batches:
-        params = params.model_copy(update={"train": params.train.model_copy(update={"group_by_length": False})})
-    run = pipeline_run if args.style == "pipeline" else tutorial_run
+    global SPLIT, VALIDATION_FRACTION, SCORE_TEST
+    VALIDATION_FRACTION, SCORE_TEST = args.validation_fraction, not args.no_test
     with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
-        result = run(params, args.epochs, args.fraction, args.max_length or params.model.max_length, Path(out))
+        if args.recipe:
+            SPLIT = Path(out) / "split"
+            params = recipe_split(args.recipe, SPLIT)
+        else:
+            params = load_params()
+        if args.random_batches:
+            params = params.model_copy(update={"train": params.train.model_copy(update={"group_by_length": False})})
+        if args.mixed_precision:
+            params = params.model_copy(update={"train": params.train.model_copy(
+                update={"mixed_precision": args.mixed_precision})})
+        max_length = args.max_length or params.model.max_length
+        if args.style == "pipeline":
+            result = pipeline_run(params, args.epochs, args.fraction, max_length, Path(out))
+        else:
+            result = tutorial_run(params, args.epochs, args.fraction, max_length, Path(out), args.style == "example")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"style": args.style, "random_batches": args.random_batches, "epochs": args.epochs, "fraction": args.fraction,
+    print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
+                      "mixed_precision": params.train.mixed_precision, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
                       "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
 
