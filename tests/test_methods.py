@@ -239,6 +239,12 @@ def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monke
     names = method_sweep.queue(run=queued.append)
     assert names == [f"method-{n}" for n in METHODS]
     assert queued[1] == ["dvc", "exp", "run", "--queue", "-n", "method-lora", "-S", "peft.method=lora"]
+    queued.clear()
+    assert method_sweep.queue(run=queued.append, settings=("export.onnx=false",), only=("dora", "ia3")) == [
+        "method-dora", "method-ia3"]
+    assert queued[1][-4:] == ["-S", "peft.method=ia3", "-S", "export.onnx=false"]
+    with pytest.raises(ParamsError, match="--method lorra: not a method; expected one of none, lora"):
+        method_sweep.queue(run=queued.append, only=("lorra",))
 
     def run(name, f1, share, seconds, ms):
         return {"name": name, "data": {

@@ -254,6 +254,9 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
 
 @main.command()
 @click.option("--queue", "to_queue", is_flag=True, help="Queue one DVC experiment per method.")
+@click.option("--method", "only", multiple=True, help="With --queue: only this method (repeat the option).")
+@click.option("-S", "--set", "settings", multiple=True,
+              help="With --queue: a param every run sets, as dvc exp run -S (e.g. export.onnx=false).")
 @click.option("--table", "as_table", is_flag=True,
               help="Compare the method-* experiments that have run; write metrics/methods/ for dvc plots show.")
 @click.option("--metric", default="f1", show_default=True, help="With --table: the test metric (metrics/eval.json overall).")
@@ -262,8 +265,8 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
 @click.option("--all-commits", is_flag=True, help="With --table: method experiments of every commit (newest run of each).")
 @click.option("--json", "as_json", is_flag=True, help="With --table: print JSON rows.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def methods(to_queue: bool, as_table: bool, metric: str, against: str, all_commits: bool, as_json: bool,
-            debug: bool) -> None:
+def methods(to_queue: bool, only: tuple[str, ...], settings: tuple[str, ...], as_table: bool, metric: str,
+            against: str, all_commits: bool, as_json: bool, debug: bool) -> None:
     """The PEFT methods and their comparison on your data: --queue, then
     `dvc queue start -j 1`, then --table."""
     from peftpipe import method_sweep
@@ -272,7 +275,7 @@ def methods(to_queue: bool, as_table: bool, metric: str, against: str, all_commi
     try:
         load_params("params.yaml")  # a broken params.yaml stops here, not in every queued run
         if to_queue:
-            for name in method_sweep.queue():
+            for name in method_sweep.queue(settings=settings, only=only):
                 click.echo(f"queued {name}")
             click.echo("next: dvc queue start -j 1, then peftpipe methods --table")
         elif as_table:

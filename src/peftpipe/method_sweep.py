@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from peftpipe.errors import ParamsError
 from peftpipe.io import atomic_path, write_json
 from peftpipe.methods import METHODS
 from peftpipe.summarize import exp_show, runs
@@ -27,11 +28,17 @@ PREFIX = "method-"
 RECORD = Path("metrics/methods")
 
 
-def queue(run: Callable[[list[str]], object] = lambda cmd: subprocess.run(cmd, check=True)) -> list[str]:
-    """Queue one experiment per method; the names queued."""
+def queue(run: Callable[[list[str]], object] = lambda cmd: subprocess.run(cmd, check=True),
+          settings: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> list[str]:
+    """Queue one experiment per method (``only``: those), each with the same extra ``settings``
+    (`-S key=value`, e.g. export.onnx=false to skip the ONNX graphs); the names queued."""
+    unknown = [name for name in only if name not in METHODS]
+    if unknown:
+        raise ParamsError(f"--method {', '.join(unknown)}: not a method; expected one of {', '.join(METHODS)}")
     names = []
-    for name in METHODS:
-        run(["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{name}", "-S", f"peft.method={name}"])
+    for name in only or METHODS:
+        extra = [arg for setting in settings for arg in ("-S", setting)]
+        run(["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{name}", "-S", f"peft.method={name}", *extra])
         names.append(f"{PREFIX}{name}")
     return names
 
