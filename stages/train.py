@@ -36,6 +36,9 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
+    note = training.precision_note(params.train.mixed_precision, torch.cuda.is_available(), training.cpu_flags())
+    if note:
+        processes.print(note)
     if params.train.loop == "accelerate":  # the course's custom loop: no checkpoints to resume
         summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, curves)
     else:

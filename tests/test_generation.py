@@ -13,6 +13,7 @@ from conftest import ENTITIES, run_stage, write_jsonl
 from test_sequence_classification import STAGES, write_params
 
 from peftpipe.io import read_json
+from peftpipe.methods import METHODS, get_method
 
 TOPIC_WORDS = {"people": [w for w, t in ENTITIES.items() if t == "PER"],
                "places": [w for w, t in ENTITIES.items() if t == "LOC"]}
@@ -173,3 +174,24 @@ def test_prefix_tuning_an_encoder_decoder_trains_and_generates(tmp_path, tiny_t5
     losses = validation_losses(tmp_path)
     assert losses[-1] < losses[0]
     assert read_json("metrics/eval.json")["examples"] == 24
+
+
+GENERATION_METHODS = [name for name in METHODS if name not in ("qlora", "prefix_tuning", "lora")]  # those: above
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", GENERATION_METHODS)
+def test_every_method_trains_evaluates_and_exports_a_decoder(tmp_path, tiny_gpt_dir, monkeypatch, name):
+    """Generation (CAUSAL_LM) with each method: every stage runs, a mergeable method is
+    exported merged and regenerates the adapter's test outputs, a prompt method ships its
+    adapter (export's own check compares them)."""
+    generation_params(tmp_path, tiny_gpt_dir, epochs=1, method=name, learning_rate=1e-2)
+    monkeypatch.chdir(tmp_path)
+    for stage in STAGES:
+        run_stage(stage)
+    check = read_json("metrics/export.json")
+    assert check["prediction_agreement"] == 1.0, check
+    shipped = sorted(p.name for p in (tmp_path / "models/export").iterdir())
+    plain = "model.safetensors" in shipped and "adapter_config.json" not in shipped
+    assert plain != get_method(name).kept_as_adapter, (name, shipped)
+    assert read_json("metrics/eval.json")["overall"].keys() >= {"exact_match", "f1"}

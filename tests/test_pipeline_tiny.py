@@ -311,9 +311,55 @@ def test_export_checks_fail_on_planted_differences():
 
     trained = [np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
     assert compare_logits(trained, [t.copy() for t in trained], 1e-3)["prediction_agreement"] == 1.0
-    with pytest.raises(ExportError, match=r"agreement 1.0000, max logit difference 1.00e-02"):
+    with pytest.raises(ExportError, match=r"agreement 1.0000, minimum 1; max logit difference 1.00e-02"):
         compare_logits(trained, [t + 0.01 for t in trained], 1e-3)  # same argmax, logits moved
     flipped = [np.array([[0.0, 2.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
     assert check_quantized(trained, trained, 0.9) == 1.0
     with pytest.raises(ExportError, match=r"agrees with the 4-bit model on only 66.67% of test predictions"):
         check_quantized(trained, flipped, 0.9)
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_on_cpu_with_float32_weights(tiny_project, tmp_path):
+    """train.mixed_precision bf16 without a GPU: the Trainer autocasts the forward to bf16 on
+    the CPU (the bench's faster row) and keeps the weights it saves in float32."""
+    import torch
+
+    from peftpipe import adapters, training
+    from peftpipe.artifacts import load_tokenized
+    from peftpipe.models import load_base
+    from peftpipe.params import load_params
+    from peftpipe.tasks import get_task
+
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    params = load_params(tiny_project / "params.yaml")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"mixed_precision": "bf16",
+                                                                                 "max_steps": 4})})
+    task = get_task(params.task.kind)
+    datasets, labels = load_tokenized(tiny_project / "data/tokenized")
+    model, tokenizer = load_base(params, labels)
+    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
+    seen = set()
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if module.training else None)
+    summary = training.train(model, tokenizer, datasets, params, task, labels, tmp_path / "ck", tmp_path / "curves")
+    assert summary.steps == 4 and seen == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize(("precision", "flags", "expected"), [
+    ("bf16", {"avx512f", "avx512_bf16"}, None),
+    ("bf16", {"amx_bf16"}, None),
+    ("bf16", {"avx512f", "avx2"}, "without bf16 in hardware"),
+    ("fp16", {"avx512f"}, "fp16 on a CPU"),
+    ("no", set(), None),
+    ("bf16", None, None),  # flags unknown (not Linux): no guess
+])
+def test_precision_note_says_when_mixed_precision_will_not_pay_on_this_cpu(precision, flags, expected):
+    from peftpipe.training import cpu_flags, precision_note
+
+    note = precision_note(precision, False, flags)
+    assert (note is None) if expected is None else (expected in note and note.startswith("train: "))
+    assert precision_note(precision, True, flags) is None  # a GPU autocasts natively
+    assert cpu_flags(ROOT / "no-such-cpuinfo") is None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftpipe.errors import ExportError, ModelError
+from peftpipe.errors import ModelError
 
 FOLDER = "onnx"
 FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
@@ -112,18 +112,3 @@ def load(folder: Path, backend: str):
             return output(logits=torch.from_numpy(logits))
 
     return OnnxClassifier().eval()
-
-
-def check(reference: list[np.ndarray], served: list[np.ndarray], minimum: float, tolerance: float | None,
-          backend: str) -> dict:
-    """Agreement of the graph's predictions with the PyTorch model's on the test split; the
-    fp32 graph must also stay within ``tolerance`` on the logits."""
-    from peftpipe.export import logit_agreement
-
-    found = logit_agreement(reference, served)
-    if found["prediction_agreement"] < minimum or (tolerance is not None and found["max_abs_logit_diff"] > tolerance):
-        raise ExportError(
-            f"the ONNX {backend} model's predictions differ from the PyTorch model's on the test split (agreement "
-            f"{found['prediction_agreement']:.4f}, minimum {minimum:g}; max logit difference "
-            f"{found['max_abs_logit_diff']:.2e}{f', export.logits_tolerance {tolerance:g}' if tolerance else ''})")
-    return found

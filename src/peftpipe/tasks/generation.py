@@ -244,6 +244,9 @@ def trainer_metrics(labels: list[str], model=None):
     def compute(eval_prediction) -> dict:
         predicted, label_ids = eval_prediction
         predicted, label_ids = np.asarray(predicted), np.asarray(label_ids)
+        # Prompt and P-tuning put their virtual tokens first: peft's loss skips them, their
+        # logits are still there (n more columns than the labels).
+        predicted = predicted[:, predicted.shape[1] - label_ids.shape[1]:]
         if shift:  # a decoder's logits at position t predict token t+1
             predicted, label_ids = predicted[:, :-1], label_ids[:, 1:]
         keep = label_ids != IGNORE
