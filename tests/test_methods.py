@@ -166,7 +166,7 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     from peftpipe.tasks import token_classification
 
     params = parse_params({"peft": {"method": "lora_plus", "options": {"loraplus_lr_ratio": 8}},
-                           "train": {"learning_rate": 1e-3}})
+                           "lora": {"bias": "all"}, "train": {"learning_rate": 1e-3}})
     model = token_classification.load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
     model = adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
     optimizer = get_method("lora_plus").optimizer(model, params)
@@ -178,6 +178,12 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     a = {r for n, r in rates.items() if "lora_A" in n}
     b = {r for n, r in rates.items() if "lora_B" in n}
     assert a == {1e-3} and b == {8e-3}
+    # Only the B matrices: biases (lora.bias: all) and the head learn at the base rate (peft's
+    # own LoRA+ optimizer put every 1-D parameter at 8x, and the default collapsed to all-O).
+    others = {n: r for n, r in rates.items() if "lora_" not in n}
+    assert any(n.endswith(".bias") for n in others) and set(others.values()) == {1e-3}
+    decay = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert all(d == 0.0 for n, d in decay.items() if n.endswith(".bias"))
 
 
 def test_prefix_tuning_fits_only_models_that_take_a_key_value_cache():
