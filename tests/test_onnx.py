@@ -47,38 +47,13 @@ def test_export_writes_checked_onnx_graphs_that_predict_serves(exported_ner):
         assert [r["text"] for r in predicted(["--backend", "int8", *texts])] == texts
 
 
-def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(exported_ner, monkeypatch, capsys):
-    before = (exported_ner / "models/export/model.safetensors").read_bytes()
+def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:
+    """onnx_backend.load gives the named graphs with their first two labels' logits swapped."""
     loaded = onnx_backend.load
 
-    def flipped(folder, backend):  # the graph's logits with the first two labels swapped
+    def load(folder, backend):
         model = loaded(folder, backend)
-        forward = model.forward
-
-        def swapped(*args, **kwargs):
-            output = forward(*args, **kwargs)
-            output["logits"] = output["logits"][..., [1, 0, *range(2, output["logits"].shape[-1])]]
-            return output
-
-        model.forward = swapped
-        return model
-
-    monkeypatch.setattr(onnx_backend, "load", flipped)
-    write_params(exported_ner / "params.yaml", {"export": {"logits_tolerance": 0.002}})  # export reruns
-    with pytest.raises(SystemExit):
-        run_stage("export")
-    err = capsys.readouterr().err
-    assert "error: the ONNX onnx model's predictions differ from the PyTorch model's on the test split" in err
-    assert (exported_ner / "models/export/model.safetensors").read_bytes() == before
-
-
-def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypatch, capsys):
-    write_params(exported_ner / "params.yaml", {"export": {"min_int8_agreement": 1.0}})
-    loaded = onnx_backend.load
-
-    def int8_misses(folder, backend):  # planted: the int8 graph's first two labels swapped
-        model = loaded(folder, backend)
-        if backend == "int8":
+        if backend in backends:
             forward = model.forward
 
             def swapped(*args, **kwargs):
@@ -89,7 +64,23 @@ def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypa
             model.forward = swapped
         return model
 
-    monkeypatch.setattr(onnx_backend, "load", int8_misses)
+    monkeypatch.setattr(onnx_backend, "load", load)
+
+
+def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(exported_ner, monkeypatch, capsys):
+    before = (exported_ner / "models/export/model.safetensors").read_bytes()
+    planted_swap(monkeypatch, ("onnx", "int8"))
+    write_params(exported_ner / "params.yaml", {"export": {"logits_tolerance": 0.002}})  # export reruns
+    with pytest.raises(SystemExit):
+        run_stage("export")
+    err = capsys.readouterr().err
+    assert "error: the ONNX onnx model's predictions differ from the PyTorch model's on the test split" in err
+    assert (exported_ner / "models/export/model.safetensors").read_bytes() == before
+
+
+def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypatch, capsys):
+    write_params(exported_ner / "params.yaml", {"export": {"min_int8_agreement": 1.0}})
+    planted_swap(monkeypatch, ("int8",))
     run_stage("export")
     graphs = read_json(exported_ner / "metrics/export.json")["onnx"]
     assert graphs["onnx"]["shipped"] and not graphs["int8"]["shipped"]
