@@ -4,6 +4,7 @@ proves a merge predicts what the adapter did), and its options are checked again
 config class before any model loads."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run_stage, write_jsonl
@@ -322,3 +323,43 @@ def test_methods_table_pairs_every_method_with_the_reference_and_records_plots(t
     plots = yaml.safe_load((folder / "dvc.yaml").read_text())["plots"]
     assert {next(iter(p.values()))["x"] for p in plots} == {"f1", "train_seconds"}
     assert method_sweep.add_paired(found, "prefix_tuning", load=load) is None  # not run: no column, no error
+
+
+def test_queued_and_temp_runs_get_paths_that_leave_the_repository_pinned(tmp_path, monkeypatch):
+    """DVC runs queued and --temp experiments in a copy of the repository (.dvc/tmp/exps):
+    a recipe's ../shared/corpora path did not resolve there and every queued method run
+    failed in download. methods --queue and tune pin such paths; paths inside stay relative."""
+    from peftpipe import experiments, method_sweep, tune
+    from peftpipe.io import unusable
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    params = {"data": {"source": "local", "name": None,
+                       "files": {"train": "../corpora/train.jsonl", "test": "inputs/test.jsonl",
+                                 "validation": str(tmp_path / "abs.jsonl")}},
+              "eval": {"extra": {"other": "../corpora/other.jsonl"}},
+              "model": {"source": "local", "name": "../models/tiny"}}
+    write_params(repo / "params.yaml", params)
+    monkeypatch.chdir(repo)
+    outside = str((tmp_path / "corpora").resolve())
+    pinned = experiments.pinned_paths(parse_params(params))
+    assert pinned == {"data.files.train": f"{outside}/train.jsonl", "eval.extra.other": f"{outside}/other.jsonl",
+                      "model.name": str((tmp_path / "models/tiny").resolve())}
+
+    queued = []
+    method_sweep.queue(run=queued.append, only=("lora",))
+    assert queued[0][-6:] == ["-S", f"data.files.train={outside}/train.jsonl", "-S",
+                              f"eval.extra.other={outside}/other.jsonl", "-S", "model.name=" + pinned["model.name"]]
+
+    ran = []
+    monkeypatch.setattr(tune.subprocess, "run", lambda command, **kw: ran.append(command) or
+                        type("Done", (), {"returncode": 0})())
+    tune.run_experiment("tune-x-0", {"lora.r": 8}, None)
+    assert f"data.files.train={outside}/train.jsonl" in ran[0] and "++lora.r=8" in ran[0]
+
+    # A run that still meets such a path (a user's own `dvc exp run --queue`) says why.
+    copy = repo / ".dvc/tmp/exps/tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    assert "runs in a copy of the repository" in unusable(Path("../corpora/train.jsonl"))
+    assert unusable(Path("inputs/missing.jsonl")) == "file not found"

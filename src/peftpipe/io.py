@@ -102,6 +102,10 @@ def unusable(path: Path) -> str | None:
     if path.is_dir():
         return "is a folder, not a file"
     if not path.exists():
+        if not path.is_absolute() and ".." in path.parts and "/.dvc/tmp/exps/" in Path.cwd().as_posix() + "/":
+            return ("file not found: this experiment runs in a copy of the repository (.dvc/tmp/exps, as `dvc exp "
+                    "run --queue` and `--temp` do), where a relative path that leaves the repository does not "
+                    "resolve; give it as an absolute path (`-S key=/abs/path`; peftpipe methods and tune do that)")
         return "file not found"
     with open(path, "rb") as fh:
         start = fh.read(len(LFS_POINTER))

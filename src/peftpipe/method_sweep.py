@@ -19,9 +19,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from peftpipe import experiments
 from peftpipe.errors import ParamsError
 from peftpipe.io import atomic_path, write_json
 from peftpipe.methods import METHODS
+from peftpipe.params import load_params
 from peftpipe.summarize import exp_show, runs
 
 PREFIX = "method-"
@@ -35,9 +37,11 @@ def queue(run: Callable[[list[str]], object] = lambda cmd: subprocess.run(cmd, c
     unknown = [name for name in only if name not in METHODS]
     if unknown:
         raise ParamsError(f"--method {', '.join(unknown)}: not a method; expected one of {', '.join(METHODS)}")
+    # Queued runs happen in a copy of the repository: paths that leave it are pinned.
+    pinned = experiments.set_options(experiments.pinned_paths(load_params("params.yaml")))
     names = []
     for name in only or METHODS:
-        extra = [arg for setting in settings for arg in ("-S", setting)]
+        extra = [*pinned, *(arg for setting in settings for arg in ("-S", setting))]
         run(["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{name}", "-S", f"peft.method={name}", *extra])
         names.append(f"{PREFIX}{name}")
     return names

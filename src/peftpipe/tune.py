@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftpipe import experiments
 from peftpipe.errors import ParamsError
 from peftpipe.io import write_json
-from peftpipe.params import Params, SearchRange, TuneParams
+from peftpipe.params import Params, SearchRange, TuneParams, load_params
 from peftpipe.summarize import exp_show, runs
 from peftpipe.trial import TrialLink, make_pruner
 
@@ -135,7 +136,9 @@ def run_experiment(name: str, values: dict, link: TrialLink | None, target: str 
     edits do not collide; the experiment is recorded under ``name``."""
     import os
 
-    command = ["dvc", "exp", "run", "--temp", "-n", name, *set_options(values), *([target] if target else [])]
+    # --temp runs in a copy of the repository: paths that leave it are pinned (not searched).
+    pinned = experiments.set_options(experiments.pinned_paths(load_params("params.yaml")))
+    command = ["dvc", "exp", "run", "--temp", "-n", name, *pinned, *set_options(values), *([target] if target else [])]
     env = {**os.environ, **(link.to_environment() if link else {})}
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
