@@ -71,6 +71,8 @@ def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     run(["dvc", "plots", "diff", "HEAD", "r8", "-o", "plots-page"], repo)
     page = (repo / "plots-page/index.html").read_text()
     assert not re.search(r"<script[^>]+src=", page)
-    # 5 plots of the pipeline, 2 of the search record the repository ships (metrics/tune/dvc.yaml).
-    assert page.count("vegaEmbed(") == 7 and "r8" in page and "Confusion, trained model" in page
+    # 5 plots of the pipeline, 2 of the search record the repository ships (metrics/tune/dvc.yaml),
+    # 2 of the method comparison's (metrics/methods/dvc.yaml).
+    assert page.count("vegaEmbed(") == 9 and "r8" in page and "Confusion, trained model" in page
+    assert "Methods, test f1" in page
     assert "Search, parameter importances" in page

@@ -126,11 +126,14 @@ plots:
 
 def record(found: list[dict], metric: str = "f1", folder: Path = RECORD) -> Path:
     """metrics/methods/: the rows (methods.json) and a plots-only dvc.yaml for `dvc plots show`."""
-    # No nulls: dvc plots stops reading a file with one (a run without peak memory, say).
-    plotted = [{**{k: v for k, v in row.items() if k not in ("ci", "vs") and v is not None},
-                f"{metric}_low": (row["ci"] or {}).get("low"), f"{metric}_high": (row["ci"] or {}).get("high"),
-                **({"vs_" + k: v for k, v in row["vs"].items()} if row.get("vs") else {})}
-               for row in found if row[metric] is not None]
+    flat = [{**{k: v for k, v in row.items() if k not in ("ci", "vs")},
+             f"{metric}_low": (row["ci"] or {}).get("low"), f"{metric}_high": (row["ci"] or {}).get("high"),
+             **({"vs_" + k: v for k, v in row["vs"].items()} if row.get("vs") else {})}
+            for row in found if row[metric] is not None]
+    # dvc plots reads none of the rows when one has a null or lacks a field another has (a run
+    # without peak memory, the reference without a difference): only the fields every row has.
+    shared = set.intersection(*({k for k, v in row.items() if v is not None} for row in flat)) if flat else set()
+    plotted = [{k: v for k, v in row.items() if k in shared} for row in flat]
     with atomic_path(folder, directory=True) as tmp:
         write_json(tmp / "methods.json", plotted)
         (tmp / "dvc.yaml").write_text(plots_yaml(metric))
