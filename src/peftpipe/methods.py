@@ -191,9 +191,9 @@ def _loraplus_optimizer(model, params: Params):
 
     Not peft's create_loraplus_optimizer: it puts every 1-D parameter in B's group too, so
     with lora.bias: all (the default) every bias of the network and the head's trained at
-    16 times the rate, and the default recipe collapsed to tagging everything O (test F1
-    0.0000). The ratio is the paper's, for the B matrices only; weight decay as the Trainer
-    applies it (matrices, not biases or norms)."""
+    16 times the rate. The ratio is the paper's, for the B matrices only; weight decay as the
+    Trainer applies it (matrices, not biases or norms), so a ratio of 1 is LoRA step for step
+    (measured on the default: the same loss at every logged step, test F1 0.4820)."""
     import torch
 
     ratio = METHODS["lora_plus"].option(params, "loraplus_lr_ratio")
