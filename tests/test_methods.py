@@ -350,14 +350,14 @@ def test_queued_and_temp_runs_get_paths_that_leave_the_repository_pinned(tmp_pat
 
     queued = []
     method_sweep.queue(run=queued.append, only=("lora",))
-    assert queued[0][-6:] == ["-S", f"data.files.train={outside}/train.jsonl", "-S",
-                              f"eval.extra.other={outside}/other.jsonl", "-S", "model.name=" + pinned["model.name"]]
+    assert queued[0][-6:] == ["-S", f"++data.files.train={outside}/train.jsonl", "-S",
+                              f"++eval.extra.other={outside}/other.jsonl", "-S", "++model.name=" + pinned["model.name"]]
 
     ran = []
     monkeypatch.setattr(tune.subprocess, "run", lambda command, **kw: ran.append(command) or
                         type("Done", (), {"returncode": 0})())
     tune.run_experiment("tune-x-0", {"lora.r": 8}, None)
-    assert f"data.files.train={outside}/train.jsonl" in ran[0] and "++lora.r=8" in ran[0]
+    assert f"++data.files.train={outside}/train.jsonl" in ran[0] and "++lora.r=8" in ran[0]
 
     # A run that still meets such a path (a user's own `dvc exp run --queue`) says why.
     copy = repo / ".dvc/tmp/exps/tmpabc"

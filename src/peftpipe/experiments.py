@@ -32,6 +32,11 @@ def pinned_paths(params: Params, root: Path | None = None) -> dict[str, str]:
     return pinned
 
 
-def set_options(pinned: dict[str, str]) -> list[str]:
-    """The pinned paths as `dvc exp run` options."""
-    return [option for key, path in pinned.items() for option in ("-S", f"{key}={path}")]
+def set_options(values: dict) -> list[str]:
+    """``{param key: value}`` as `dvc exp run` options: `-S ++key=value`, hydra's add-or-override,
+    because a params.yaml may leave keys at the schema's defaults by omitting them."""
+    return [option for key, value in values.items() for option in ("-S", f"++{key}={_yaml(value)}")]
+
+
+def _yaml(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)

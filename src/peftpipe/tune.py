@@ -121,16 +121,6 @@ def experiment_name(study: str, suffix: str | int) -> str:
     return f"tune-{re.sub(r'[^A-Za-z0-9_-]+', '-', study)}-{suffix}"
 
 
-def set_options(values: dict) -> list[str]:
-    """`-S ++key=value` (hydra's add-or-override): a params.yaml may leave keys at the schema's
-    defaults by omitting them."""
-    return [option for key, value in values.items() for option in ("-S", f"++{key}={_yaml(value)}")]
-
-
-def _yaml(value) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
 def run_experiment(name: str, values: dict, link: TrialLink | None, target: str | None = "train") -> None:
     """``dvc exp run --temp``: the workspace stays as it is, so workers and the user's own
     edits do not collide; the experiment is recorded under ``name``."""
@@ -138,7 +128,7 @@ def run_experiment(name: str, values: dict, link: TrialLink | None, target: str 
 
     # --temp runs in a copy of the repository: paths that leave it are pinned (not searched).
     pinned = experiments.set_options(experiments.pinned_paths(load_params("params.yaml")))
-    command = ["dvc", "exp", "run", "--temp", "-n", name, *pinned, *set_options(values), *([target] if target else [])]
+    command = ["dvc", "exp", "run", "--temp", "-n", name, *pinned, *experiments.set_options(values), *([target] if target else [])]
     env = {**os.environ, **(link.to_environment() if link else {})}
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
