@@ -26,6 +26,8 @@ EXPORTED = Path("models/export")
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true",
+                        help="also the merged model through torch.compile (inductor, dynamic shapes)")
     parser.add_argument("--single", type=int, default=100, help="texts served one at a time per repeat")
     args = parser.parse_args()
     params = load_params()
@@ -40,6 +42,15 @@ def main() -> None:
     pipelines = {"pytorch merged": serving.inference_pipeline(EXPORTED),
                  **{f"onnx {b.replace('onnx', 'fp32')}": serving.inference_pipeline(EXPORTED, b)
                     for b in ("onnx", "int8") if f"onnx {b.replace('onnx', 'fp32')}" in models}}
+    compile_seconds = None
+    if args.compile:
+        import torch
+
+        name = "pytorch merged, torch.compile"
+        models[name] = torch.compile(export.reload(EXPORTED), dynamic=True)
+        started = time.perf_counter()  # the first pass compiles: its time is the price paid once
+        export.timed_logits(task, models[name], tokenizer, test, labels, params.eval.batch_size)
+        compile_seconds = time.perf_counter() - started
     texts = [" ".join(words) for words in test["tokens"][: args.single]]
 
     batched = {name: [] for name in models}
@@ -70,7 +81,8 @@ def main() -> None:
             "prediction_agreement": agreement["prediction_agreement"],
             "max_abs_logit_diff": agreement["max_abs_logit_diff"], "f1": scores[name],
         }
-    print(json.dumps({"examples": len(test), "single_texts": len(texts), "repeats": args.repeats, "rows": rows}))
+    print(json.dumps({"examples": len(test), "single_texts": len(texts), "repeats": args.repeats,
+                      "compile_seconds": compile_seconds, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -217,6 +217,22 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
             **(test_scores(trainer.model, tokenizer, params, label_list) if SCORE_TEST else {})}
 
 
+def compile_training() -> None:
+    """The train stage's TrainingArguments with torch_compile on: the Trainer compiles the
+    model with inductor; shapes vary per batch, so dynamo marks them dynamic after the first
+    recompile. The compile time is inside the timed train() call, as a user would pay it."""
+    from peftpipe import training
+
+    plain = training.training_arguments
+
+    def compiled(params, output_dir):
+        arguments = plain(params, output_dir)
+        arguments.torch_compile, arguments.torch_compile_backend = True, "inductor"
+        return arguments
+
+    training.training_arguments = compiled
+
+
 def recipe_split(name: str, folder: Path):
     """The recipe's params, and its data split into ``folder`` as the download and split stages would."""
     from peftpipe import recipes
@@ -256,6 +272,8 @@ def main() -> None:
     parser.add_argument("--no-test", action="store_true", help="skip scoring the test split (later repeats)")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default=None,
                         help="override train.mixed_precision (bf16: autocast, on CPU too)")
+    parser.add_argument("--compile", action="store_true",
+                        help="pipeline with the Trainer's torch_compile (inductor; a probe, not a param)")
     parser.add_argument("--random-batches", action="store_true",
                         help="pipeline with train.group_by_length false (isolates what grouping does)")
     args = parser.parse_args()
@@ -276,12 +294,15 @@ def main() -> None:
             params = params.model_copy(update={"train": params.train.model_copy(
                 update={"mixed_precision": args.mixed_precision})})
         max_length = args.max_length or params.model.max_length
+        if args.compile:
+            compile_training()
         if args.style == "pipeline":
             result = pipeline_run(params, args.epochs, args.fraction, max_length, Path(out))
         else:
             result = tutorial_run(params, args.epochs, args.fraction, max_length, Path(out), args.style == "example")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
+                      "compile": args.compile,
                       "mixed_precision": params.train.mixed_precision, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
                       "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
