@@ -129,3 +129,15 @@ def test_lora_gradients_through_4bit_layers_equal_those_through_the_dequantized_
         # float32 throughout; the 4-bit kernel dequantizes and runs the same matmul
         torch.testing.assert_close(gradient, gradients[1][name], rtol=1e-4, atol=1e-6,
                                    msg=lambda detail, name=name: f"{name}: {detail}")
+
+
+def test_a_4bit_model_counts_the_weights_it_holds_not_the_bytes_it_packs_them_in(tiny_llama_dir):
+    """numel() of a 4-bit parameter is its packed storage (two weights a byte): counted so,
+    the total came out short and qlora's trainable share too high."""
+    from peftpipe.adapters import parameter_counts
+
+    quantized, full = (lora(load(tiny_llama_dir, quantized=q)[0], seed=1) for q in (True, False))
+    counted = parameter_counts(quantized)
+    assert counted == parameter_counts(full)
+    assert counted["total_params"] > sum(p.numel() for p in quantized.parameters())  # what was counted before
+

@@ -66,7 +66,18 @@ def check_targets(model, targets: list[str]) -> None:
 
 
 def parameter_counts(model) -> dict:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(_weights(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_weights(p) for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total,
             "trainable_share": round(trainable / total, 6)}
+
+
+def _weights(parameter) -> int:
+    """How many weights ``parameter`` holds. A 4-bit parameter packs two weights in each byte
+    of its storage, so its numel() is half (or less) of what it holds: counted as stored, a
+    qlora model's trainable share came out a third too high (1.00% against lora's 0.76%)."""
+    if type(parameter).__name__ == "Params4bit":
+        storage = getattr(parameter, "quant_storage", None)
+        return parameter.numel() * 2 * (storage.itemsize if storage is not None else 1)
+    return parameter.numel()
+
