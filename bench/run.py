@@ -1,7 +1,7 @@
 """peftpipe benchmark: the pipeline against a tutorial-style script, on this machine, in
 one run. Writes bench/results/<timestamp>.json and .md and prints the table.
 
-    python bench/run.py                 # about 25 minutes on 2 CPU cores (--scaling: 6 more)
+    python bench/run.py                 # about 20 minutes on 2 CPU cores (--scaling: 6 more)
     python bench/run.py --epochs 1 --repeats 1 --skip-conll   # a quick look
 
 Run it from the repository root after `dvc repro` (it reads data/split, data/tokenized
