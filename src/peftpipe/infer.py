@@ -15,16 +15,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.io import unusable
-from peftpipe.sources import FORMATS_BY_SUFFIX, read_delimited, read_file, read_text
+from peftpipe.sources import FORMATS_BY_SUFFIX, read_conll, read_delimited, read_file, read_text
+from peftpipe.tasks.token_classification import normal_tag
 
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "sentiment")
 PAIR_NAMES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"), ("premise", "hypothesis"),
               ("question1", "question2"), ("text", "text_pair"))
 MAX_CLASSES = 200
+HEADER_NAMES = {*LABEL_NAMES, *(name for pair in PAIR_NAMES for name in pair), "sentence", "tokens", "tags",
+                "words", "ner_tags", "review", "content", "title", "description", "body", "id"}
 
 
 @dataclass
@@ -56,6 +60,9 @@ def has_header(path: Path, text: str, sep: str) -> bool:
     """csv.Sniffer's answer, checked: a first row whose values all also look like data
     (numbers where the column has numbers) is data, not a header."""
     sample = "\n".join(text.splitlines()[:50])
+    first = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    if any(cell.strip().lower() in HEADER_NAMES for cell in first):
+        return True  # "label", "text", "sentence1": csv.Sniffer guesses from lengths and types, and misses these
     try:
         return csv.Sniffer().has_header(sample)
     except csv.Error:
@@ -63,13 +70,47 @@ def has_header(path: Path, text: str, sep: str) -> bool:
         return not any(cell.strip().lstrip("-").replace(".", "", 1).isdigit() for cell in first)
 
 
-def read_table(path: Path, fmt: str, encoding: str) -> tuple[pd.DataFrame, bool | None]:
-    """The file as a frame, and for csv/tsv whether it had a header row."""
+def separator_of(text: str, fmt: str) -> str | None:
+    """The field separator of a csv/tsv file when it is not the format's own: a first line
+    without a comma (csv) or tab (tsv) but with ';' or '|' (European spreadsheets write ';')."""
+    own = "\t" if fmt == "tsv" else ","
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if own in first:
+        return None
+    try:
+        found = csv.Sniffer().sniff("\n".join(text.splitlines()[:50]), delimiters=";|\t,").delimiter
+    except csv.Error:
+        return None
+    return found if found != own and found in first else None
+
+
+def looks_like_conll(text: str, separator: str) -> bool:
+    """A csv/tsv file laid out as CoNLL: one token and its tag a line, blank lines between
+    sentences. Read as a table, each word would become a row (a text whose class is its tag)."""
+    lines = text.splitlines()
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    if len(filled) < 2:
+        return False
+    gaps = sum(1 for i in range(filled[0], filled[-1]) if not lines[i].strip() and lines[i - 1].strip())
+    single_words = sum(1 for i in filled if len(lines[i].split(separator)) >= 2
+                       and not lines[i].split(separator)[0].strip().count(" "))
+    return gaps >= 2 and single_words >= 0.9 * len(filled)
+
+
+def read_table(path: Path, fmt: str, encoding: str) -> tuple[pd.DataFrame, str, bool | None, str | None]:
+    """The file as a frame, its format (a csv/tsv laid out as CoNLL is read as CoNLL), and for
+    csv/tsv whether it had a header row and its separator when not the format's own."""
     if fmt not in ("csv", "tsv"):
-        return read_file(path, fmt, encoding), None
+        return read_file(path, fmt, encoding), fmt, None, None
     text = read_text(path, encoding)
-    header = has_header(path, text, "\t" if fmt == "tsv" else ",")
-    return read_delimited(path, text, fmt, header), header
+    separator = separator_of(text, fmt)
+    if looks_like_conll(text, separator or ("\t" if fmt == "tsv" else ",")):
+        return read_conll(path, encoding, text), "conll", None, None
+    header = has_header(path, text, separator or ("\t" if fmt == "tsv" else ","))
+    frame = read_delimited(path, text, fmt, header, separator)
+    if frame.empty:
+        raise DataError(f"{path}: no rows" + (" (only a header row)" if header else ""))
+    return frame, fmt, header, separator
 
 
 def is_list_column(series: pd.Series) -> bool:
@@ -81,11 +122,13 @@ def label_column(frame: pd.DataFrame) -> str:
     by_name = [c for c in frame.columns if str(c).lower() in LABEL_NAMES]
     if by_name:
         return by_name[0]
-    candidates = [c for c in frame.columns if frame[c].nunique() <= min(MAX_CLASSES, max(2, len(frame) // 5))]
+    scalar = [c for c in frame.columns if not frame[c].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any()]
+    candidates = [c for c in scalar if frame[c].nunique() <= min(MAX_CLASSES, max(2, len(frame) // 5))]
     if not candidates:
         raise DataError(f"no column looks like a class (each has more than {MAX_CLASSES} values, or one per "
                         f"few rows): which column holds the label? set data.columns.label")
-    return min(candidates, key=lambda c: frame[c].nunique())
+    # Fewest distinct values; between equals, the shorter values (classes are words, texts are sentences).
+    return min(candidates, key=lambda c: (frame[c].nunique(), frame[c].astype(str).str.len().mean()))
 
 
 def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple[dict, list[str], list[str]]:
@@ -114,7 +157,15 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
         said.append(f"text pair: {columns['text']!r} and {columns['text_pair']!r}")
     else:
         said.append(f"text column: {columns['text']!r}")
+    if frame[label].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any():
+        example = next(v for v in frame[label] if isinstance(v, (dict, list, np.ndarray)))
+        raise DataError(f"the class column {label!r} holds lists or objects (row values like {example!r}): one class "
+                        f"per row is what peftpipe trains (multi-label classification is not supported)")
     counts = frame[label].value_counts().sort_index()
+    if len(counts) < 2:
+        raise DataError(f"the class column {label!r} holds " + (f"one class only ({counts.index[0]!r}, every row)"
+                        if len(counts) else "no values") + ": a classifier needs two or more; is it the right column "
+                        "(data.columns.label) and the whole data set?")
     said.append(f"{len(counts)} classes: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
     check = []
     data: dict = {"columns": columns, "labels": []}
@@ -135,30 +186,75 @@ def infer(files: list[Path], text_columns: str | None = None, encoding: str = "u
     if fmt is None:
         raise DataError(f"{train}: cannot tell the format from '{train.suffix}'; use a .csv, .tsv, .jsonl, .json, "
                         f".parquet or CoNLL (.conll, .txt) file")
-    frame, header = read_table(train, fmt, encoding)
-    data = {"source": "local", "name": None, "files": {s: str(p) for s, p in splits.items()}, "format": "auto"}
-    said = [f"format: {fmt}" + ("" if header is None else f", {'a header row' if header else 'no header row'}"),
+    frame, read_as, header, separator = read_table(train, fmt, encoding)
+    data = {"source": "local", "name": None, "files": {s: str(p) for s, p in splits.items()},
+            "format": "auto" if read_as == fmt else read_as}
+    said = [f"format: {fmt}" + ("" if header is None else f", {'a header row' if header else 'no header row'}")
+            + (f", fields separated by {separator!r}" if separator else "")
+            + ("" if read_as == fmt else f" laid out as CoNLL (a token and its tag a line, blank lines between "
+                                         f"sentences): read as {read_as}"),
             f"{len(frame)} rows in {train}"]
     data["header"] = header is not False
+    if separator:
+        data["separator"] = separator
     list_columns = [c for c in frame.columns if is_list_column(frame[c])]
-    if fmt == "conll" or len(list_columns) >= 2:
-        tokens, tags = ("tokens", "tags") if fmt == "conll" else _tokens_and_tags(frame, list_columns)
-        types = sorted({t[2:] if t[:2] in ("B-", "I-") else t for row in frame[tags] for t in row} - {"O"})
+    if read_as == "conll" or len(list_columns) >= 2:
+        tokens, tags = ("tokens", "tags") if read_as == "conll" else _tokens_and_tags(frame, list_columns)
         data["columns"] = {"tokens": tokens, "tags": tags}
         data["labels"] = []
-        said += ["rows are token lists: token classification (NER)",
-                 f"{len(types)} entity types: {', '.join(map(str, types))}"]
-        return Inferred("token_classification", data, said, [])
+        said.append("rows are token lists: token classification (NER)"
+                    + ("" if read_as == "conll" else f": words in {tokens!r}, tags in {tags!r}"))
+        scheme, types, check = tag_scheme([t for row in frame[tags] for t in row])
+        if scheme != "iob2":
+            data["tag_scheme"] = scheme
+            said.append(f"tag scheme: {scheme} ({'bare entity types' if scheme == 'io' else 'S-/E- or U-/L- tags'}; "
+                        f"converted to IOB2 when read)")
+        if types is not None:
+            said.append(f"{len(types)} entity types: {', '.join(map(str, types))}")
+        return Inferred("token_classification", data, said, check)
     more, lines, check = infer_classification(frame, text_columns)
     data.update(more)
     return Inferred("sequence_classification", data, said + ["rows are texts with a class: "
                                                               "sequence classification"] + lines, check)
 
 
+TOKEN_NAMES = ("tokens", "words", "token", "word", "text")
+TAG_NAMES = ("tags", "ner_tags", "ner", "tag", "labels", "label", "entities", "bio")
+TAG_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def _tag_likeness(values: list) -> float:
+    """The share of values that read as NER tags: O, a prefixed type, or an integer id."""
+    def tag_like(v) -> bool:
+        return (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or normal_tag(str(v)) == "O" or \
+            normal_tag(str(v))[:2] in TAG_PREFIXES
+    return sum(map(tag_like, values)) / max(1, len(values))
+
+
 def _tokens_and_tags(frame: pd.DataFrame, list_columns: list) -> tuple[str, str]:
-    """Of the list columns, the tags are the one with the fewest distinct values."""
-    distinct = {c: len({str(v) for row in frame[c].dropna() for v in row}) for c in list_columns}
-    named = [c for c in list_columns if str(c).lower() in ("tokens", "words")]
-    tags = min(list_columns, key=lambda c: distinct[c])
-    tokens = named[0] if named and named[0] != tags else max(list_columns, key=lambda c: distinct[c])
+    """Which list column holds the words and which the tags: by name first (tokens/words,
+    tags/ner_tags/...), then by content (tags read as O, B-X, I-X or ids; words have more
+    distinct values). Two columns that cannot be told apart stop with the question."""
+    values = {c: [v for row in frame[c].dropna() for v in row] for c in list_columns}
+    named_tags = [c for c in list_columns if str(c).lower() in TAG_NAMES]
+    tags = named_tags[0] if named_tags else max(list_columns, key=lambda c: (_tag_likeness(values[c]),
+                                                                              -len(set(map(str, values[c])))))
+    others = [c for c in list_columns if c != tags]
+    named_tokens = [c for c in others if str(c).lower() in TOKEN_NAMES]
+    tokens = named_tokens[0] if named_tokens else max(others, key=lambda c: len(set(map(str, values[c]))))
+    if not named_tags and _tag_likeness(values[tags]) <= _tag_likeness(values[tokens]):
+        raise DataError(f"list columns {tokens!r} and {tags!r}: cannot tell which holds the words and which the "
+                        f"tags; set data.columns.tokens and data.columns.tags")
     return tokens, tags
+
+
+def tag_scheme(tags: list) -> tuple[str, list[str] | None, list[str]]:
+    """The NER tag scheme the tags are written in (iob2, io or bioes), the entity types (None
+    for integer ids) and what the user should check."""
+    if any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
+        return "iob2", None, ["data.labels: the tags are ids; list the tag names in id order (O, B-X, I-X, ...)"]
+    named = {normal_tag(str(t)) for t in tags} - {"O"}
+    prefixes = {t[:2] for t in named if t[:2] in TAG_PREFIXES}
+    scheme = "bioes" if prefixes & {"E-", "S-", "L-", "U-"} else "io" if named and not prefixes else "iob2"
+    types = sorted({t[2:] if t[:2] in TAG_PREFIXES else t for t in named})
+    return scheme, types, []

@@ -86,6 +86,13 @@ def decode(raw: bytes, encoding: str, where: str, error: type[Exception], advice
     in, it would be glued to the first token, column name or key."""
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
+        # A UTF-16 or UTF-32 byte-order mark (Excel's "Unicode text", PowerShell's default)
+        # says the encoding outright; read as UTF-8 the file is only a wall of bad bytes.
+        for mark, marked in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                             (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+            if raw.startswith(mark):
+                encoding = marked
+                break
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:

@@ -115,6 +115,8 @@ class DataParams(Section):
                                                    "conll | text@label | orange-tab")
     encoding: str = Field("utf-8", description="e.g. latin-1")
     header: bool = Field(True, description="csv/tsv: false when the first row is data (columns \"0\", \"1\", ...)")
+    separator: str | None = Field(None, description="csv/tsv: the field separator when not the format's own "
+                                                    "(, or tab), e.g. ';' or '|'")
     columns: ColumnsParams = Field(default_factory=ColumnsParams)
     # Integer labels in the data are ids into this set.
     labels: list[str] | dict[int, str] = Field(
@@ -123,7 +125,7 @@ class DataParams(Section):
     # B-X (counted in data/raw/meta.json), reject stops with the row named.
     on_invalid_bio: Literal["fix", "reject"] = Field("fix", description="I- without B- (IOB1 files): fix | reject")
     # io and bioes are converted to IOB2 (counted in data/raw/meta.json); a bare tag in iob2 stops.
-    tag_scheme: Literal["iob2", "io", "bioes"] = Field("iob2", description="NER tags: iob2 | io (bare types) | bioes")
+    tag_scheme: Literal["iob2", "io", "bioes"] = Field("iob2", description="NER tags: iob2 | io (bare types) | bioes (or BILOU)")
 
     @property
     def label_names(self) -> list[str]:
@@ -136,6 +138,14 @@ class DataParams(Section):
     def label_ids(self) -> dict[int, str]:
         """Id in the data -> name."""
         return dict(self.labels) if isinstance(self.labels, dict) else dict(enumerate(self.labels))
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value in "\r\n\"" or value.isalnum()):
+            raise _allowed("separator", value, "one character that is not a letter, digit, quote or line break "
+                                               "(e.g. ';', '|' or a tab)")
+        return value
 
     @field_validator("encoding")
     @classmethod

@@ -113,6 +113,8 @@ def read_conll(path: Path, encoding: str = "utf-8", text: str | None = None) -> 
             continue
         columns = line.split("\t") if "\t" in line else line.split()
         columns = [c.strip() for c in columns]
+        if columns[0] == "#" and "=" in columns[1:3]:  # a CoNLL-U comment (# sent_id = 1, # text = ...)
+            continue
         if columns[0] == "-DOCSTART-":  # a new document: split.group_by: document keeps each whole
             if tokens:
                 sentences.append((tokens, tags, document))
@@ -170,6 +172,10 @@ def read_json_rows(path: Path, text: str) -> pd.DataFrame:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    if isinstance(data, dict) and len(data) == 1:
+        inner = next(iter(data.values()))
+        if isinstance(inner, list) and inner and all(isinstance(row, dict) for row in inner):
+            data = inner  # {"data": [rows]}: the rows under their one key
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         lengths = {len(v) for v in data.values()}
         if len(lengths) == 1:
@@ -183,15 +189,23 @@ def read_json_rows(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def read_delimited(path: Path, text: str, fmt: str, header: bool = True) -> pd.DataFrame:
-    """csv/tsv; without a header row (data.header: false) the columns are named "0", "1", ..."""
+def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separator: str | None = None) -> pd.DataFrame:
+    """csv/tsv; without a header row (data.header: false) the columns are named "0", "1", ...
+
+    ``index_col=False``: pandas otherwise takes a row with one field more than the header
+    (a trailing separator on every line, as spreadsheets write) to mean the first column
+    is an index, and silently shifts every value one column to the left."""
     import io
     import re
 
     try:
         if fmt == "orange-tab":  # a header row, then a type row and a role row
             return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
-        frame = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",", header=0 if header else None)
+        _check_extra_fields(path, text, separator or ("\t" if fmt == "tsv" else ","), header)
+        # Only an empty field is missing: pandas' default also reads "NA", "null", "None",
+        # "nan" and "n/a" as missing, and a tweet that says "null" would vanish from the data.
+        frame = pd.read_csv(io.StringIO(text), sep=separator or ("\t" if fmt == "tsv" else ","),
+                            header=0 if header else None, index_col=False, keep_default_na=False, na_values=[""])
         if not header:
             frame.columns = [str(c) for c in frame.columns]
         return frame
@@ -207,6 +221,27 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True) -> pd.D
         raise DataError(f"{path}: not valid {fmt}: {message}") from None
 
 
+def _check_extra_fields(path: Path, text: str, separator: str, header: bool) -> None:
+    """A line with more fields than the header (or the first line) stops, naming it; an empty
+    last field (a separator at the end of every line, as spreadsheets write) is no field. pandas,
+    told not to take the first column for an index, would drop the extra values silently."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text), delimiter=separator)
+    width = None
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        while row and not row[-1].strip():
+            row = row[:-1]
+        if width is None:
+            width = len(row)
+        elif len(row) > width:
+            raise DataError(f"{path}: line {reader.line_num}: expected {width} fields, saw {len(row)} (a separator "
+                            f"inside an unquoted value?)")
+
+
 def read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
@@ -216,7 +251,8 @@ def read_parquet(path: Path) -> pd.DataFrame:
                         f"set data.format if it is another format") from None
 
 
-def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bool = True) -> pd.DataFrame:
+def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bool = True,
+              separator: str | None = None) -> pd.DataFrame:
     """One data file as a frame of its own columns; every failure is a DataError naming the
     file (and the line or row where one is to blame)."""
     problem = unusable(path)
@@ -242,7 +278,7 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bo
         elif fmt == "json":
             frame = read_json_rows(path, text)
         else:
-            frame = read_delimited(path, text, fmt, header)
+            frame = read_delimited(path, text, fmt, header, separator)
     if frame.empty:
         raise DataError(f"{path}: no rows")
     return frame
@@ -302,7 +338,7 @@ def _load_local(data: DataParams) -> tuple[dict[str, pd.DataFrame], dict]:
     frames, files = {}, {}
     for split, name in data.files.items():
         path = Path(name)
-        frames[split] = read_file(path, data.format, data.encoding, data.header)
+        frames[split] = read_file(path, data.format, data.encoding, data.header, data.separator)
         files[split] = {"path": name, "sha256": file_sha256(path)}
     return frames, {"source": "local", "files": files}
 
@@ -376,6 +412,15 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
     return RawData(splits=splits, labels=labels, meta=meta)
 
 
+def case_variants(labels: list[str]) -> list[list[str]]:
+    """Groups of labels that differ only in case ("Pos" and "pos"): most likely one class
+    written two ways. They stay apart (a data set may mean them apart); the download stage warns."""
+    folded: dict[str, list[str]] = {}
+    for label in labels:
+        folded.setdefault(str(label).casefold(), []).append(str(label))
+    return [names for names in folded.values() if len(names) > 1]
+
+
 def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> None:
     unknown = sorted(task.label_values(frame) - set(labels))
     if unknown:
@@ -389,7 +434,8 @@ def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: lis
 
     task = get_task(kind)
     where = f"eval.extra.{name} ({path})"
-    frame = read_file(Path(path), data.format if data.source == "local" else "auto", data.encoding, data.header)
+    frame = read_file(Path(path), data.format if data.source == "local" else "auto", data.encoding, data.header,
+                      data.separator)
     frame, _ = task.canonical(frame, data, data.label_ids or dict(enumerate(labels)), where)
     if frame.empty:
         raise DataError(f"{where}: no non-empty rows")

@@ -61,6 +61,9 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
 def _label_names(values: list, labels: dict[int, str], where: str) -> list[str]:
     """Class names: integer ids (GLUE, hub ClassLabel columns) are looked up in data.labels.
     A row that gives neither a name nor an id, or ids mixed with names, stops."""
+    if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        # A column of true/false (is_spam, toxic) names two classes; pandas and JSON read it as booleans.
+        return [str(bool(v)).lower() for v in values]
     values = [_name_or_id(v, f"{where}: row {i}") for i, v in enumerate(values)]
     ids = [isinstance(v, int) for v in values]
     if any(ids) and not all(ids):
@@ -82,7 +85,12 @@ def _name_or_id(value, where: str) -> str | int:
         if not float(value).is_integer():
             raise DataError(f"{where}: label {value!r} is not a class name or id (a fraction)")
         return int(value)
-    return str(value)
+    # Spaces around a name are an artefact of how the file was written ("pos" and "pos "
+    # would otherwise be two classes); a name that is only spaces is no label.
+    name = str(value).strip()
+    if not name:
+        raise DataError(f"{where} has no label (only spaces)")
+    return name
 
 
 def row_keys(frame: pd.DataFrame) -> list:

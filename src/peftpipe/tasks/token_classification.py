@@ -29,6 +29,9 @@ IGNORE = -100
 def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> tuple[pd.DataFrame, int]:
     """Canonical columns (tokens, tags as names, IOB2; a `group` column is kept) and how
     many rows' tags were fixed or converted. ``labels`` names integer tag ids."""
+    if data.columns.tokens == data.columns.tags:
+        raise DataError(f"{where}: data.columns.tokens and data.columns.tags both name {data.columns.tags!r}; "
+                        f"found {', '.join(map(str, frame.columns))}: which holds the words, which the tags?")
     wanted = {data.columns.tokens: "tokens", data.columns.tags: "tags"}
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -66,7 +69,7 @@ def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     in data.labels (or the hub's names)."""
     ids = [isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in tags]
     if not any(ids):
-        return list(map(str, tags))
+        return [normal_tag(str(t)) for t in tags]
     if not all(ids):
         position = ids.index(not ids[0])
         raise DataError(f"{where}: tag {position} ({tags[position]!r}) is {'an id' if ids[position] else 'a name'}, "
@@ -74,8 +77,20 @@ def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     return fields.names_from_ids(tags, labels, "tag", "label names", where)
 
 
+SCHEME_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def normal_tag(tag: str) -> str:
+    """A tag with its scheme letter upper-cased (b-org -> B-org, o -> O) and spaces trimmed:
+    seqeval reads only upper-case prefixes, so b-org was scored as an entity type of its own."""
+    tag = tag.strip()
+    if tag == "o":
+        return "O"
+    return tag[:2].upper() + tag[2:] if tag[:2].upper() in SCHEME_PREFIXES else tag
+
+
 def to_iob2(tags: list[str], scheme: str, where: str) -> list[str]:
-    """Tags in IOB2 from data.tag_scheme: io (bare types) and bioes (S-, E-) are converted;
+    """Tags in IOB2 from data.tag_scheme: io (bare types) and bioes (S-, E-; or BILOU's U-, L-) are converted;
     in iob2 a tag with no B-/I- prefix stops, since it would be scored as nonsense."""
     if scheme == "io":
         converted, previous = [], "O"
@@ -85,13 +100,14 @@ def to_iob2(tags: list[str], scheme: str, where: str) -> list[str]:
                              f"B-{kind}" if tag.startswith("B-") or previous != kind else f"I-{kind}")
             previous = "O" if tag == "O" else kind
         return converted
-    if scheme == "bioes":
-        tags = ["B-" + t[2:] if t.startswith("S-") else "I-" + t[2:] if t.startswith("E-") else t for t in tags]
+    if scheme == "bioes":  # BILOU (spaCy's) names the same tags U- and L-
+        tags = ["B-" + t[2:] if t.startswith(("S-", "U-")) else "I-" + t[2:] if t.startswith(("E-", "L-")) else t
+                for t in tags]
     for position, tag in enumerate(tags):
         if tag != "O" and tag[:2] not in ("B-", "I-"):
             raise DataError(
                 f"{where}: tag {tag!r} at token {position} has no B-/I- prefix (data.tag_scheme is {scheme}); "
-                f"set data.tag_scheme: io if the tags are bare entity types, bioes for S-/E- tags")
+                f"set data.tag_scheme: io if the tags are bare entity types, bioes for S-/E- (or U-/L-) tags")
     return tags
 
 
