@@ -216,3 +216,9 @@ def test_conllu_comment_lines_are_not_tokens(tmp_path):
                  + "# O\nis O\n\n")  # a hashtag token stays a token
     _, raw = read_back(path)
     assert raw.splits["train"]["tokens"][0] == ["EU", "rejects"] and raw.splits["train"]["tokens"][5] == ["#", "is"]
+
+
+def test_a_headerless_file_whose_first_label_is_y_keeps_its_first_row(tmp_path):
+    path = write(tmp_path, "train.csv", "a great film,y\n" + "dull and long,n\nloved it,y\n" * 10)
+    inferred, raw = read_back(path)
+    assert "no header row" in inferred.said[0] and classes_and_rows(raw) == (["n", "y"], 21)

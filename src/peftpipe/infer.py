@@ -27,8 +27,10 @@ LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "
 PAIR_NAMES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"), ("premise", "hypothesis"),
               ("question1", "question2"), ("text", "text_pair"))
 MAX_CLASSES = 200
-HEADER_NAMES = {*LABEL_NAMES, *(name for pair in PAIR_NAMES for name in pair), "sentence", "tokens", "tags",
-                "words", "ner_tags", "review", "content", "title", "description", "body", "id"}
+# Column names that mark a first row as a header. Not one- or two-letter names: "y" is as
+# likely a headerless file's first label (y/n) as a column name.
+HEADER_NAMES = {name for name in (*LABEL_NAMES, *(n for pair in PAIR_NAMES for n in pair), "sentence", "tokens",
+                                  "tags", "words", "ner_tags", "review", "content", "description") if len(name) > 2}
 
 
 @dataclass
