@@ -222,3 +222,9 @@ def test_a_headerless_file_whose_first_label_is_y_keeps_its_first_row(tmp_path):
     path = write(tmp_path, "train.csv", "a great film,y\n" + "dull and long,n\nloved it,y\n" * 10)
     inferred, raw = read_back(path)
     assert "no header row" in inferred.said[0] and classes_and_rows(raw) == (["n", "y"], 21)
+
+
+def test_bytes_that_only_look_like_a_utf16_mark_say_why_they_were_read_so(tmp_path):
+    path = write(tmp_path, "train.csv", b"\xff\xfetext,label\n")  # odd length: not UTF-16 after all
+    with pytest.raises(DataError, match="read as utf-16: it starts with that byte-order mark"):
+        infer([path])

@@ -84,6 +84,7 @@ def decode(raw: bytes, encoding: str, where: str, error: type[Exception], advice
     """Bytes a user brought as text, or ``error`` naming the line with the first byte that is
     not ``encoding``. A UTF-8 byte-order mark (Excel and Notepad write one) is dropped: left
     in, it would be glued to the first token, column name or key."""
+    by_mark = False
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
         # A UTF-16 or UTF-32 byte-order mark (Excel's "Unicode text", PowerShell's default)
@@ -91,14 +92,15 @@ def decode(raw: bytes, encoding: str, where: str, error: type[Exception], advice
         for mark, marked in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
             if raw.startswith(mark):
-                encoding = marked
+                encoding, by_mark = marked, True
                 break
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
+        why = f", read as {encoding}: it starts with that byte-order mark" if by_mark else ""
         raise error(f"{where}: line {line} is not valid {encoding.removesuffix('-sig')} "
-                    f"(byte 0x{raw[err.start]:02x}); {advice}") from None
+                    f"(byte 0x{raw[err.start]:02x}{why}); {advice}") from None
 
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
