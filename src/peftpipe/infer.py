@@ -20,8 +20,8 @@ import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.io import unusable
-from peftpipe.sources import FORMATS_BY_SUFFIX, read_conll, read_delimited, read_file, read_text
-from peftpipe.tasks.token_classification import normal_tag
+from peftpipe.sources import FORMATS_BY_SUFFIX, own_separator, read_conll, read_delimited, read_file, read_text
+from peftpipe.tasks.token_classification import SCHEME_PREFIXES, is_tag_id, normal_tag
 
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "sentiment")
 PAIR_NAMES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question", "passage"), ("premise", "hypothesis"),
@@ -75,7 +75,7 @@ def has_header(path: Path, text: str, sep: str) -> bool:
 def separator_of(text: str, fmt: str) -> str | None:
     """The field separator of a csv/tsv file when it is not the format's own: a first line
     without a comma (csv) or tab (tsv) but with ';' or '|' (European spreadsheets write ';')."""
-    own = "\t" if fmt == "tsv" else ","
+    own = own_separator(fmt)
     first = next((line for line in text.splitlines() if line.strip()), "")
     if own in first:
         return None
@@ -106,13 +106,18 @@ def read_table(path: Path, fmt: str, encoding: str) -> tuple[pd.DataFrame, str, 
         return read_file(path, fmt, encoding), fmt, None, None
     text = read_text(path, encoding)
     separator = separator_of(text, fmt)
-    if looks_like_conll(text, separator or ("\t" if fmt == "tsv" else ",")):
+    if looks_like_conll(text, separator or own_separator(fmt)):
         return read_conll(path, encoding, text), "conll", None, None
-    header = has_header(path, text, separator or ("\t" if fmt == "tsv" else ","))
+    header = has_header(path, text, separator or own_separator(fmt))
     frame = read_delimited(path, text, fmt, header, separator)
     if frame.empty:
         raise DataError(f"{path}: no rows" + (" (only a header row)" if header else ""))
     return frame, fmt, header, separator
+
+
+def holds_objects(series: pd.Series) -> bool:
+    """Whether any value is a list, array or object: never a class."""
+    return bool(series.map(lambda v: isinstance(v, (dict, list, np.ndarray))).any())
 
 
 def is_list_column(series: pd.Series) -> bool:
@@ -124,7 +129,7 @@ def label_column(frame: pd.DataFrame) -> str:
     by_name = [c for c in frame.columns if str(c).lower() in LABEL_NAMES]
     if by_name:
         return by_name[0]
-    scalar = [c for c in frame.columns if not frame[c].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any()]
+    scalar = [c for c in frame.columns if not holds_objects(frame[c])]
     candidates = [c for c in scalar if frame[c].nunique() <= min(MAX_CLASSES, max(2, len(frame) // 5))]
     if not candidates:
         raise DataError(f"no column looks like a class (each has more than {MAX_CLASSES} values, or one per "
@@ -159,7 +164,7 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
         said.append(f"text pair: {columns['text']!r} and {columns['text_pair']!r}")
     else:
         said.append(f"text column: {columns['text']!r}")
-    if frame[label].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any():
+    if holds_objects(frame[label]):
         example = next(v for v in frame[label] if isinstance(v, (dict, list, np.ndarray)))
         raise DataError(f"the class column {label!r} holds lists or objects (row values like {example!r}): one class "
                         f"per row is what peftpipe trains (multi-label classification is not supported)")
@@ -222,14 +227,11 @@ def infer(files: list[Path], text_columns: str | None = None, encoding: str = "u
 
 TOKEN_NAMES = ("tokens", "words", "token", "word", "text")
 TAG_NAMES = ("tags", "ner_tags", "ner", "tag", "labels", "label", "entities", "bio")
-TAG_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
-
-
 def _tag_likeness(values: list) -> float:
     """The share of values that read as NER tags: O, a prefixed type, or an integer id."""
     def tag_like(v) -> bool:
-        return (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or normal_tag(str(v)) == "O" or \
-            normal_tag(str(v))[:2] in TAG_PREFIXES
+        tag = normal_tag(str(v))
+        return is_tag_id(v) or tag == "O" or tag[:2] in SCHEME_PREFIXES
     return sum(map(tag_like, values)) / max(1, len(values))
 
 
@@ -253,10 +255,10 @@ def _tokens_and_tags(frame: pd.DataFrame, list_columns: list) -> tuple[str, str]
 def tag_scheme(tags: list) -> tuple[str, list[str] | None, list[str]]:
     """The NER tag scheme the tags are written in (iob2, io or bioes), the entity types (None
     for integer ids) and what the user should check."""
-    if any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags):
+    if any(map(is_tag_id, tags)):
         return "iob2", None, ["data.labels: the tags are ids; list the tag names in id order (O, B-X, I-X, ...)"]
     named = {normal_tag(str(t)) for t in tags} - {"O"}
-    prefixes = {t[:2] for t in named if t[:2] in TAG_PREFIXES}
+    prefixes = {t[:2] for t in named if t[:2] in SCHEME_PREFIXES}
     scheme = "bioes" if prefixes & {"E-", "S-", "L-", "U-"} else "io" if named and not prefixes else "iob2"
-    types = sorted({t[2:] if t[:2] in TAG_PREFIXES else t for t in named})
+    types = sorted({t[2:] if t[:2] in SCHEME_PREFIXES else t for t in named})
     return scheme, types, []

@@ -189,6 +189,11 @@ def read_json_rows(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def own_separator(fmt: str) -> str:
+    """The field separator a csv or tsv file has unless data.separator says otherwise."""
+    return "\t" if fmt == "tsv" else ","
+
+
 def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separator: str | None = None) -> pd.DataFrame:
     """csv/tsv; without a header row (data.header: false) the columns are named "0", "1", ...
 
@@ -201,11 +206,12 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separat
     try:
         if fmt == "orange-tab":  # a header row, then a type row and a role row
             return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
-        _check_extra_fields(path, text, separator or ("\t" if fmt == "tsv" else ","), header)
+        separator = separator or own_separator(fmt)
+        _check_extra_fields(path, text, separator)
         # Only an empty field is missing: pandas' default also reads "NA", "null", "None",
         # "nan" and "n/a" as missing, and a tweet that says "null" would vanish from the data.
-        frame = pd.read_csv(io.StringIO(text), sep=separator or ("\t" if fmt == "tsv" else ","),
-                            header=0 if header else None, index_col=False, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None, index_col=False,
+                            keep_default_na=False, na_values=[""])
         if not header:
             frame.columns = [str(c) for c in frame.columns]
         return frame
@@ -221,7 +227,7 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separat
         raise DataError(f"{path}: not valid {fmt}: {message}") from None
 
 
-def _check_extra_fields(path: Path, text: str, separator: str, header: bool) -> None:
+def _check_extra_fields(path: Path, text: str, separator: str) -> None:
     """A line with more fields than the header (or the first line) stops, naming it; an empty
     last field (a separator at the end of every line, as spreadsheets write) is no field. pandas,
     told not to take the first column for an index, would drop the extra values silently."""

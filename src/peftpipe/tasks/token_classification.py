@@ -67,7 +67,7 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
 def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     """Tags as names: integer ids (tner's data sets, hub ClassLabel columns) are looked up
     in data.labels (or the hub's names)."""
-    ids = [isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in tags]
+    ids = [is_tag_id(t) for t in tags]
     if not any(ids):
         return [normal_tag(str(t)) for t in tags]
     if not all(ids):
@@ -78,6 +78,11 @@ def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
 
 
 SCHEME_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def is_tag_id(tag) -> bool:
+    """An integer tag id (tner's data sets, hub ClassLabel columns), not a name; a bool is neither."""
+    return isinstance(tag, (int, np.integer)) and not isinstance(tag, (bool, np.bool_))
 
 
 def normal_tag(tag: str) -> str:
