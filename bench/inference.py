@@ -15,12 +15,34 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+from run import matmul_peak
+
 from peftpipe import export, onnx_backend, serving
 from peftpipe.artifacts import load_tokenized, load_trained
 from peftpipe.params import load_params
 from peftpipe.tasks import get_task
 
 EXPORTED = Path("models/export")
+
+
+def forward_flops(model, lengths: list[int], batch_size: int) -> int:
+    """FLOPs of one batched forward pass over the split, batched as evaluate does (length-
+    sorted, padded per batch): 2 x every linear weight per padded token, and the attention's
+    scores and weighted sums, 4 x layers x hidden x sequence length per token. Norms, GELU
+    and softmax are not counted (as in the training MFU)."""
+    import torch
+
+    linear = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+                 for p in m.parameters(recurse=False) if p.dim() == 2)
+    config = model.config
+    ordered = np.sort(np.asarray(lengths))
+    flops = 0
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start:start + batch_size]
+        tokens = len(batch) * int(batch.max())
+        flops += 2 * linear * tokens + 4 * config.num_hidden_layers * config.hidden_size * tokens * int(batch.max())
+    return flops
 
 
 def main() -> None:
@@ -52,6 +74,10 @@ def main() -> None:
         export.timed_logits(task, models[name], tokenizer, test, labels, params.eval.batch_size)
         compile_seconds = time.perf_counter() - started
     texts = [" ".join(words) for words in test["tokens"][: args.single]]
+    # What a batched pass computes (the merged model's products: the adapter's thin LoRA ones
+    # are left out), against the 2048 x 2048 float32 peak measured before and after the runs.
+    flops = forward_flops(models["pytorch merged"], [len(ids) for ids in test["input_ids"]], params.eval.batch_size)
+    peak_before = matmul_peak()
 
     batched = {name: [] for name in models}
     single = {name: [] for name in pipelines}
@@ -67,6 +93,7 @@ def main() -> None:
                 pipe(text)
             single[name].append(1000 * (time.perf_counter() - started) / len(texts))
 
+    peak = (peak_before + matmul_peak()) / 2
     reference = logits["pytorch merged"]
     gold = task.gold(test)
     scores = {name: task.compute_metrics(gold, task.decode(found, test, labels, tokenizer), labels)["overall"]["f1"]
@@ -76,12 +103,16 @@ def main() -> None:
         agreement = export.logit_agreement(reference, logits[name])
         rows[name] = {
             "examples_per_s": statistics.median(batched[name]), "examples_per_s_all": batched[name],
+            # int8 products are not float32 FLOPs: its figure is the float32 work it stands in for.
+            "flops_per_s": flops * statistics.median(batched[name]) / len(test),
+            "mfu": flops * statistics.median(batched[name]) / len(test) / peak,
             "ms_per_text_single": statistics.median(single[name]) if name in single else None,
             "ms_per_text_single_all": single.get(name),
             "prediction_agreement": agreement["prediction_agreement"],
             "max_abs_logit_diff": agreement["max_abs_logit_diff"], "f1": scores[name],
         }
     print(json.dumps({"examples": len(test), "single_texts": len(texts), "repeats": args.repeats,
+                      "forward_flops": flops, "float32_matmul_peak_flops": peak,
                       "compile_seconds": compile_seconds, "rows": rows}))
 
 

@@ -16,6 +16,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,17 @@ def python_json(script: str, *args: str) -> dict:
     if done.returncode != 0:
         sys.exit(f"bench: {script} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
@@ -69,9 +81,9 @@ def shape_peak(rows: int = 600, hidden: int = 384, repeats: int = 20, dtype: str
     return flops / best
 
 
-def timed(args: list[str]) -> tuple[float, str]:
+def timed(args: list[str], cwd: str | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.perf_counter() - started, done.stdout + done.stderr
@@ -83,12 +95,26 @@ def pipeline_overhead() -> dict:
         log("dvc status: the pipeline is not up to date; run `dvc repro` first to time a no-op repro")
         return {}
     noop = min(timed(["dvc", "repro"])[0] for _ in range(3))
-    log(f"no-op dvc repro {noop:.2f} s; now dvc exp run --temp -S lora.r=8 (30 steps)")
+    floor = dvc_floor()
+    log(f"no-op dvc repro {noop:.2f} s (a one-stage project's: {floor:.2f} s); now dvc exp run --temp -S lora.r=8 "
+        "(30 steps)")
     seconds, output = timed(["dvc", "exp", "run", "--temp", "-n", "bench-r8", "-S", "lora.r=8",
                              "-S", "train.max_steps=30"])
     ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
     subprocess.run(["dvc", "exp", "remove", "bench-r8"], capture_output=True)
-    return {"noop_repro_s": noop, "exp_r8_30_steps_s": seconds, "exp_r8_stages_run": ran}
+    return {"noop_repro_s": noop, "noop_repro_one_stage_s": floor, "exp_r8_30_steps_s": seconds,
+            "exp_r8_stages_run": ran}
+
+
+def dvc_floor() -> float:
+    """A no-op `dvc repro` of a one-stage project (best of 3): DVC's own start-up on this
+    machine, the floor under the pipeline's (which adds 7 stages' deps, params and outs)."""
+    with tempfile.TemporaryDirectory(prefix="peftpipe-bench-dvc-") as folder:
+        for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+            subprocess.run(command, cwd=folder, check=True, capture_output=True)
+        Path(folder, "dvc.yaml").write_text("stages:\n  one:\n    cmd: echo done > out.txt\n    outs: [out.txt]\n")
+        subprocess.run(["dvc", "repro", "-q"], cwd=folder, check=True, capture_output=True)
+        return min(timed(["dvc", "repro"], cwd=folder)[0] for _ in range(3))
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -168,30 +194,41 @@ def ratio_line(name: str, base: dict, ours: dict, test: dict | None, variant: st
 
 
 def table(result: dict) -> str:
-    lines = [f"Machine: {result['machine']}. Matmul peaks at the start of the run, float32 / bfloat16: "
-             f"{result['float32_matmul_peak_flops'] / 1e9:.1f} / {result['bfloat16_matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
+    measured = [p for p in ("float32", "bfloat16") if f"{p}_matmul_peak_flops" in result]
+
+    def peaks(key: str) -> str:
+        return " / ".join(f"{result[f'{p}_{key}'] / 1e9:.1f}" for p in measured)
+
+    lines = [f"Machine: {result['machine']}. Matmul peaks at the start of the run, {' / '.join(measured)}: "
+             f"{peaks('matmul_peak_flops')} GFLOP/s "
              f"(2048 x 2048); at the default model's shapes (600 x 384 @ 384 x 384 and 384 x 1536) "
-             f"{result['float32_shape_peak_flops'] / 1e9:.1f} / {result['bfloat16_shape_peak_flops'] / 1e9:.1f}. "
+             f"{peaks('shape_peak_flops')}. "
              "Each training run's MFU is against its own precision's peaks measured just before and after it.", ""]
     if "pipeline" in result:
         t, p = result["tutorial"], result["pipeline"]
         lines += [f"Default (LoRA NER on WNUT-16), {result['epochs']:g} epochs x {result['repeats']} alternating runs each:", ""]
-        lines += train_rows((("tutorial-style script", t), ("peftpipe", p),
-                             ("peftpipe, `train.mixed_precision: bf16`", result["pipeline_bf16"]),
+        bf16_row = (("peftpipe, `train.mixed_precision: bf16`", result["pipeline_bf16"]),) if "pipeline_bf16" in result else ()
+        lines += train_rows((("tutorial-style script", t), ("peftpipe", p), *bf16_row,
                              ("peftpipe, random batches (diagnostic)", result["pipeline_random_batches"])))
-        lines += ["", ratio_line("tutorial", t, p, result.get("default_test")),
-                  ratio_line("tutorial", t, result["pipeline_bf16"], result.get("default_test_bf16"), "bf16"), ""]
+        lines += ["", ratio_line("tutorial", t, p, result.get("default_test"))]
+        if bf16_row:
+            lines.append(ratio_line("tutorial", t, result["pipeline_bf16"], result.get("default_test_bf16"), "bf16"))
+        lines.append("")
     if "conll" in result:
         c = result["conll"]
         lines += [f"conll-ner-cpu (full fine-tuning), {c['fraction']:.0%} of its train and validation splits, 1 epoch, "
                   f"{c['repeats']} alternating runs each:", ""]
+        bf16_row = (("peftpipe, `train.mixed_precision: bf16`", c["pipeline_bf16"]),) if "pipeline_bf16" in c else ()
         lines += train_rows((("transformers' run_ner.py, written the same way", c["example"]), ("peftpipe", c["pipeline"]),
-                             ("peftpipe, `train.mixed_precision: bf16`", c["pipeline_bf16"])))
-        lines += ["", ratio_line("run_ner.py", c["example"], c["pipeline"], c.get("test")),
-                  ratio_line("run_ner.py", c["example"], c["pipeline_bf16"], c.get("test_bf16"), "bf16"), ""]
+                             *bf16_row))
+        lines += ["", ratio_line("run_ner.py", c["example"], c["pipeline"], c.get("test"))]
+        if bf16_row:
+            lines.append(ratio_line("run_ner.py", c["example"], c["pipeline_bf16"], c.get("test_bf16"), "bf16"))
+        lines.append("")
     overhead = result.get("overhead") or {}
     if overhead:
-        lines += [f"- no-op `dvc repro`: {overhead['noop_repro_s']:.2f} s",
+        lines += [f"- no-op `dvc repro`: {overhead['noop_repro_s']:.2f} s; a one-stage project's on this machine "
+                  f"(DVC's own start-up): {overhead['noop_repro_one_stage_s']:.2f} s",
                   f"- `dvc exp run --temp -S lora.r=8 -S train.max_steps=30`: {overhead['exp_r8_30_steps_s']:.0f} s, "
                   f"ran {', '.join(overhead['exp_r8_stages_run'])}"]
     rates = result.get("stage_rates") or {}
@@ -210,15 +247,19 @@ def table(result: dict) -> str:
         lines += ["", f"Inference on the test split ({inference['examples']} examples; {inference['repeats']} alternating "
                       f"repeats, median [min, max]; one at a time: {inference['single_texts']} texts through the "
                       "serving pipeline):", "",
-                  "| backend | examples/s batched | x evaluate's | ms per text, one at a time | x predict's | "
-                  "agreement with PyTorch | max logit diff | test F1 |", "|---|---|---|---|---|---|---|---|"]
+                  f"Batched, one pass over the split is {inference['forward_flops'] / 1e9:.0f} GFLOP (products "
+                  f"only); MFU is against the float32 2048 x 2048 peak measured around these runs "
+                  f"({inference['float32_matmul_peak_flops'] / 1e9:.0f} GFLOP/s; for int8, the float32 work it "
+                  "stands in for).", "",
+                  "| backend | examples/s batched | x evaluate's | MFU batched | ms per text, one at a time | x predict's | "
+                  "agreement with PyTorch | max logit diff | test F1 |", "|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             spread = f"[{min(r['examples_per_s_all']):.0f}, {max(r['examples_per_s_all']):.0f}]"
             single = (f"{r['ms_per_text_single']:.2f} [{min(r['ms_per_text_single_all']):.2f}, "
                       f"{max(r['ms_per_text_single_all']):.2f}] | {served_ms / r['ms_per_text_single']:.2f}x"
                       if r["ms_per_text_single"] else "- | -")
             lines.append(f"| {name} | {r['examples_per_s']:.0f} {spread} | {r['examples_per_s'] / evaluate_rate:.2f}x | "
-                         f"{single} | {r['prediction_agreement']:.4f} | {r['max_abs_logit_diff']:.1e} | {r['f1']:.4f} |")
+                         f"{r['mfu']:.1%} | {single} | {r['prediction_agreement']:.4f} | {r['max_abs_logit_diff']:.1e} | {r['f1']:.4f} |")
     scaling = result.get("scaling") or []
     if scaling:
         base = scaling[0]
@@ -246,11 +287,20 @@ def main() -> None:
 
     import torch
 
+    from peftpipe.training import NATIVE_BF16_FLAGS, cpu_flags
+
+    # bf16 rows only where bf16 runs in hardware: emulated, one 2048 x 2048 bf16 product takes
+    # seconds (an AVX2-only CPU spent minutes on the peak alone) and says nothing about the pipeline.
+    native_bf16 = torch.cuda.is_available() or bool((cpu_flags() or set()) & set(NATIVE_BF16_FLAGS))
+    precisions = ("float32", "bfloat16") if native_bf16 else ("float32",)
+    bf16 = {"pipeline_bf16": ["--style", "pipeline", "--mixed-precision", "bf16"]} if native_bf16 else {}
     result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "epochs": args.epochs,
-              "repeats": args.repeats,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-                         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"}
-    for precision in ("float32", "bfloat16"):
+              "repeats": args.repeats, "native_bf16": native_bf16,
+              "machine": f"{platform.machine()} {cpu_model()}, {torch.get_num_threads()} torch threads, "
+                         f"torch {torch.__version__}, "
+                         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}, "
+                         f"{'bf16 in hardware' if native_bf16 else 'no bf16 in hardware: bf16 rows skipped'}"}
+    for precision in precisions:
         result[f"{precision}_matmul_peak_flops"] = matmul_peak(dtype=precision)
         result[f"{precision}_shape_peak_flops"] = shape_peak(dtype=precision)
         log(f"{precision} matmul peak {result[f'{precision}_matmul_peak_flops'] / 1e9:.1f} GFLOP/s, at the model's "
@@ -258,8 +308,7 @@ def main() -> None:
 
     runs = {}
     if not args.skip_training:
-        runs = side_by_side("default", {"tutorial": ["--style", "tutorial"], "pipeline": ["--style", "pipeline"],
-                                        "pipeline_bf16": ["--style", "pipeline", "--mixed-precision", "bf16"]},
+        runs = side_by_side("default", {"tutorial": ["--style", "tutorial"], "pipeline": ["--style", "pipeline"], **bf16},
                             args.repeats, ["--epochs", str(args.epochs)])
         # One diagnostic run: the pipeline with random batches, as the tutorial draws them.
         runs.update(side_by_side("default", {"pipeline_random_batches": ["--style", "pipeline", "--random-batches"]},
@@ -267,7 +316,8 @@ def main() -> None:
         for name, group in runs.items():
             result[name] = summarize(group)
         result["default_test"] = paired(runs["tutorial"], runs["pipeline"])
-        result["default_test_bf16"] = paired(runs["tutorial"], runs["pipeline_bf16"])
+        if native_bf16:
+            result["default_test_bf16"] = paired(runs["tutorial"], runs["pipeline_bf16"])
 
     if not args.skip_conll:
         if not Path("../shared/corpora/conll2003").is_dir():
@@ -275,13 +325,13 @@ def main() -> None:
         else:
             fraction = str(args.conll_fraction)
             conll = side_by_side("conll-ner-cpu", {"example": ["--style", "example"], "pipeline": ["--style", "pipeline"],
-                                                   "pipeline_bf16": ["--style", "pipeline", "--mixed-precision", "bf16"]},
+                                                   **bf16},
                                  args.repeats, ["--recipe", "conll-ner-cpu", "--epochs", "1", "--fraction", fraction,
                                                 "--validation-fraction", fraction])
             result["conll"] = {"fraction": args.conll_fraction, "repeats": args.repeats,
                                **{name: summarize(group) for name, group in conll.items()},
                                "test": paired(conll["example"], conll["pipeline"]),
-                               "test_bf16": paired(conll["example"], conll["pipeline_bf16"])}
+                               **({"test_bf16": paired(conll["example"], conll["pipeline_bf16"])} if native_bf16 else {})}
             runs["conll"] = conll
     for side in runs.values():  # the predictions served the paired tests; the record keeps the numbers
         for group in (side.values() if isinstance(side, dict) else [side]):
@@ -305,7 +355,7 @@ def main() -> None:
         log("inference: " + ", ".join(f"{name} {r['examples_per_s']:.0f}/s"
                                       for name, r in result["inference"]["rows"].items()))
     # The peaks again after the timed runs: a shared machine drifts (the README reports both).
-    for precision in ("float32", "bfloat16"):
+    for precision in precisions:
         result[f"{precision}_matmul_peak_flops_after"] = matmul_peak(dtype=precision)
         result[f"{precision}_shape_peak_flops_after"] = shape_peak(dtype=precision)
     if not args.skip_overhead:

@@ -33,6 +33,7 @@ import pandas as pd
 SPLIT = Path("data/split")  # the default's, after dvc repro; --recipe writes its own
 VALIDATION_FRACTION = 1.0  # --validation-fraction
 SCORE_TEST = True  # --no-test: a later repeat's predictions would only repeat the first's
+FAST_DROPOUT = False  # --fast-dropout
 
 
 class TokenCounter:
@@ -95,6 +96,10 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
     datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, params)
                 for name in ("train", "validation")}
     model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
+    if FAST_DROPOUT:
+        from fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model)
     counter = TokenCounter(model, tokenizer.pad_token_id)
     started = time.perf_counter()
     summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")
@@ -272,6 +277,8 @@ def main() -> None:
     parser.add_argument("--no-test", action="store_true", help="skip scoring the test split (later repeats)")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default=None,
                         help="override train.mixed_precision (bf16: autocast, on CPU too)")
+    parser.add_argument("--fast-dropout", action="store_true",
+                        help="pipeline with bench/fast_dropout.py's mask in every nn.Dropout (a probe, not a param)")
     parser.add_argument("--compile", action="store_true",
                         help="pipeline with the Trainer's torch_compile (inductor; a probe, not a param)")
     parser.add_argument("--random-batches", action="store_true",
@@ -280,8 +287,8 @@ def main() -> None:
 
     from peftpipe.params import load_params
 
-    global SPLIT, VALIDATION_FRACTION, SCORE_TEST
-    VALIDATION_FRACTION, SCORE_TEST = args.validation_fraction, not args.no_test
+    global SPLIT, VALIDATION_FRACTION, SCORE_TEST, FAST_DROPOUT
+    VALIDATION_FRACTION, SCORE_TEST, FAST_DROPOUT = args.validation_fraction, not args.no_test, args.fast_dropout
     with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
         if args.recipe:
             SPLIT = Path(out) / "split"
@@ -302,6 +309,7 @@ def main() -> None:
             result = tutorial_run(params, args.epochs, args.fraction, max_length, Path(out), args.style == "example")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
+                      "fast_dropout": args.fast_dropout,
                       "compile": args.compile,
                       "mixed_precision": params.train.mixed_precision, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
