@@ -228,3 +228,72 @@ def test_bytes_that_only_look_like_a_utf16_mark_say_why_they_were_read_so(tmp_pa
     path = write(tmp_path, "train.csv", b"\xff\xfetext,label\n")  # odd length: not UTF-16 after all
     with pytest.raises(DataError, match="read as utf-16: it starts with that byte-order mark"):
         infer([path])
+
+
+def test_init_counts_classes_as_the_download_reads_them(tmp_path):
+    """"pos " and "pos" are one class to the download stage: init says 2 classes, not 4."""
+    path = write(tmp_path, "train.csv", "text,label\n" + "".join(f"text {i},{'pos' if i % 2 else 'neg'}"
+                                                                 f"{' ' if i % 3 == 0 else ''}\n" for i in range(30)))
+    inferred, raw = read_back(path)
+    assert "2 classes: neg (15), pos (15)" in inferred.said and classes_and_rows(raw) == (["neg", "pos"], 30)
+
+
+@pytest.mark.parametrize("labels, expect", [
+    ([1, "0"] * 10, r"mixes ids and names \(row 0: 1, row 1: '0'\)"),
+    (["pos", None, "neg", None] * 5, r"empty in 10 of 20 rows \(first: row 1\)"),
+])
+def test_init_asks_about_a_class_column_the_download_would_refuse(tmp_path, labels, expect):
+    """Ids mixed with names, rows without a class: init stops with the question, not a
+    TypeError from sorting ints with strings, nor params that fail in the download stage."""
+    rows = [{"text": f"text {i}", "label": label} for i, label in enumerate(labels)]
+    path = write(tmp_path, "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=expect):
+        infer([path])
+
+
+def test_objects_and_constant_columns_are_not_texts(tmp_path):
+    """A nested `meta` field and a column with one value throughout are not a second text."""
+    rows = [{"text": f"text {i}", "label": "pos" if i % 2 else "neg", "meta": {"source": "web", "ids": [i]},
+             "batch": "2024-01"} for i in range(20)]
+    inferred, raw = read_back(write(tmp_path, "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows)))
+    assert inferred.data["columns"]["text"] == "text" and classes_and_rows(raw) == (["neg", "pos"], 20)
+
+
+def test_a_header_naming_a_column_twice_stops_naming_it(tmp_path):
+    """pandas would call the second one text.1 and init would ask about two text columns."""
+    path = write(tmp_path, "train.csv", "text,text,label\n" + "a,b,pos\nc,d,neg\n" * 10)
+    with pytest.raises(DataError, match="names column 'text' twice \\(fields 1 and 2\\)"):
+        read_back(path)
+
+
+@pytest.mark.parametrize("name, compress", [
+    ("train.jsonl.gz", "gzip"), ("train.csv.bz2", "bz2"), ("train.tsv.xz", "lzma"), ("train.conll.gz", "gzip"),
+    ("train.parquet.gz", "gzip"),
+])
+def test_a_compressed_file_is_read_as_what_it_holds(tmp_path, name, compress):
+    import importlib
+
+    rows = [(f"text number {i}", "pos" if i % 2 else "neg") for i in range(20)]
+    inner = name.rsplit(".", 1)[0].split(".", 1)[1]
+    content = {"jsonl": "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows),
+               "csv": "text,label\n" + "".join(f"{t},{label}\n" for t, label in rows),
+               "tsv": "text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in rows),
+               "conll": "EU B-ORG\nrejects O\n\n" * 10, "parquet": ""}[inner].encode()
+    if inner == "parquet":
+        import io
+
+        import pandas as pd
+
+        buffer = io.BytesIO()
+        pd.DataFrame(rows, columns=["text", "label"]).to_parquet(buffer)
+        content = buffer.getvalue()
+    inferred, raw = read_back(write(tmp_path, name, importlib.import_module(compress).compress(content)))
+    if inner == "conll":
+        assert raw.splits["train"]["tokens"][0] == ["EU", "rejects"] and len(raw.splits["train"]) == 10
+    else:
+        assert inferred.task == "sequence_classification" and classes_and_rows(raw) == (["neg", "pos"], 20)
+
+
+def test_a_file_not_compressed_as_its_name_says_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"train.jsonl.gz: not a valid gz file .*is it compressed as its name says"):
+        infer([write(tmp_path, "train.jsonl.gz", '{"text": "a", "label": "b"}\n')])

@@ -20,7 +20,7 @@ import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.io import unusable
-from peftpipe.sources import FORMATS_BY_SUFFIX, own_separator, read_conll, read_delimited, read_file, read_text
+from peftpipe.sources import data_suffix, format_of, own_separator, read_conll, read_delimited, read_file, read_text
 from peftpipe.tasks.token_classification import SCHEME_PREFIXES, is_tag_id, normal_tag
 
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "sentiment")
@@ -138,10 +138,39 @@ def label_column(frame: pd.DataFrame) -> str:
     return min(candidates, key=lambda c: (frame[c].nunique(), frame[c].astype(str).str.len().mean()))
 
 
+def class_names(series: pd.Series, label: str) -> pd.Series:
+    """The class column as the download stage will read it: names stripped of spaces, ids as
+    ints; a column that mixes ids and names, or has rows without a class, stops here, with
+    the question the download stage would ask."""
+    missing = np.flatnonzero(series.isna().to_numpy())
+    if len(missing):
+        raise DataError(f"the class column {label!r} is empty in {len(missing)} of {len(series)} rows (first: row "
+                        f"{missing[0]}); give those rows a class or remove them")
+
+    def as_written(value):
+        if isinstance(value, str):
+            return value.strip()
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+        return value
+
+    names = series.map(as_written)
+    is_id = names.map(lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))
+    if is_id.any() and not is_id.all():
+        first_id, first_name = int(np.argmax(is_id.to_numpy())), int(np.argmin(is_id.to_numpy()))
+        raise DataError(f"the class column {label!r} mixes ids and names (row {first_id}: {names.iloc[first_id]!r}, "
+                        f"row {first_name}: {names.iloc[first_name]!r}); use class names, or ids into data.labels, "
+                        f"throughout")
+    return names
+
+
 def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple[dict, list[str], list[str]]:
     label = label_column(frame)
+    # Not text: lists (tokens), objects (a nested `meta` field), and beside real texts a column
+    # with one value in every row (a constant carries nothing to learn from).
     texts = [c for c in frame.columns if c != label and (pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object)
-             and not is_list_column(frame[c])]
+             and not is_list_column(frame[c]) and not holds_objects(frame[c])]
+    texts = [c for c in texts if frame[c].nunique() > 1] or texts
     if not texts:
         raise DataError(f"no text column besides the label column {label!r}; which column holds the text?")
     pairs = [p for p in PAIR_NAMES if all(name in texts for name in p)]
@@ -168,7 +197,7 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
         example = next(v for v in frame[label] if isinstance(v, (dict, list, np.ndarray)))
         raise DataError(f"the class column {label!r} holds lists or objects (row values like {example!r}): one class "
                         f"per row is what peftpipe trains (multi-label classification is not supported)")
-    counts = frame[label].value_counts().sort_index()
+    counts = class_names(frame[label], label).value_counts().sort_index(key=lambda names: names.map(str))
     if len(counts) < 2:
         raise DataError(f"the class column {label!r} holds " + (f"one class only ({counts.index[0]!r}, every row)"
                         if len(counts) else "no values") + ": a classifier needs two or more; is it the right column "
@@ -189,10 +218,10 @@ def infer(files: list[Path], text_columns: str | None = None, encoding: str = "u
     problem = unusable(train)
     if problem:
         raise DataError(f"{train}: {problem}")
-    fmt = FORMATS_BY_SUFFIX.get(train.suffix.lower())
+    fmt = format_of(train)
     if fmt is None:
-        raise DataError(f"{train}: cannot tell the format from '{train.suffix}'; use a .csv, .tsv, .jsonl, .json, "
-                        f".parquet or CoNLL (.conll, .txt) file")
+        raise DataError(f"{train}: cannot tell the format from '{data_suffix(train)}'; use a .csv, .tsv, .jsonl, "
+                        f".json, .parquet or CoNLL (.conll, .txt) file (or one of them compressed: .gz, .bz2, .xz)")
     frame, read_as, header, separator = read_table(train, fmt, encoding)
     data = {"source": "local", "name": None, "files": {s: str(p) for s, p in splits.items()},
             "format": "auto" if read_as == fmt else read_as}

@@ -29,6 +29,34 @@ FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
     ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll",
 }
+# A compressed file (train.jsonl.gz, as many data sets ship) is read as what it holds; its
+# format comes from the suffix before the compression's.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that names the format: ``.jsonl`` for both train.jsonl and train.jsonl.gz."""
+    suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix in COMPRESSIONS else suffix
+
+
+def format_of(path: Path) -> str | None:
+    return FORMATS_BY_SUFFIX.get(data_suffix(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name says gz, bz2 or xz."""
+    import importlib
+
+    raw = path.read_bytes()
+    kind = COMPRESSIONS.get(path.suffix.lower())
+    if kind is None:
+        return raw
+    try:
+        return importlib.import_module(kind).decompress(raw)
+    except Exception as err:  # gzip: BadGzipFile/EOFError, bz2: OSError, lzma: LZMAError
+        raise DataError(f"{path}: not a valid {path.suffix.lower()[1:]} file ({err or type(err).__name__}); is it "
+                        f"compressed as its name says?") from None
 
 
 @dataclass(frozen=True)
@@ -91,7 +119,7 @@ def file_sha256(path: Path) -> str:
 def read_text(path: Path, encoding: str) -> str:
     """A data file's text (a UTF-8 byte-order mark dropped), or a DataError naming the line
     with the first byte that is not ``encoding``."""
-    return decode(path.read_bytes(), encoding, str(path), DataError,
+    return decode(read_bytes(path), encoding, str(path), DataError,
                   "set data.encoding (e.g. latin-1) to the file's encoding")
 
 
@@ -207,7 +235,7 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separat
         if fmt == "orange-tab":  # a header row, then a type row and a role row
             return pd.read_csv(io.StringIO(text), sep="\t", skiprows=[1, 2], keep_default_na=False)
         separator = separator or own_separator(fmt)
-        _check_extra_fields(path, text, separator)
+        _check_fields(path, text, separator, header)
         # Only an empty field is missing: pandas' default also reads "NA", "null", "None",
         # "nan" and "n/a" as missing, and a tweet that says "null" would vanish from the data.
         frame = pd.read_csv(io.StringIO(text), sep=separator, header=0 if header else None, index_col=False,
@@ -227,10 +255,11 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separat
         raise DataError(f"{path}: not valid {fmt}: {message}") from None
 
 
-def _check_extra_fields(path: Path, text: str, separator: str) -> None:
+def _check_fields(path: Path, text: str, separator: str, header: bool) -> None:
     """A line with more fields than the header (or the first line) stops, naming it; an empty
     last field (a separator at the end of every line, as spreadsheets write) is no field. pandas,
-    told not to take the first column for an index, would drop the extra values silently."""
+    told not to take the first column for an index, would drop the extra values silently.
+    A header that names a column twice stops too: pandas would rename the second `text.1`."""
     import csv
     import io
 
@@ -243,14 +272,29 @@ def _check_extra_fields(path: Path, text: str, separator: str) -> None:
             row = row[:-1]
         if width is None:
             width = len(row)
+            if header:
+                _check_header_names(path, row)
         elif len(row) > width:
             raise DataError(f"{path}: line {reader.line_num}: expected {width} fields, saw {len(row)} (a separator "
                             f"inside an unquoted value?)")
 
 
+def _check_header_names(path: Path, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        name = name.strip()
+        if name in seen:
+            raise DataError(f"{path}: the header row names column {name!r} twice (fields {seen[name]} and {position}); "
+                            f"rename one, or set data.header: false if the first row is data")
+        if name:  # empty names (an unnamed index column) are pandas' Unnamed: N, told apart
+            seen[name] = position
+
+
 def read_parquet(path: Path) -> pd.DataFrame:
+    import io
+
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(io.BytesIO(read_bytes(path)) if path.suffix.lower() in COMPRESSIONS else path)
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{path}: not a parquet file, or a damaged one ({first}); "
@@ -265,10 +309,10 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8", header: bo
     if problem:
         raise DataError(f"{path}: {problem}")
     if fmt == "auto":
-        fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower(), "")
+        fmt = format_of(path) or ""
         if not fmt:
             raise DataError(
-                f"{path}: cannot tell the format from '{path.suffix}'; set data.format to one of "
+                f"{path}: cannot tell the format from '{data_suffix(path)}'; set data.format to one of "
                 f"{', '.join(sorted(set(FORMATS_BY_SUFFIX.values())))}, text@label"
             )
     if fmt == "parquet":

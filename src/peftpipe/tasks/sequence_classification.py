@@ -42,8 +42,9 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
         )
     labels_column = frame[columns.label]
     if labels_column.isna().any():
-        row = int(np.flatnonzero(labels_column.isna())[0])
-        raise DataError(f"{where}: row {row} has no label")
+        rows = np.flatnonzero(labels_column.isna())
+        raise DataError(f"{where}: row {rows[0]} has no label ({len(rows)} of {len(frame)} rows have none); give "
+                        f"those rows a class or remove them")
     out = pd.DataFrame({"label": _label_names(labels_column.tolist(), labels, where)})
     for field, names in sources.items():
         if field == "label":
