@@ -297,3 +297,58 @@ def test_a_compressed_file_is_read_as_what_it_holds(tmp_path, name, compress):
 def test_a_file_not_compressed_as_its_name_says_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"train.jsonl.gz: not a valid gz file .*is it compressed as its name says"):
         infer([write(tmp_path, "train.jsonl.gz", '{"text": "a", "label": "b"}\n')])
+
+
+def test_ner_written_as_strings_is_named_as_such(tmp_path):
+    """Words and tags as space-separated strings: not a classification with no class column."""
+    rows = [{"tokens": "EU rejects German call", "tags": "B-ORG O B-MISC O"}] * 12
+    with pytest.raises(DataError, match="'tokens' and 'tags' look like NER data written as strings"):
+        infer([write(tmp_path, "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows))])
+
+
+def test_a_conll_file_written_tag_first_is_not_read_as_words_for_tags(tmp_path):
+    """Read as the io scheme, every word would have become an entity type, silently."""
+    path = write(tmp_path, "train.conll", "B-ORG EU\nO rejects\nB-MISC German\nO call\n\n" * 10)
+    with pytest.raises(DataError, match="the last column should hold the NER tags.*the first column reads as tags"):
+        infer([path])
+
+
+def test_a_tag_with_a_prefix_and_no_type_stops(tmp_path):
+    path = write(tmp_path, "train.jsonl", json.dumps({"tokens": ["EU", "rejects"], "tags": ["B-", "O"]}) + "\n")
+    params = load_params(ROOT / "params.yaml").model_dump()
+    params["data"].update(source="local", name=None, files={"train": str(path)})
+    with pytest.raises(DataError, match=r"row 0: tag 0 \('B-'\) has no entity type after its prefix"):
+        load_raw(parse_params(params).data, "token_classification")
+    with pytest.raises(DataError, match=r"tag 'B-' has no entity type after its prefix"):
+        infer([path])
+
+
+HEADER = "Sentence #,Word,POS,Tag\n"
+SENTENCES = "Sentence: {0},EU,NNP,B-org\n,rejects,VBZ,O\n,German,JJ,B-gpe\nSentence: {1},Peter,NNP,B-per\n,Blackburn,NNP,I-per\n"
+KAGGLE = HEADER + "".join(SENTENCES.format(2 * i, 2 * i + 1) for i in range(6))
+
+
+def test_one_word_per_row_is_grouped_into_sentences(tmp_path):
+    """Kaggle's ner_dataset.csv layout: the sentence named on its first word only."""
+    inferred, raw = read_back(write(tmp_path, "train.csv", KAGGLE))
+    assert inferred.task == "token_classification"
+    assert inferred.data["columns"] == {"tokens": "Word", "tags": "Tag", "sentence": "Sentence #"}
+    train = raw.splits["train"]
+    assert len(train) == 12 and raw.meta["dropped_empty_rows"]["train"] == 0
+    assert list(train["tokens"][0]) == ["EU", "rejects", "German"] and list(train["tags"][1]) == ["B-per", "I-per"]
+
+
+def test_a_text_per_row_named_sentence_stays_a_classification(tmp_path):
+    """GLUE's SST-2 writes `sentence,label`: one text and one class per row, not words."""
+    path = write(tmp_path, "train.csv", "sentence,label\n" + "".join(f"a film {i} I liked,{i % 2}\n" for i in range(30)))
+    inferred, _ = read_back(path)
+    assert inferred.task == "sequence_classification" and inferred.data["columns"]["text"] == "sentence"
+
+
+def test_a_first_word_row_without_its_sentence_stops(tmp_path):
+    path = write(tmp_path, "train.csv", HEADER + ",EU,NNP,B-org\n" + KAGGLE[len(HEADER):])
+    params = load_params(ROOT / "params.yaml").model_dump()
+    params["data"].update(source="local", name=None, files={"train": str(path)},
+                          columns={"tokens": "Word", "tags": "Tag", "sentence": "Sentence #"})
+    with pytest.raises(DataError, match="row 0 names no sentence in 'Sentence #', and no row above does"):
+        load_raw(parse_params(params).data, "token_classification")

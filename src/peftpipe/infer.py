@@ -30,7 +30,8 @@ MAX_CLASSES = 200
 # Column names that mark a first row as a header. Not one- or two-letter names: "y" is as
 # likely a headerless file's first label (y/n) as a column name.
 HEADER_NAMES = {name for name in (*LABEL_NAMES, *(n for pair in PAIR_NAMES for n in pair), "sentence", "tokens",
-                                  "tags", "words", "ner_tags", "review", "content", "description") if len(name) > 2}
+                                  "tags", "words", "ner_tags", "review", "content", "description",
+                                  "word", "token", "tag", "sentence #", "sentence_id") if len(name) > 2}
 
 
 @dataclass
@@ -237,21 +238,76 @@ def infer(files: list[Path], text_columns: str | None = None, encoding: str = "u
     if read_as == "conll" or len(list_columns) >= 2:
         tokens, tags = ("tokens", "tags") if read_as == "conll" else _tokens_and_tags(frame, list_columns)
         data["columns"] = {"tokens": tokens, "tags": tags}
-        data["labels"] = []
         said.append("rows are token lists: token classification (NER)"
                     + ("" if read_as == "conll" else f": words in {tokens!r}, tags in {tags!r}"))
-        scheme, types, check = tag_scheme([t for row in frame[tags] for t in row])
-        if scheme != "iob2":
-            data["tag_scheme"] = scheme
-            said.append(f"tag scheme: {scheme} ({'bare entity types' if scheme == 'io' else 'S-/E- or U-/L- tags'}; "
-                        f"converted to IOB2 when read)")
-        if types is not None:
-            said.append(f"{len(types)} entity types: {', '.join(map(str, types))}")
-        return Inferred("token_classification", data, said, check)
+        return _token_classification(train, data, said, [t for row in frame[tokens] for t in row],
+                                     [t for row in frame[tags] for t in row], read_as == "conll", tags)
+    word_rows = _word_rows(frame)
+    if word_rows:
+        tokens, tags, sentence = word_rows
+        data["columns"] = {"tokens": tokens, "tags": tags, "sentence": sentence}
+        said.append(f"rows are words, their sentences named by {sentence!r}: token classification (NER): words in "
+                    f"{tokens!r}, tags in {tags!r}")
+        return _token_classification(train, data, said, list(frame[tokens].dropna()), list(frame[tags].dropna()),
+                                     False, tags)
+    spelled = _token_lists_as_strings(frame)
+    if spelled:
+        raise DataError(f"{train}: columns {spelled[0]!r} and {spelled[1]!r} look like NER data written as strings "
+                        f"(a word and its tag per space, as many tags as words in every row); peftpipe reads token "
+                        f"lists (JSON arrays) or CoNLL columns, since a whitespace split would hide mistakes: "
+                        f"write them as lists")
     more, lines, check = infer_classification(frame, text_columns)
     data.update(more)
     return Inferred("sequence_classification", data, said + ["rows are texts with a class: "
                                                               "sequence classification"] + lines, check)
+
+
+def _token_classification(path: Path, data: dict, said: list[str], words: list, tags: list, conll: bool,
+                          column: str) -> Inferred:
+    """The NER params once the words and tags are found: the tags checked, their scheme."""
+    data["labels"] = []
+    _check_reads_as_tags(path, tags, words, conll, column)
+    scheme, types, check = tag_scheme(tags)
+    if scheme != "iob2":
+        data["tag_scheme"] = scheme
+        said.append(f"tag scheme: {scheme} ({'bare entity types' if scheme == 'io' else 'S-/E- or U-/L- tags'}; "
+                    f"converted to IOB2 when read)")
+    if types is not None:
+        said.append(f"{len(types)} entity types: {', '.join(map(str, types))}")
+    return Inferred("token_classification", data, said, check)
+
+
+# "Sentence #" (Kaggle's ner_dataset.csv), sentence_id, sentence_idx, sent_id, sentence
+SENTENCE_NAME = re.compile(r"^sent(ence)?[ _#-]*(id|idx|no|nr|num|number)?[ _#]*$", re.IGNORECASE)
+
+
+def _word_rows(frame: pd.DataFrame) -> tuple[str, str, str] | None:
+    """(words, tags, sentence) columns when each row is one word of a sentence: a column
+    named like a sentence id whose values run over several rows (or are blank below a
+    sentence's first word), a column of O/B-X/I-X tags, and one of single words. GLUE's
+    `sentence,label` (a text and a class) is none of that: its sentences do not repeat."""
+    named = [c for c in frame.columns if SENTENCE_NAME.match(str(c).strip()) and not holds_objects(frame[c])]
+    if not named or len(frame) < 2:
+        return None
+    sentence = named[0]
+    ids = frame[sentence].map(lambda v: None if pd.isna(v) or (isinstance(v, str) and not v.strip()) else v).ffill()
+    if (ids != ids.shift()).sum() > 0.9 * len(frame):  # about one row per sentence: texts, not words
+        return None
+
+    def named_tag_share(column) -> float:
+        values = [v for v in frame[column].dropna() if isinstance(v, str)]
+        return sum(normal_tag(v) == "O" or normal_tag(v)[:2] in SCHEME_PREFIXES for v in values) / max(1, len(frame))
+
+    scalar = [c for c in frame.columns if c != sentence and not holds_objects(frame[c])]
+    tags = max(scalar, key=named_tag_share, default=None)
+    if tags is None or named_tag_share(tags) < 0.5:
+        return None
+    words = [c for c in scalar if c != tags and frame[c].map(lambda v: isinstance(v, str)).all()
+             and frame[c].str.split().map(len).mean() <= 1.2]
+    if not words:
+        return None
+    named_words = [c for c in words if str(c).lower() in TOKEN_NAMES]
+    return (named_words[0] if named_words else max(words, key=lambda c: frame[c].nunique())), tags, sentence
 
 
 TOKEN_NAMES = ("tokens", "words", "token", "word", "text")
@@ -262,6 +318,43 @@ def _tag_likeness(values: list) -> float:
         tag = normal_tag(str(v))
         return is_tag_id(v) or tag == "O" or tag[:2] in SCHEME_PREFIXES
     return sum(map(tag_like, values)) / max(1, len(values))
+
+
+MIN_TAG_SHARE = 0.2  # NER data is mostly O: a tag column below this share of O/B-X/I-X is not one
+
+
+def _check_reads_as_tags(path: Path, tags: list, words: list, conll: bool, column: str) -> None:
+    """Stop when the tag column holds words (a CoNLL file written tag first, or the wrong
+    column): read as the io scheme, every word would become an entity type."""
+    bare = next((tag for tag in map(str, tags) if normal_tag(tag) in SCHEME_PREFIXES), None)
+    if bare is not None:  # "B-" would train and score an entity type named ""
+        raise DataError(f"{path}: tag {bare!r} has no entity type after its prefix; write it as e.g. "
+                        f"{normal_tag(bare)}PER")
+    share = _tag_likeness(tags)
+    if share >= MIN_TAG_SHARE:
+        return
+    where = "the last column" if conll else f"column {column!r}"
+    first = ", ".join(map(repr, list(dict.fromkeys(map(str, tags)))[:4]))
+    swapped = _tag_likeness(words) >= MIN_TAG_SHARE
+    raise DataError(f"{path}: {where} should hold the NER tags, but only {share:.0%} of its values read as tags (O, "
+                    f"B-X, I-X; it holds {first}, ...)" + (
+                        "; the first column reads as tags: CoNLL puts the word first and its tag last" if conll and
+                        swapped else "; set data.columns.tokens and data.columns.tags" if not conll else ""))
+
+
+def _token_lists_as_strings(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """(words column, tags column) when two string columns hold sentences and their tags
+    written out with spaces: every row as many tags as words, tags reading as O/B-X/I-X."""
+    strings = [c for c in frame.columns if len(frame) and frame[c].map(lambda v: isinstance(v, str)).all()]
+    split = {c: frame[c].str.split() for c in strings}
+    for tags in strings:
+        lengths = split[tags].map(len)
+        if lengths.mean() <= 1 or _tag_likeness([t for row in split[tags] for t in row]) < 0.9:
+            continue
+        for words in strings:
+            if words != tags and (split[words].map(len) == lengths).all():
+                return words, tags
+    return None
 
 
 def _tokens_and_tags(frame: pd.DataFrame, list_columns: list) -> tuple[str, str]:

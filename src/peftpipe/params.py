@@ -82,13 +82,16 @@ class ColumnsParams(Section):
 
     tokens: Column = Field("tokens", description="token_classification: the words")
     tags: Column = Field("tags", description="  ... and their tags")
+    # One word per row (Kaggle's ner_dataset.csv: Sentence #, Word, POS, Tag): this column
+    # names each row's sentence, blank meaning the sentence of the row above.
+    sentence: Column | None = Field(None, description="  one word per row: the column naming its sentence, or null")
     # Several columns are joined with a space (e.g. [title, description]).
     text: Column | list[Column] = Field("text", description="sequence_classification: the text column(s)")
     text_pair: Column | None = Field(None, description="  a second text for pairs (MRPC: sentence2), or null")
     label: Column = Field("label", description="  the class column")
 
     # A header-less file's columns are named "0", "1", ...: column names are strings.
-    @field_validator("tokens", "tags", "label", "text_pair", "text")
+    @field_validator("tokens", "tags", "sentence", "label", "text_pair", "text")
     @classmethod
     def _as_names(cls, value, info: ValidationInfo):
         if isinstance(value, list):

@@ -446,6 +446,7 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
                 raise DataError(f"{where}: split.group_by: no column {group_by!r}; found "
                                 f"{', '.join(map(str, frame.columns))} (CoNLL files give 'document')")
             frame = frame.assign(group=frame[group_by].astype(str))
+        frame = rows_of(kind, frame, data, where)
         splits[split], repaired[split] = task.canonical(frame, data, data.label_ids or dict(enumerate(hub_labels)),
                                                         where)
         dropped[split] = len(frame) - len(splits[split])
@@ -478,6 +479,14 @@ def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> N
                         f"({', '.join(labels)}); add them to data.labels or fix the data")
 
 
+def rows_of(kind: str, frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
+    """The file's examples: a file of one word per row (data.columns.sentence) becomes one
+    sentence per row; any other file's rows are its examples already."""
+    if kind == "token_classification" and data.columns.sentence is not None:
+        return get_task(kind).sentences_from_word_rows(frame, data.columns, where)
+    return frame
+
+
 def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: list[str]) -> pd.DataFrame:
     """An extra test set (eval.extra.<name>) in the task's canonical columns: read like a
     local data file (data.format, encoding, header, columns), its labels the trained ones."""
@@ -486,7 +495,7 @@ def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: lis
     where = f"eval.extra.{name} ({path})"
     frame = read_file(Path(path), data.format if data.source == "local" else "auto", data.encoding, data.header,
                       data.separator)
-    frame, _ = task.canonical(frame, data, data.label_ids or dict(enumerate(labels)), where)
+    frame, _ = task.canonical(rows_of(kind, frame, data, where), data, data.label_ids or dict(enumerate(labels)), where)
     if frame.empty:
         raise DataError(f"{where}: no non-empty rows")
     _check_labels(task, frame, labels, where)

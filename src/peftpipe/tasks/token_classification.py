@@ -64,12 +64,44 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
     return out, repaired
 
 
+def sentences_from_word_rows(frame: pd.DataFrame, columns, where: str) -> pd.DataFrame:
+    """One word per row to one sentence per row (token and tag lists), in file order: rows
+    belong to the sentence ``columns.sentence`` names; a blank there continues the sentence
+    above (Kaggle's ner_dataset.csv names it on a sentence's first word only). A `group`
+    column keeps its first value per sentence."""
+    missing = [c for c in (columns.sentence, columns.tokens, columns.tags) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))} "
+                        f"(set data.columns.sentence / data.columns.tokens / data.columns.tags)")
+    names, current = [], None
+    for row, value in enumerate(frame[columns.sentence]):
+        if not (fields.is_null(value) or (isinstance(value, str) and not value.strip())):
+            current = value
+        elif current is None:
+            raise DataError(f"{where}: row {row} names no sentence in {columns.sentence!r}, and no row above does")
+        names.append(current)
+    starts = np.ones(len(names), dtype=bool)
+    starts[1:] = [a != b for a, b in zip(names[1:], names[:-1])]
+    sentence = np.cumsum(starts) - 1  # consecutive rows of one name: a name seen again later is a new sentence
+    keep = [columns.tokens, columns.tags] + (["group"] if "group" in frame else [])
+    grouped = frame[keep].groupby(sentence, sort=True)
+    out = grouped[[columns.tokens, columns.tags]].agg(list)
+    if "group" in frame:
+        out["group"] = grouped["group"].first()
+    return out.reset_index(drop=True)
+
+
 def _tag_names(tags: list, labels: dict[int, str], where: str) -> list[str]:
     """Tags as names: integer ids (tner's data sets, hub ClassLabel columns) are looked up
     in data.labels (or the hub's names)."""
     ids = [is_tag_id(t) for t in tags]
     if not any(ids):
-        return [normal_tag(str(t)) for t in tags]
+        names = [normal_tag(str(t)) for t in tags]
+        bare = [i for i, name in enumerate(names) if name in SCHEME_PREFIXES]
+        if bare:  # "B-" would train and score an entity type named ""
+            raise DataError(f"{where}: tag {bare[0]} ({names[bare[0]]!r}) has no entity type after its prefix; "
+                            f"write it as e.g. {names[bare[0]]}PER")
+        return names
     if not all(ids):
         position = ids.index(not ids[0])
         raise DataError(f"{where}: tag {position} ({tags[position]!r}) is {'an id' if ids[position] else 'a name'}, "
