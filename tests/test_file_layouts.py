@@ -352,3 +352,22 @@ def test_a_first_word_row_without_its_sentence_stops(tmp_path):
                           columns={"tokens": "Word", "tags": "Tag", "sentence": "Sentence #"})
     with pytest.raises(DataError, match="row 0 names no sentence in 'Sentence #', and no row above does"):
         load_raw(parse_params(params).data, "token_classification")
+
+
+@pytest.mark.parametrize("layout", ["columns", "index", "split", "records", "json lines"])
+def test_json_as_pandas_and_datasets_write_it(tmp_path, layout):
+    """DataFrame.to_json's orients (columns is its default) and datasets' to_json, which
+    writes one object per line into a .json file."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": [f"text number {i}" for i in range(20)], "label": ["pos", "neg"] * 10})
+    text = frame.to_json(orient="records", lines=True) if layout == "json lines" else frame.to_json(orient=layout)
+    _, raw = read_back(write(tmp_path, "train.json", text))
+    assert classes_and_rows(raw) == (["neg", "pos"], 20)
+    assert list(raw.splits["train"]["text"][:2]) == ["text number 0", "text number 1"]
+
+
+def test_a_json_line_ending_in_a_comma_says_so(tmp_path):
+    path = write(tmp_path, "train.jsonl", "".join(json.dumps({"text": f"t {i}", "label": "a"}) + ",\n" for i in range(5)))
+    with pytest.raises(DataError, match="line 1: not valid JSON .*a comma after the object"):
+        infer([path])

@@ -184,7 +184,8 @@ def read_jsonl(path: Path, text: str) -> pd.DataFrame:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+            hint = "; a comma after the object? JSON lines have none" if line.rstrip().endswith(",") else ""
+            raise DataError(f"{path}: line {number}: not valid JSON ({err.msg}, column {err.colno}){hint}") from None
         if isinstance(row, list):
             raise DataError(f"{path}: line {number} holds a JSON array; a .jsonl file has one {{...}} object per "
                             f"line (for one array of row objects, name the file .json or set data.format: json)")
@@ -195,11 +196,16 @@ def read_jsonl(path: Path, text: str) -> pd.DataFrame:
 
 
 def read_json_rows(path: Path, text: str) -> pd.DataFrame:
-    """A JSON array of row objects, or an object of equal-length column lists."""
+    """A JSON array of row objects, or an object of equal-length column lists, or what
+    pandas' to_json writes (orient columns, index or split); a .json file of one object per
+    line (datasets' to_json writes that) is read as JSON lines."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
+        if err.msg == "Extra data" and text.lstrip().startswith("{"):
+            return read_jsonl(path, text)
         raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    data = _pandas_orient_rows(data)
     if isinstance(data, dict) and len(data) == 1:
         inner = next(iter(data.values()))
         if isinstance(inner, list) and inner and all(isinstance(row, dict) for row in inner):
@@ -215,6 +221,25 @@ def read_json_rows(path: Path, text: str) -> pd.DataFrame:
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {number}: expected an object, got {describe(row)}")
     return pd.DataFrame(data)
+
+
+def _pandas_orient_rows(data):
+    """pandas' to_json layouts as a list of row objects; anything else as it is.
+    split: {"columns": [...], "index": [...], "data": [[...]]}; index: {"0": {row}, "1": ...};
+    columns (pandas' default): {"text": {"0": ..., "1": ...}, "label": {...}}."""
+    if not isinstance(data, dict) or not data:
+        return data
+    if set(data) in ({"columns", "data"}, {"columns", "index", "data"}) and isinstance(data["data"], list) \
+            and all(isinstance(row, list) for row in data["data"]):
+        return [dict(zip(data["columns"], row)) for row in data["data"]]
+    if not all(isinstance(value, dict) for value in data.values()):
+        return data
+    if all(str(key).lstrip("-").isdigit() for key in data):  # orient index: row objects by row number
+        return list(data.values())
+    rows = list(next(iter(data.values())))  # orient columns: each column an object by row number
+    if all(list(column) == rows for column in data.values()):
+        return [{name: column[row] for name, column in data.items()} for row in rows]
+    return data
 
 
 def own_separator(fmt: str) -> str:
