@@ -46,6 +46,9 @@ PARAMS_FAULTS = [
     ({"model": {"max_length": 4}}, "model.max_length: got 4, expected an integer >= 8"),
     ({"model": {"source": "web"}}, "model.source: expected one of 'packaged', 'local', 'hub', got 'web'"),
     ({"data": {"source": "local"}}, "data.files: got {}, expected a mapping with at least a 'train' file"),
+    # Files with the source left at packaged would train on the packaged data, silently.
+    ({"data": {"files": {"train": "inputs/mine.jsonl"}}}, "data.files: got {'train': 'inputs/mine.jsonl'}, expected "
+                                                          "no files with data.source packaged (set data.source: local"),
     ({"data": {"source": "local", "files": {"train": "a", "dev": "b"}}}, "data.files.dev: got 'b', expected splits train"),
     ({"data": {"source": "hub", "name": None}}, "data.name: got None, expected a dataset name (data.source is hub)"),
     ({"data": {"format": "xml"}}, "data.format: expected one of 'auto', 'jsonl'"),

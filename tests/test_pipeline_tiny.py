@@ -265,6 +265,18 @@ def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
     assert (root / "metrics/eval.json").read_text() == before
 
 
+def test_a_missing_extra_test_set_stops_training_before_it_starts(tiny_project, capsys):
+    """Not an hour later in evaluate: the train stage checks eval.extra's files first."""
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    _set_extra(tiny_project, {"later": "inputs/later.jsonl"})
+    with pytest.raises(SystemExit):
+        run_stage("train")
+    err = capsys.readouterr().err
+    assert "eval.extra.later (inputs/later.jsonl): file not found (the evaluate stage reads it after training" in err
+    assert not (tiny_project / "models/adapter").exists() and not (tiny_project / "models/checkpoints").exists()
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     ({"test": "a.jsonl"}, "eval.extra.test: got 'a.jsonl', expected a name of letters"),
     ({"../x": "a.jsonl"}, "eval.extra.../x: got 'a.jsonl', expected a name of letters"),

@@ -167,6 +167,10 @@ class DataParams(Section):
             raise _allowed("labels", self.labels, f"each name once ({', '.join(twice)} given twice)")
         if self.source in ("packaged", "hub") and not self.name:
             raise _allowed("name", self.name, f"a dataset name (data.source is {self.source})")
+        if self.source != "local" and self.files:
+            # Files set and the source left at packaged would train on the packaged data, silently.
+            raise _allowed("files", self.files, f"no files with data.source {self.source} (set data.source: local "
+                                                f"to read them)")
         if self.source == "local":
             if "train" not in self.files:
                 raise _allowed("files", self.files, "a mapping with at least a 'train' file")
