@@ -371,3 +371,9 @@ def test_a_json_line_ending_in_a_comma_says_so(tmp_path):
     path = write(tmp_path, "train.jsonl", "".join(json.dumps({"text": f"t {i}", "label": "a"}) + ",\n" for i in range(5)))
     with pytest.raises(DataError, match="line 1: not valid JSON .*a comma after the object"):
         infer([path])
+
+
+def test_a_class_column_with_a_value_per_row_is_questioned(tmp_path):
+    path = write(tmp_path, "train.csv", "text,label\n" + "".join(f"text {i},L{i}\n" for i in range(30)))
+    with pytest.raises(DataError, match="'label' has 30 different values in 30 rows"):
+        infer([path])

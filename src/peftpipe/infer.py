@@ -203,6 +203,10 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
         raise DataError(f"the class column {label!r} holds " + (f"one class only ({counts.index[0]!r}, every row)"
                         if len(counts) else "no values") + ": a classifier needs two or more; is it the right column "
                         "(data.columns.label) and the whole data set?")
+    if len(counts) > len(frame) / 2 and len(frame) >= 10:
+        raise DataError(f"the class column {label!r} has {len(counts)} different values in {len(frame)} rows: about one "
+                        f"row per value is an id or a text, not a class; which column holds the class? set "
+                        f"data.columns.label")
     said.append(f"{len(counts)} classes: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
     check = []
     data: dict = {"columns": columns, "labels": []}
