@@ -265,6 +265,7 @@ def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
     assert (root / "metrics/eval.json").read_text() == before
 
 
+@pytest.mark.slow  # three stages of the tiny project first (~15 s)
 def test_a_missing_extra_test_set_stops_training_before_it_starts(tiny_project, capsys):
     """Not an hour later in evaluate: the train stage checks eval.extra's files first."""
     for name in ("download", "split", "tokenize_align"):
