@@ -12,11 +12,11 @@ import torch
 from accelerate import PartialState
 from peftpipe import accelerate_loop, adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
-from peftpipe.io import atomic_path
+from peftpipe.errors import DataError
+from peftpipe.io import atomic_path, check_files
 from peftpipe.methods import check_options, get_method
 from peftpipe.models import load_base
 from peftpipe.provenance import write_metrics
-from peftpipe.sources import check_eval_files
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -31,7 +31,8 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     datasets, labels = load_tokenized(tokenized)
     method = get_method(params.peft.method)
     check_options(method, params.peft.options)  # before the model loads: a typo costs no time
-    check_eval_files(params.eval.extra)  # nor a missing test set, found only after training
+    check_files(params.eval.extra, "eval.extra", DataError,  # nor a missing test set, found only after training
+                "the evaluate stage reads it after training; fix the path or remove the entry")
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
     steps = training.total_steps(params, len(datasets["train"]), processes.num_processes)
     model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model), steps)

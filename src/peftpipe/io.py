@@ -106,6 +106,16 @@ def decode(raw: bytes, encoding: str, where: str, error: type[Exception], advice
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
+def check_files(files: dict[str, str], key: str, error: type[Exception], consequence: str) -> None:
+    """Each of ``files`` ({name: path}, under params key ``key``) is a file that can be read,
+    or ``error`` naming the first that is not and ``consequence``: checked where a stage would
+    otherwise find out late (the train stage, for the evaluate stage's eval.extra)."""
+    for name, path in files.items():
+        problem = unusable(Path(path))
+        if problem:
+            raise error(f"{key}.{name} ({path}): {problem} ({consequence})")
+
+
 def unusable(path: Path) -> str | None:
     """Why ``path`` cannot be the file it should be, as the end of a sentence, or None."""
     if path.is_dir():

@@ -377,15 +377,6 @@ def unwatched_notes(files: dict[str, str], key: str, stage: str) -> list[str]:
 
 
 
-def check_eval_files(extra: dict[str, str]) -> None:
-    """eval.extra's files are there, before a long training whose evaluate stage reads them."""
-    for name, path in extra.items():
-        problem = unusable(Path(path))
-        if problem:
-            raise DataError(f"eval.extra.{name} ({path}): {problem} (the evaluate stage reads it after training; "
-                            f"fix the path or remove the entry)")
-
-
 def packaged_file(entry: PackagedDataset, path: str) -> Path:
     return entry.shipped.locate(path, "this packaged data set", DataError)
 
