@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--no-test", action="store_true", help="skip scoring the test split (later repeats)")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default=None,
                         help="override train.mixed_precision (bf16: autocast, on CPU too)")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="override train.batch_tokens (padded tokens per batch; 0: batch_size rows)")
     parser.add_argument("--fast-dropout", action="store_true",
                         help="pipeline with bench/fast_dropout.py's mask in every nn.Dropout (a probe, not a param)")
     parser.add_argument("--compile", action="store_true",
@@ -297,6 +299,9 @@ def main() -> None:
             params = load_params()
         if args.random_batches:
             params = params.model_copy(update={"train": params.train.model_copy(update={"group_by_length": False})})
+        if args.batch_tokens is not None:
+            params = params.model_copy(update={"train": params.train.model_copy(
+                update={"batch_tokens": args.batch_tokens or None})})
         if args.mixed_precision:
             params = params.model_copy(update={"train": params.train.model_copy(
                 update={"mixed_precision": args.mixed_precision})})
@@ -311,7 +316,7 @@ def main() -> None:
     print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
                       "fast_dropout": args.fast_dropout,
                       "compile": args.compile,
-                      "mixed_precision": params.train.mixed_precision, "epochs": args.epochs, "fraction": args.fraction,
+                      "mixed_precision": params.train.mixed_precision, "batch_tokens": params.train.batch_tokens, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
                       "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
 

@@ -34,7 +34,7 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     check_files(params.eval.extra, "eval.extra", DataError,  # nor a missing test set, found only after training
                 "the evaluate stage reads it after training; fix the path or remove the entry")
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
-    steps = training.total_steps(params, len(datasets["train"]), processes.num_processes)
+    steps = training.total_steps(params, [len(ids) for ids in datasets["train"]["input_ids"]], processes.num_processes)
     model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model), steps)
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "

@@ -17,7 +17,7 @@ import numpy as np
 
 from peftpipe.methods import get_method
 from peftpipe.params import Params
-from peftpipe.training import TrainSummary, train_class_weights, weighted_loss
+from peftpipe.training import TrainSummary, token_batch_sampler, train_class_weights, weighted_loss
 
 
 def _optimizer(model, params: Params):
@@ -81,9 +81,14 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision=None if train.mixed_precision == "no" else train.mixed_precision)
     collate = task.collator(tokenizer)
-    shuffle = torch.Generator().manual_seed(params.seed)
-    train_loader = DataLoader(task.model_inputs(datasets["train"]), batch_size=train.batch_size, shuffle=True,
-                              collate_fn=collate, generator=shuffle)
+    train_rows = task.model_inputs(datasets["train"])
+    if train.batch_tokens:  # the same token-budget batches as the Trainer's
+        batches = token_batch_sampler([len(ids) for ids in train_rows["input_ids"]], train.batch_tokens, params.seed)
+        train_loader = DataLoader(train_rows, batch_sampler=batches, collate_fn=collate)
+    else:
+        shuffle = torch.Generator().manual_seed(params.seed)
+        train_loader = DataLoader(train_rows, batch_size=train.batch_size, shuffle=True, collate_fn=collate,
+                                  generator=shuffle)
     eval_loader = DataLoader(task.model_inputs(datasets["validation"]), batch_size=params.eval.batch_size,
                              collate_fn=collate)
     method = get_method(params.peft.method)

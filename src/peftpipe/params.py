@@ -277,6 +277,12 @@ class TrainParams(Section):
     max_steps: int = Field(-1, le=MAX_STEPS, json_schema_extra=STEPS_MESSAGE, description="-1: train for `epochs`")
     logging_steps: int = Field(20, gt=0, le=MAX_STEPS, json_schema_extra=STEPS_MESSAGE)
     group_by_length: bool = Field(True, description="batches of similar length: less padding, faster on CPU")
+    # fairseq's max_tokens: a batch holds as many rows of one length as fit, so short rows
+    # make large batches and long ones small; each step computes about the same number of
+    # tokens, and almost none of them padding (bench/README.md: what it does to speed and F1).
+    batch_tokens: int | None = Field(None, gt=0, le=MAX_BATCH * 4096,
+                                     description="padded tokens per training batch, rows of one length together "
+                                                 "(null: batch_size rows)")
     # A killed train stage resumes from the last complete checkpoint on the next `dvc repro`.
     checkpoint_steps: int = Field(100, ge=0, le=MAX_STEPS,
                                   json_schema_extra={**STEPS_MESSAGE, "too_low": "an integer >= 0 (0: no checkpoints)"},
@@ -447,6 +453,13 @@ class Params(Section):
         if self.task.kind == "generation" and self.train.class_weights != "none":
             raise _allowed("train.class_weights", self.train.class_weights,
                            "none for task.kind generation (the targets are words, not classes)")
+        if self.train.batch_tokens is not None and self.train.batch_tokens < self.model.max_length:
+            raise _allowed("train.batch_tokens", self.train.batch_tokens,
+                           f"null or at least model.max_length ({self.model.max_length}): a row of that length "
+                           "must fit in a batch")
+        if self.train.batch_tokens is not None and not self.train.group_by_length:
+            raise _allowed("train.batch_tokens", self.train.batch_tokens,
+                           "null with train.group_by_length false (token batches are grouped by length)")
         if self.peft.modules_to_save and self.peft.method == "none":
             raise _allowed("peft.modules_to_save", self.peft.modules_to_save,
                            "[] for peft.method none (full fine-tuning trains every module)")

@@ -104,6 +104,53 @@ def weighted_loss(logits, labels, weights):
         weight=torch.as_tensor(weights, dtype=torch.float32, device=logits.device), ignore_index=-100)
 
 
+def token_budget_batches(lengths: list[int], budget: int, seed: int) -> list[list[int]]:
+    """Row indices in batches of at most ``budget`` padded tokens (fairseq's max_tokens).
+
+    Rows are sorted by length (equal lengths in a seeded random order) and cut greedily: a
+    batch pads to its longest row, so n rows of length up to L cost n x L. The batches then
+    come in a seeded random order. Their number depends on the lengths alone, so every epoch
+    (and every seed) has the same number of steps. A row longer than ``budget`` gets a batch
+    of its own (params keep budget >= model.max_length, so none is).
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shuffled = rng.permutation(len(lengths))
+    order = shuffled[np.argsort(lengths[shuffled], kind="stable")]
+    batches, batch = [], []
+    for index in order.tolist():
+        if batch and (len(batch) + 1) * int(lengths[index]) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def token_batch_sampler(lengths: list[int], budget: int, seed: int):
+    """A DataLoader batch_sampler over :func:`token_budget_batches`, seeded with (seed, epoch):
+    the Trainer calls set_epoch, so a resumed run sees the same batches as an unbroken one."""
+    from torch.utils.data import Sampler
+
+    class TokenBudgetBatchSampler(Sampler):
+        def __init__(self):
+            self.epoch = 0
+            self.batches = token_budget_batches(lengths, budget, seed)
+
+        def set_epoch(self, epoch: int) -> None:
+            if epoch != self.epoch:
+                self.epoch, self.batches = epoch, token_budget_batches(lengths, budget, seed + epoch)
+
+        def __iter__(self):
+            return iter(self.batches)
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+    return TokenBudgetBatchSampler()
+
+
 def _trainer_class():
     """The Trainer, with length-grouped batches that a resumed run reproduces exactly.
 
@@ -129,6 +176,18 @@ def _trainer_class():
 
     class PipelineTrainer(Trainer):
         class_weights: list[float] | None = None  # train.class_weights: auto
+        batch_tokens: int | None = None  # train.batch_tokens
+
+        def get_train_dataloader(self):
+            if not self.batch_tokens:
+                return super().get_train_dataloader()
+            from torch.utils.data import DataLoader
+
+            dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+            batches = token_batch_sampler([len(ids) for ids in dataset["input_ids"]], self.batch_tokens,
+                                          self.args.data_seed or self.args.seed)
+            return self.accelerator.prepare(DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                                                       num_workers=self.args.dataloader_num_workers))
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.class_weights is None:
@@ -207,12 +266,15 @@ def peak_memory_mib() -> dict:
     return peak
 
 
-def total_steps(params: Params, train_rows: int, processes: int = 1) -> int:
+def total_steps(params: Params, train_lengths: list[int], processes: int = 1) -> int:
     """Optimizer steps the training will take (each process's batches make one step)."""
     if params.train.max_steps > 0:
         return params.train.max_steps
-    per_epoch = math.ceil(train_rows / (params.train.batch_size * processes))
-    return math.ceil(params.train.epochs * per_epoch)
+    if params.train.batch_tokens:
+        batches = len(token_budget_batches(train_lengths, params.train.batch_tokens, params.seed))
+    else:
+        batches = math.ceil(len(train_lengths) / params.train.batch_size)
+    return math.ceil(params.train.epochs * math.ceil(batches / processes))
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags for bf16 matmuls in hardware
@@ -268,6 +330,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         optimizers=(method.optimizer(model, params) if method.optimizer else None, None),
     )
     trainer.class_weights = train_class_weights(params, task, datasets, labels)
+    trainer.batch_tokens = params.train.batch_tokens
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
