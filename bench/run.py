@@ -22,6 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Diagnostic rows: the default with token-budget batches (1,024 padded tokens, about 32
+# tweets), and conll-ner-cpu with the 16-row batches and rate it had before its recipe took
+# train.batch_tokens 640 (bench/README.md: what each does to speed and F1).
+DEFAULT_TOKEN_BATCHES = ["--style", "pipeline", "--batch-tokens", "1024"]
+CONLL_ROW_BATCHES = ["--style", "pipeline", "--batch-tokens", "0", "--learning-rate", "1e-4"]
 RESULTS = HERE / "results"
 
 
@@ -208,8 +213,10 @@ def table(result: dict) -> str:
         t, p = result["tutorial"], result["pipeline"]
         lines += [f"Default (LoRA NER on WNUT-16), {result['epochs']:g} epochs x {result['repeats']} alternating runs each:", ""]
         bf16_row = (("peftpipe, `train.mixed_precision: bf16`", result["pipeline_bf16"]),) if "pipeline_bf16" in result else ()
+        token_row = ((("peftpipe, `train.batch_tokens: 1024` (diagnostic)", result["pipeline_token_batches"]),)
+                     if "pipeline_token_batches" in result else ())
         lines += train_rows((("tutorial-style script", t), ("peftpipe", p), *bf16_row,
-                             ("peftpipe, random batches (diagnostic)", result["pipeline_random_batches"])))
+                             ("peftpipe, random batches (diagnostic)", result["pipeline_random_batches"]), *token_row))
         lines += ["", ratio_line("tutorial", t, p, result.get("default_test"))]
         if bf16_row:
             lines.append(ratio_line("tutorial", t, result["pipeline_bf16"], result.get("default_test_bf16"), "bf16"))
@@ -219,9 +226,14 @@ def table(result: dict) -> str:
         lines += [f"conll-ner-cpu (full fine-tuning), {c['fraction']:.0%} of its train and validation splits, 1 epoch, "
                   f"{c['repeats']} alternating runs each:", ""]
         bf16_row = (("peftpipe, `train.mixed_precision: bf16`", c["pipeline_bf16"]),) if "pipeline_bf16" in c else ()
-        lines += train_rows((("transformers' run_ner.py, written the same way", c["example"]), ("peftpipe", c["pipeline"]),
-                             *bf16_row))
+        rows_row = ((("peftpipe, 16-row batches at 1e-4 (before the recipe's batch_tokens)", c["pipeline_row_batches"]),)
+                    if "pipeline_row_batches" in c else ())
+        lines += train_rows((("transformers' run_ner.py, written the same way", c["example"]),
+                             ("peftpipe (the recipe: `train.batch_tokens: 640`)", c["pipeline"]),
+                             *bf16_row, *rows_row))
         lines += ["", ratio_line("run_ner.py", c["example"], c["pipeline"], c.get("test"))]
+        if rows_row:
+            lines.append(ratio_line("16-row batches", c["pipeline_row_batches"], c["pipeline"], c.get("test_row_batches")))
         if bf16_row:
             lines.append(ratio_line("run_ner.py", c["example"], c["pipeline_bf16"], c.get("test_bf16"), "bf16"))
         lines.append("")
@@ -311,7 +323,8 @@ def main() -> None:
         runs = side_by_side("default", {"tutorial": ["--style", "tutorial"], "pipeline": ["--style", "pipeline"], **bf16},
                             args.repeats, ["--epochs", str(args.epochs)])
         # One diagnostic run: the pipeline with random batches, as the tutorial draws them.
-        runs.update(side_by_side("default", {"pipeline_random_batches": ["--style", "pipeline", "--random-batches"]},
+        runs.update(side_by_side("default", {"pipeline_random_batches": ["--style", "pipeline", "--random-batches"],
+                                             "pipeline_token_batches": DEFAULT_TOKEN_BATCHES},
                                  1, ["--epochs", str(args.epochs)]))
         for name, group in runs.items():
             result[name] = summarize(group)
@@ -325,12 +338,13 @@ def main() -> None:
         else:
             fraction = str(args.conll_fraction)
             conll = side_by_side("conll-ner-cpu", {"example": ["--style", "example"], "pipeline": ["--style", "pipeline"],
-                                                   **bf16},
+                                                   **bf16, "pipeline_row_batches": CONLL_ROW_BATCHES},
                                  args.repeats, ["--recipe", "conll-ner-cpu", "--epochs", "1", "--fraction", fraction,
                                                 "--validation-fraction", fraction])
             result["conll"] = {"fraction": args.conll_fraction, "repeats": args.repeats,
                                **{name: summarize(group) for name, group in conll.items()},
                                "test": paired(conll["example"], conll["pipeline"]),
+                               "test_row_batches": paired(conll["pipeline_row_batches"], conll["pipeline"]),
                                **({"test_bf16": paired(conll["example"], conll["pipeline_bf16"])} if native_bf16 else {})}
             runs["conll"] = conll
     for side in runs.values():  # the predictions served the paired tests; the record keeps the numbers

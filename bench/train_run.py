@@ -279,6 +279,7 @@ def main() -> None:
                         help="override train.mixed_precision (bf16: autocast, on CPU too)")
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="override train.batch_tokens (padded tokens per batch; 0: batch_size rows)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override train.learning_rate")
     parser.add_argument("--fast-dropout", action="store_true",
                         help="pipeline with bench/fast_dropout.py's mask in every nn.Dropout (a probe, not a param)")
     parser.add_argument("--compile", action="store_true",
@@ -302,6 +303,9 @@ def main() -> None:
         if args.batch_tokens is not None:
             params = params.model_copy(update={"train": params.train.model_copy(
                 update={"batch_tokens": args.batch_tokens or None})})
+        if args.learning_rate:
+            params = params.model_copy(update={"train": params.train.model_copy(
+                update={"learning_rate": args.learning_rate})})
         if args.mixed_precision:
             params = params.model_copy(update={"train": params.train.model_copy(
                 update={"mixed_precision": args.mixed_precision})})

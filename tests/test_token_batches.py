@@ -87,5 +87,7 @@ def test_both_loops_train_on_token_batches(tiny_project):
         (tiny_project / "params.yaml").write_text(re.sub(r"batch_tokens: \w+", "batch_tokens: 64", text))
         run_stage("train")
         run_stage("evaluate")
-        assert read_json(tiny_project / "metrics/train.json")["steps"] == expected, loop
+        report = read_json(tiny_project / "metrics/train.json")
+        assert report["steps"] == expected and report["effective_batch_tokens"] == 64, loop
+        assert report["mean_batch_rows"] == round(len(lengths) * 10 / expected, 2), loop
         assert read_json(tiny_project / "metrics/eval.json")["overall"]["f1"] > 0.8, loop

@@ -277,6 +277,16 @@ def total_steps(params: Params, train_lengths: list[int], processes: int = 1) ->
     return math.ceil(params.train.epochs * math.ceil(batches / processes))
 
 
+def batch_metrics(params: Params, train_lengths: list[int], processes: int = 1) -> dict:
+    """What one optimizer step takes, for metrics/train.json: rows, or with train.batch_tokens
+    the token budget and the rows a batch holds on average."""
+    if not params.train.batch_tokens:
+        return {"effective_batch_size": processes * params.train.batch_size}
+    batches = token_budget_batches(train_lengths, params.train.batch_tokens, params.seed)
+    return {"effective_batch_tokens": processes * params.train.batch_tokens,
+            "mean_batch_rows": round(len(train_lengths) / len(batches), 2)}
+
+
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags for bf16 matmuls in hardware
 
 
