@@ -12,7 +12,7 @@ from peftpipe import training
 from peftpipe.artifacts import load_tokenized
 from peftpipe.errors import ParamsError
 from peftpipe.io import read_json
-from peftpipe.params import parse_params
+from peftpipe.params import load_params, parse_params
 
 lengths_and_budget = st.integers(1, 64).flatmap(lambda longest: st.tuples(
     st.lists(st.integers(1, longest), min_size=1, max_size=300), st.integers(longest, 40 * longest)))
@@ -74,14 +74,18 @@ def test_bad_batch_tokens_are_named(train, expected):
 
 
 @pytest.mark.slow  # two training runs of the tiny project
-def test_both_loops_train_on_token_batches(tiny_project):
-    """The tiny NER project with batch_tokens: both loops take the steps total_steps counts and
-    still learn the task."""
+def test_both_loops_train_on_token_batches(tiny_project, monkeypatch):
+    """The tiny NER project with batch_tokens: both loops take the steps total_steps counts,
+    draw each epoch's own batches, and still learn the task."""
+    drawn = []
+    plain = training.token_budget_batches
+    monkeypatch.setattr(training, "token_budget_batches", lambda *args: drawn.append(args[2]) or plain(*args))
     for name in ("download", "split", "tokenize_align"):
         run_stage(name)
     lengths = [len(ids) for ids in load_tokenized(tiny_project / "data/tokenized")[0]["train"]["input_ids"]]
     expected = 10 * len(training.token_budget_batches(lengths, 64, 0))
     for loop in ("trainer", "accelerate"):
+        drawn.clear()
         text = (tiny_project / "params.yaml").read_text()
         text = re.sub(r"loop: \w+", f"loop: {loop}", text)
         (tiny_project / "params.yaml").write_text(re.sub(r"batch_tokens: \w+", "batch_tokens: 64", text))
@@ -90,4 +94,6 @@ def test_both_loops_train_on_token_batches(tiny_project):
         report = read_json(tiny_project / "metrics/train.json")
         assert report["steps"] == expected and report["effective_batch_tokens"] == 64, loop
         assert report["mean_batch_rows"] == round(len(lengths) * 10 / expected, 2), loop
+        seed = load_params(tiny_project / "params.yaml").seed
+        assert set(range(seed, seed + 10)) <= set(drawn), (loop, drawn)  # seed + epoch, epochs 0-9
         assert read_json(tiny_project / "metrics/eval.json")["overall"]["f1"] > 0.8, loop
