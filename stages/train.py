@@ -34,8 +34,8 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
     check_files(params.eval.extra, "eval.extra", DataError,  # nor a missing test set, found only after training
                 "the evaluate stage reads it after training; fix the path or remove the entry")
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
-    lengths = [len(ids) for ids in datasets["train"]["input_ids"]]
-    steps = training.total_steps(params, lengths, processes.num_processes)
+    batches = training.batches_per_epoch(params, [len(ids) for ids in datasets["train"]["input_ids"]])
+    steps = training.total_steps(params, batches, processes.num_processes)
     model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model), steps)
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
@@ -57,7 +57,7 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
             save_trained(model, tokenizer, labels, params, tmp)
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
-                               **training.batch_metrics(params, lengths, processes.num_processes),
+                               **training.batch_metrics(params, len(datasets["train"]), batches, processes.num_processes),
                                **counts, "peak_memory_mib": training.peak_memory_mib()}, params.seed)
     processes.wait_for_everyone()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items() if v is not None)

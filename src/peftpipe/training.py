@@ -266,25 +266,29 @@ def peak_memory_mib() -> dict:
     return peak
 
 
-def total_steps(params: Params, train_lengths: list[int], processes: int = 1) -> int:
-    """Optimizer steps the training will take (each process's batches make one step)."""
+def batches_per_epoch(params: Params, train_lengths: list[int]) -> int:
+    """Batches in one pass over the train split: batch_size rows each, or token budgets
+    (their number depends on the lengths only, the same in every epoch)."""
+    if params.train.batch_tokens:
+        return len(token_budget_batches(train_lengths, params.train.batch_tokens, params.seed))
+    return math.ceil(len(train_lengths) / params.train.batch_size)
+
+
+def total_steps(params: Params, batches: int, processes: int = 1) -> int:
+    """Optimizer steps the training will take, from :func:`batches_per_epoch` (each
+    process's batches make one step)."""
     if params.train.max_steps > 0:
         return params.train.max_steps
-    if params.train.batch_tokens:
-        batches = len(token_budget_batches(train_lengths, params.train.batch_tokens, params.seed))
-    else:
-        batches = math.ceil(len(train_lengths) / params.train.batch_size)
     return math.ceil(params.train.epochs * math.ceil(batches / processes))
 
 
-def batch_metrics(params: Params, train_lengths: list[int], processes: int = 1) -> dict:
+def batch_metrics(params: Params, train_rows: int, batches: int, processes: int = 1) -> dict:
     """What one optimizer step takes, for metrics/train.json: rows, or with train.batch_tokens
     the token budget and the rows a batch holds on average."""
     if not params.train.batch_tokens:
         return {"effective_batch_size": processes * params.train.batch_size}
-    batches = token_budget_batches(train_lengths, params.train.batch_tokens, params.seed)
     return {"effective_batch_tokens": processes * params.train.batch_tokens,
-            "mean_batch_rows": round(len(train_lengths) / len(batches), 2)}
+            "mean_batch_rows": round(train_rows / batches, 2)}
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags for bf16 matmuls in hardware
