@@ -74,6 +74,9 @@ def main() -> None:
         export.timed_logits(task, models[name], tokenizer, test, labels, params.eval.batch_size)
         compile_seconds = time.perf_counter() - started
     texts = [" ".join(words) for words in test["tokens"][: args.single]]
+    # `peftpipe predict` over a file of the same texts: batched by length (int8: one at a time)
+    file_lengths = [len(tokenizer(text)["input_ids"]) for text in texts]
+    backends = {"pytorch merged": "torch", "onnx fp32": "onnx", "onnx int8": "int8"}
     # What a batched pass computes (the merged model's products: the adapter's thin LoRA ones
     # are left out), against the 2048 x 2048 float32 peak measured before and after the runs.
     flops = forward_flops(models["pytorch merged"], [len(ids) for ids in test["input_ids"]], params.eval.batch_size)
@@ -81,6 +84,7 @@ def main() -> None:
 
     batched = {name: [] for name in models}
     single = {name: [] for name in pipelines}
+    file_rate = {name: [] for name in pipelines}
     logits = {}
     for _ in range(args.repeats):
         for name, model in models.items():
@@ -92,6 +96,10 @@ def main() -> None:
             for text in texts:
                 pipe(text)
             single[name].append(1000 * (time.perf_counter() - started) / len(texts))
+            started = time.perf_counter()
+            serving.in_length_order(pipe, texts, file_lengths,
+                                    serving.served_batch_size(backends[name], serving.BATCH_SIZE))
+            file_rate[name].append(len(texts) / (time.perf_counter() - started))
 
     peak = (peak_before + matmul_peak()) / 2
     reference = logits["pytorch merged"]
@@ -108,10 +116,13 @@ def main() -> None:
             "mfu": flops * statistics.median(batched[name]) / len(test) / peak,
             "ms_per_text_single": statistics.median(single[name]) if name in single else None,
             "ms_per_text_single_all": single.get(name),
+            "file_texts_per_s": statistics.median(file_rate[name]) if name in file_rate else None,
+            "file_texts_per_s_all": file_rate.get(name),
             "prediction_agreement": agreement["prediction_agreement"],
             "max_abs_logit_diff": agreement["max_abs_logit_diff"], "f1": scores[name],
         }
     print(json.dumps({"examples": len(test), "single_texts": len(texts), "repeats": args.repeats,
+                      "file_batch_size": serving.BATCH_SIZE,
                       "forward_flops": flops, "float32_matmul_peak_flops": peak,
                       "compile_seconds": compile_seconds, "rows": rows}))
 

@@ -263,13 +263,20 @@ def table(result: dict) -> str:
                   f"only); MFU is against the float32 2048 x 2048 peak measured around these runs "
                   f"({inference['float32_matmul_peak_flops'] / 1e9:.0f} GFLOP/s; for int8, the float32 work it "
                   "stands in for).", "",
+                  f"A file: `peftpipe predict` over the same {inference['single_texts']} texts as one input, "
+                  f"{inference['file_batch_size']} at a time by length (int8 one at a time), against predict's former "
+                  "one at a time in PyTorch.", "",
                   "| backend | examples/s batched | x evaluate's | MFU batched | ms per text, one at a time | x predict's | "
-                  "agreement with PyTorch | max logit diff | test F1 |", "|---|---|---|---|---|---|---|---|---|"]
+                  "texts/s, a file | x predict's | agreement with PyTorch | max logit diff | test F1 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             spread = f"[{min(r['examples_per_s_all']):.0f}, {max(r['examples_per_s_all']):.0f}]"
             single = (f"{r['ms_per_text_single']:.2f} [{min(r['ms_per_text_single_all']):.2f}, "
                       f"{max(r['ms_per_text_single_all']):.2f}] | {served_ms / r['ms_per_text_single']:.2f}x"
                       if r["ms_per_text_single"] else "- | -")
+            rate = r.get("file_texts_per_s")
+            single += (f" | {rate:.0f} [{min(r['file_texts_per_s_all']):.0f}, {max(r['file_texts_per_s_all']):.0f}] | "
+                       f"{rate * served_ms / 1000:.2f}x" if rate else " | - | -")
             lines.append(f"| {name} | {r['examples_per_s']:.0f} {spread} | {r['examples_per_s'] / evaluate_rate:.2f}x | "
                          f"{r['mfu']:.1%} | {single} | {r['prediction_agreement']:.4f} | {r['max_abs_logit_diff']:.1e} | {r['f1']:.4f} |")
     scaling = result.get("scaling") or []

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_stage, write_jsonl
 
-from peftpipe import onnx_backend
+from peftpipe import onnx_backend, serving
 from peftpipe.cli import main
 from peftpipe.io import read_json
 from peftpipe.params import write_params
@@ -114,3 +114,26 @@ def test_prompt_methods_and_generation_stay_on_pytorch():
     assert "prompt method" in onnx_backend.unsupported("sequence_classification", kept_as_adapter=True)
     assert "generation" in onnx_backend.unsupported("generation", kept_as_adapter=False)
     assert onnx_backend.unsupported("token_classification", kept_as_adapter=False) is None
+
+
+def test_predict_batches_texts_by_length_and_answers_in_the_input_order(exported_ner):
+    texts = ["alice", "carol works at acme in berlin with bob and dave", "bob met paris", "the company went to london",
+             "alice visited paris and met bob in london last week", "dave"]
+    one_at_a_time = predicted(["--batch-size", "1", *texts])
+    assert [r["text"] for r in one_at_a_time] == texts
+    assert any(r["entities"] for r in one_at_a_time), "the tiny model tags nothing: the comparison would be empty"
+    for backend in ("torch", "onnx"):
+        assert predicted(["--backend", backend, "--batch-size", "4", *texts]) == one_at_a_time
+
+
+def test_batches_run_in_length_order_and_int8_runs_one_at_a_time():
+    calls = []
+
+    def classify(texts, batch_size=1):
+        calls.append((list(texts), batch_size))
+        return [f"answer to {t}" for t in texts]
+
+    texts, lengths = ["ccc", "a", "bb", "dddd"], [3, 1, 2, 4]
+    assert serving.in_length_order(classify, texts, lengths, 2) == [f"answer to {t}" for t in texts]
+    assert calls == [(["a", "bb", "ccc", "dddd"], 2)]
+    assert serving.served_batch_size("int8", 16) == 1 and serving.served_batch_size("onnx", 16) == 16

@@ -49,8 +49,11 @@ def main() -> None:
 @click.option("--pair", is_flag=True, help="Each text is a sentence pair, FIRST<TAB>SECOND (as MRPC).")
 @click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True,
               help="PyTorch, or the exported ONNX graph (fp32, or int8) through ONNX Runtime.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Texts run together, grouped by length (answers as one at a time); int8 runs one at a time.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, backend: str, debug: bool) -> None:
+def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, backend: str, batch_size: int,
+            debug: bool) -> None:
     """Print the entities (NER), the class, or the label a generation model writes, for
     TEXTS (or each line of stdin), with the exported model."""
     from peftpipe import serving  # loads torch and transformers: only for this command
@@ -67,7 +70,7 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
         if not lines:
             raise click.UsageError("give text as arguments or on stdin (one text per line)")
         inputs = [split_pair(line) for line in lines] if pair else lines
-        results = serving.predict(model_dir, inputs, backend)
+        results = serving.predict(model_dir, inputs, backend, batch_size)
     except click.ClickException:
         raise
     except Exception as err:  # ours in one line; a library's too (--debug: the traceback)
