@@ -51,7 +51,7 @@ def export(model, tokenizer, folder: Path) -> dict[str, Path]:
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(wrapped, inputs, str(fp32), input_names=names, output_names=["logits"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
     return {"onnx": fp32, "int8": int8}
 
 
