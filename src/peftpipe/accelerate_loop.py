@@ -17,7 +17,7 @@ import numpy as np
 
 from peftpipe.methods import get_method
 from peftpipe.params import Params
-from peftpipe.training import TrainSummary, token_batch_sampler, train_class_weights, weighted_loss
+from peftpipe.training import TrainSummary, bound_kernel_cache, token_batch_sampler, train_class_weights, weighted_loss
 
 
 def _optimizer(model, params: Params):
@@ -78,6 +78,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
     from accelerate import Accelerator
 
     train = params.train
+    bound_kernel_cache(train.mixed_precision)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision=None if train.mixed_precision == "no" else train.mixed_precision)
     collate = task.collator(tokenizer)
