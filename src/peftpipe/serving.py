@@ -80,7 +80,8 @@ def predict(folder: Path, texts: list[str | dict], backend: str = "torch", batch
 
     An entity's ``word`` is cut from the input text by the offsets, so an uncased model
     still shows the text as written. Texts run ``batch_size`` at a time, of similar length
-    (little padding); the answers come back in the input's order, the same as one at a time.
+    (little padding); the answers come back in the input's order, as one at a time would
+    give them (padding moves a score by float rounding at most).
     """
     if not exported(folder):
         raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
