@@ -96,3 +96,29 @@ def test_a_queued_sweep_runs_every_point(tiny_repo):
     assert sorted(found) == [4, 8], found
     assert {name for name, _ in found.values()} == {"rank-1", "rank-2"}
     assert all(0 < f1 <= 1 for _, f1 in found.values()), found
+
+
+def test_token_batches_shard_across_two_cpu_processes(tiny_project):
+    """batch_tokens under `accelerate launch` with 2 processes, in both loops: each process
+    takes every other token-budget batch, so an epoch is half the batches (rounded up) and a
+    step sees twice the budget."""
+    import math
+    import re
+
+    from peftpipe import training
+    from peftpipe.artifacts import load_tokenized
+
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    lengths = [len(ids) for ids in load_tokenized(tiny_project / "data/tokenized")[0]["train"]["input_ids"]]
+    batches = len(training.token_budget_batches(lengths, 64, 0))
+    for loop in ("trainer", "accelerate"):
+        text = (tiny_project / "params.yaml").read_text()
+        text = re.sub(r"loop: \w+", f"loop: {loop}", re.sub(r"batch_tokens: \w+", "batch_tokens: 64", text))
+        (tiny_project / "params.yaml").write_text(text.replace("launcher: accelerate launch", "launcher: python"))
+        report = _train_with(LAUNCH_2_CPU, 8, tiny_project)
+        assert report["processes"] == 2, loop
+        assert report["steps"] == 10 * math.ceil(batches / 2), (loop, report["steps"], batches)
+        assert report["effective_batch_tokens"] == 128, loop
+        (tiny_project / "params.yaml").write_text(
+            (tiny_project / "params.yaml").read_text().replace(f"launcher: {LAUNCH_2_CPU}", "launcher: python"))
