@@ -68,7 +68,10 @@ def prepare(folder: Path, run_fingerprint: str) -> Path | None:
 
 
 def clear(folder: Path) -> None:
-    """Remove every checkpoint (after a finished run, or when the recipe changed)."""
+    """Remove every checkpoint (after a finished run, or when the recipe changed). A folder
+    never made (the accelerate loop keeps no checkpoints) has none to remove."""
+    if not folder.is_dir():
+        return
     for _, path in _checkpoints(folder):
         shutil.rmtree(path)
 
