@@ -298,17 +298,11 @@ def main() -> None:
             params = recipe_split(args.recipe, SPLIT)
         else:
             params = load_params()
-        if args.random_batches:
-            params = params.model_copy(update={"train": params.train.model_copy(update={"group_by_length": False})})
-        if args.batch_tokens is not None:
-            params = params.model_copy(update={"train": params.train.model_copy(
-                update={"batch_tokens": args.batch_tokens or None})})
-        if args.learning_rate:
-            params = params.model_copy(update={"train": params.train.model_copy(
-                update={"learning_rate": args.learning_rate})})
-        if args.mixed_precision:
-            params = params.model_copy(update={"train": params.train.model_copy(
-                update={"mixed_precision": args.mixed_precision})})
+        overrides = {**({"group_by_length": False} if args.random_batches else {}),
+                     **({"batch_tokens": args.batch_tokens or None} if args.batch_tokens is not None else {}),
+                     **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+                     **({"mixed_precision": args.mixed_precision} if args.mixed_precision else {})}
+        params = params.model_copy(update={"train": params.train.model_copy(update=overrides)})
         max_length = args.max_length or params.model.max_length
         if args.compile:
             compile_training()

@@ -101,16 +101,17 @@ def predict(folder: Path, texts: list[str | dict], backend: str = "torch", batch
     encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
                for t in texts]
     lengths = [len(e["input_ids"]) for e in encoded]
+    batch_size = served_batch_size(backend, batch_size)
     if task == "sequence_classification":
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
         outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
-            in_length_order(classify, texts, lengths, served_batch_size(backend, batch_size))
+            in_length_order(classify, texts, lengths, batch_size)
         limit = classify.tokenizer.model_max_length
         # A classifier reads one window: say when the text was longer, rather than hide it.
         return [{"label": r["label"], "score": round(float(r["score"]), 4),
                  **({"truncated_at_tokens": limit} if n > limit else {})} for r, n in zip(outputs, lengths)]
     results = []
-    for text, spans in zip(texts, in_length_order(classify, texts, lengths, served_batch_size(backend, batch_size))):
+    for text, spans in zip(texts, in_length_order(classify, texts, lengths, batch_size)):
         results.append([
             {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
              "start": int(s["start"]), "end": int(s["end"])}
