@@ -4,7 +4,7 @@ the validation split with eval.validation); save the predictions they were score
 import json
 
 from peftpipe.artifacts import load_tokenized, load_trained
-from peftpipe.evaluation import score_split, write_plots
+from peftpipe.evaluation import describe_predictions, score_split, write_plots
 from peftpipe.io import atomic_path
 from peftpipe.provenance import write_metrics
 from peftpipe.sources import load_eval_set, unwatched_notes
@@ -30,6 +30,8 @@ def main(params, tokenized, adapter, metrics, predictions, plots):
         print(note)
     scores = {}
     with atomic_path(predictions, directory=True) as folder:
+        # What the rows mean, so `peftpipe compare` scores them as this stage did.
+        describe_predictions(folder, info.task, labels)
         for name, dataset in sets.items():
             scores[name], predicted = score_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
             with open(folder / f"{name}.jsonl", "w") as fh:

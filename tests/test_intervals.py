@@ -38,7 +38,7 @@ def test_summed_class_counts_give_scikit_learns_scores(labels):
     gold = [rng.choice(labels[:-1] if len(labels) > 2 else labels) for _ in range(300)]  # a class absent from gold
     predicted = [g if rng.random() > 0.4 else rng.choice(labels) for g in gold]
     sums = {k: v.sum(axis=0) for k, v in intervals.class_counts(gold, predicted, labels).items()}
-    ours = intervals.class_scores(sums, binary=len(labels) == 2)
+    ours = intervals.class_scores(sums, 1 if len(labels) == 2 else None)
     reference = sc.compute_metrics(gold, predicted, labels)["overall"]
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "f1"):
         assert float(ours[name]) == pytest.approx(reference[name], abs=1e-12), name
@@ -54,7 +54,7 @@ def test_intervals_cover_the_true_accuracy_about_95_percent_of_the_time():
         gold = ["yes"] * 250
         predicted = ["yes" if r else "no" for r in right]
         counts = intervals.class_counts(gold, predicted, ["no", "yes"])
-        low, high = intervals.bootstrap(counts, lambda s: intervals.class_scores(s, True), seed=draw,
+        low, high = intervals.bootstrap(counts, lambda s: intervals.class_scores(s, 1), seed=draw,
                                         resamples=1000)["accuracy"]
         covered += low <= 0.8 <= high
     assert 0.89 <= covered / 200 <= 0.99
@@ -79,12 +79,26 @@ def rows(gold, predicted):
     return [{"tokens": [f"w{i}"] * len(g), "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))]
 
 
+def ner_run(gold, predicted):
+    from peftpipe.compare import Meaning, Predictions
+
+    return Predictions(rows(gold, predicted), Meaning("token_classification", ("O", "B-PER", "I-PER")))
+
+
+def write_run(folder, name, data, task="token_classification", labels=("O",)):
+    """A predictions file and the task.json the evaluate stage writes beside it."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in data))
+    (folder / "task.json").write_text(json.dumps({"task": task, "labels": list(labels)}))
+    return str(folder / name)
+
+
 def test_compare_finds_a_planted_difference():
     from peftpipe.compare import compare
 
     gold, worse = random_ner(300, seed=4, noise=0.4)
     _, better = random_ner(300, seed=4, noise=0.15)
-    differences = {d.metric: d for d in compare(rows(gold, worse), rows(gold, better), resamples=2000,
+    differences = {d.metric: d for d in compare(ner_run(gold, worse), ner_run(gold, better), resamples=2000,
                                                 permutations=2000)}
     f1 = differences["f1"]
     assert f1.diff > 0.1 and f1.low > 0 and f1.p_value < 0.01 and f1.verdict() == "B better"
@@ -92,7 +106,7 @@ def test_compare_finds_a_planted_difference():
 
 
 def test_compare_sees_no_difference_between_two_runs_that_differ_by_noise():
-    from peftpipe.compare import compare
+    from peftpipe.compare import Meaning, Predictions, compare
 
     rng = random.Random(5)
     labels = ["neg", "neu", "pos"]
@@ -100,7 +114,8 @@ def test_compare_sees_no_difference_between_two_runs_that_differ_by_noise():
     # Two runs of the same quality whose mistakes fall on different rows.
     run_a = [g if rng.random() > 0.3 else rng.choice(labels) for g in gold]
     run_b = [g if rng.random() > 0.3 else rng.choice(labels) for g in gold]
-    as_rows = [[{"text": f"t{i}", "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, run))]
+    as_rows = [Predictions([{"text": f"t{i}", "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, run))],
+                           Meaning("sequence_classification", tuple(labels)))
                for run in (run_a, run_b)]
     differences = compare(*as_rows, resamples=2000, permutations=2000)
     assert {d.metric for d in differences} == {"accuracy", "balanced_accuracy", "macro_f1", "f1"}
@@ -117,12 +132,50 @@ def test_compare_refuses_runs_scored_on_different_rows(tmp_path):
     first, second = rows(gold, predicted), rows(gold, predicted)
     second[3]["gold"] = ["O"] * len(second[3]["gold"])
     for name, data in (("a.jsonl", first), ("b.jsonl", second)):
-        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in data))
+        write_run(tmp_path, name, data)
     result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
     assert result.exit_code == 2
     assert "the two runs were scored on different test rows (50 vs 50 rows, 1 of the common ones differ)" in result.output
     same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")])
     assert same.exit_code == 0 and "f1" in same.output and "no significant difference" in same.output
+
+
+def test_compare_binary_f1_is_eval_jsons_positive_class_even_when_it_sorts_first(tmp_path):
+    """MRPC's labels are [not_equivalent, equivalent]: the positive class (the second in
+    data.labels) sorts first. compare's f1 must be the f1 metrics/eval.json reports for the
+    same predictions, not the F1 of whichever class sorts second."""
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    labels = ["not_equivalent", "equivalent"]
+    rng = random.Random(11)
+    gold = [rng.choice(labels) for _ in range(400)]
+    predicted = [g if rng.random() > 0.25 else rng.choice(labels) for g in gold]
+    data = [{"text": f"s{i}", "text_pair": f"t{i}", "gold": g, "predicted": p}
+            for i, (g, p) in enumerate(zip(gold, predicted))]
+    path = write_run(tmp_path, "test.jsonl", data, "sequence_classification", labels)
+    report = sc.compute_metrics(gold, predicted, labels)
+    result = CliRunner().invoke(main, ["compare", "--json", path, path])
+    assert result.exit_code == 0, result.output
+    f1 = next(m for m in json.loads(result.output)["metrics"] if m["metric"] == "f1")
+    assert f1["a"] == round(report["overall"]["f1"], 4) == round(report["per_class"]["equivalent"]["f1"], 4)
+    assert f1["a"] != round(report["per_class"]["not_equivalent"]["f1"], 4)  # the two classes' F1 differ here
+
+
+def test_compare_refuses_predictions_without_their_description(tmp_path):
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+
+    gold, predicted = random_ner(20, seed=6)
+    path = write_run(tmp_path, "a.jsonl", rows(gold, predicted))
+    (tmp_path / "task.json").unlink()
+    result = CliRunner().invoke(main, ["compare", path, path])
+    assert result.exit_code == 2 and "no task.json beside it" in result.output
+    (tmp_path / "task.json").write_text("[1, 2]")
+    result = CliRunner().invoke(main, ["compare", path, path])
+    assert result.exit_code == 2 and "not a predictions description" in result.output
 
 
 # --------------------------------------------------------------------------- peftpipe summarize

@@ -305,7 +305,11 @@ def test_methods_table_pairs_every_method_with_the_reference_and_records_plots(t
 
     def load(experiment):
         loaded.append(experiment)
-        return [{"text": str(i), "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predictions[experiment]))]
+        from peftpipe.compare import Meaning, Predictions
+
+        return Predictions([{"text": str(i), "gold": g, "predicted": p}
+                            for i, (g, p) in enumerate(zip(gold, predictions[experiment]))],
+                           Meaning("sequence_classification", ("neg", "pos")))
 
     method_sweep.add_paired(found, "lora", load=load)
     by_method = {r["method"]: r for r in found}

@@ -173,15 +173,15 @@ def compare(a: str, b: str, as_json: bool, seed: int, test_set: str, debug: bool
 
     try:
         path = predictions_path(test_set)
-        rows_a, rows_b = load_predictions(a, path), load_predictions(b, path)
-        differences = paired(rows_a, rows_b, seed=seed)
+        run_a, run_b = load_predictions(a, path), load_predictions(b, path)
+        differences = paired(run_a, run_b, seed=seed)
     except Exception as err:
         _fail(err, debug)
     if as_json:
-        click.echo(json.dumps({"a": a, "b": b, "rows": len(rows_a), "metrics": [
+        click.echo(json.dumps({"a": a, "b": b, "rows": len(run_a.rows), "metrics": [
             {**d.__dict__, "diff": round(d.diff, 4), "verdict": d.verdict()} for d in differences]}))
     else:
-        click.echo(table(a, b, differences, len(rows_a)))
+        click.echo(table(a, b, differences, len(run_a.rows)))
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """`peftpipe compare A B`: is B really better than A on the same test rows?
 
 Reads the test predictions each run saved (data/predictions/test.jsonl: the input, the
-gold label, the prediction) from two experiments, branches, commits or the workspace,
+gold label, the prediction; task.json beside it: the task and the labels in data.labels
+order, so a binary f1 is the positive class's, as in metrics/eval.json) from two experiments, branches, commits or the workspace,
 through DVC, without rerunning anything. For each headline metric: A, B, the difference
 B - A with a paired bootstrap 95% interval (the same resampled rows for both), and a
 two-sided p-value from approximate randomisation (each row's two predictions swapped at
@@ -19,6 +20,7 @@ import numpy as np
 
 from peftpipe import intervals
 from peftpipe.errors import InputError
+from peftpipe.evaluation import PREDICTIONS_MEANING
 from peftpipe.params import SET_NAME
 
 PREDICTIONS = "data/predictions/test.jsonl"
@@ -46,6 +48,33 @@ class Difference:
         return "B better" if self.diff > 0 else "A better"
 
 
+@dataclass(frozen=True)
+class Meaning:
+    """What a predictions file's rows mean, as the evaluate stage wrote it beside them
+    (``task.json``): the task kind and the labels in ``data.labels`` order, so a binary
+    ``f1`` is the same class's as in metrics/eval.json."""
+    task: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Meaning:
+        try:
+            found = json.loads(text)
+            task, labels = found["task"], found["labels"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{where}: not a predictions description (JSON with 'task' and 'labels'); "
+                             f"rerun `dvc repro evaluate` to write it") from None
+        if not isinstance(task, str) or not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise InputError(f"{where}: 'task' must be a name and 'labels' a list of class names")
+        return cls(task, tuple(labels))
+
+
+@dataclass
+class Predictions:
+    rows: list[dict]
+    meaning: Meaning
+
+
 def read_rows(text: str, where: str) -> list[dict]:
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -68,24 +97,41 @@ def predictions_path(test_set: str = "test") -> str:
     return str(Path(PREDICTIONS).with_name(f"{test_set}.jsonl"))
 
 
-def load_predictions(rev: str, path: str = PREDICTIONS) -> list[dict]:
-    """The predictions a revision saved: a file path, the workspace, or any git revision or
-    experiment name DVC knows (read from its cache)."""
+def meaning_path(path: str | Path) -> Path:
+    """The description the evaluate stage writes beside its predictions files."""
+    return Path(path).with_name(PREDICTIONS_MEANING)
+
+
+def load_predictions(rev: str, path: str = PREDICTIONS) -> Predictions:
+    """The predictions a revision saved, with what they mean: a file path (its task.json
+    beside it), the workspace, or any git revision or experiment name DVC knows (read from
+    its cache)."""
     if Path(rev).is_file():
-        return read_rows(Path(rev).read_text(), rev)
+        return Predictions(read_rows(Path(rev).read_text(), rev), _read_meaning(meaning_path(rev), rev))
     if rev in WORKSPACE:
         if not Path(path).is_file():
             raise InputError(f"{path}: not in the workspace; run `dvc repro evaluate` first")
-        return read_rows(Path(path).read_text(), path)
+        return Predictions(read_rows(Path(path).read_text(), path), _read_meaning(meaning_path(path), path))
     import dvc.api
 
-    try:
-        return read_rows(dvc.api.read(path, rev=_commit(rev)), f"{rev}:{path}")
-    except InputError:
-        raise
-    except Exception as err:  # dvc raises many types for an unknown revision or a missing output
-        raise InputError(f"{rev}: cannot read its {path} ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:200]}); give a commit, branch or experiment name") from None
+    commit = _commit(rev)
+    texts = []
+    for wanted in (path, str(meaning_path(path))):
+        try:
+            texts.append(dvc.api.read(wanted, rev=commit))
+        except Exception as err:  # dvc raises many types for an unknown revision or a missing output
+            raise InputError(f"{rev}: cannot read its {wanted} ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}); give a commit, branch or experiment name"
+                             + (" (runs evaluated before predictions described themselves need "
+                                "`dvc exp run` again)" if wanted != path else "")) from None
+    return Predictions(read_rows(texts[0], f"{rev}:{path}"), Meaning.parse(texts[1], f"{rev}:{meaning_path(path)}"))
+
+
+def _read_meaning(where: Path, rows_file: str) -> Meaning:
+    if not where.is_file():
+        raise InputError(f"{rows_file}: no {where.name} beside it (the task and the labels in data.labels order, "
+                         f"which the evaluate stage writes); without it a binary f1 could be the other class's")
+    return Meaning.parse(where.read_text(), str(where))
 
 
 def _commit(rev: str) -> str:
@@ -106,43 +152,61 @@ def rows_digest(rows: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def _counts(kind: str, rows: list[dict], labels: list[str]) -> dict[str, np.ndarray]:
+def _counts(meaning: Meaning, rows: list[dict]) -> dict[str, np.ndarray]:
     gold, predicted = [r["gold"] for r in rows], [r["predicted"] for r in rows]
-    if kind == "token_classification":
+    if meaning.task == "token_classification":
         return intervals.entity_counts(gold, predicted)
-    return intervals.class_counts(gold, predicted, labels)
+    return intervals.class_counts(gold, predicted, list(meaning.labels))
 
 
-def compare(rows_a: list[dict], rows_b: list[dict], seed: int = 0,
+def _scores(meaning: Meaning):
+    if meaning.task == "token_classification":
+        return intervals.entity_scores
+    positive = intervals.positive_index(meaning.task, list(meaning.labels))
+    return lambda sums: intervals.class_scores(sums, positive)
+
+
+def compare(a: Predictions, b: Predictions, seed: int = 0,
             resamples: int = intervals.RESAMPLES, permutations: int = PERMUTATIONS) -> list[Difference]:
     """The paired comparison of two runs' predictions on the same rows."""
+    rows_a, rows_b = a.rows, b.rows
     if len(rows_a) != len(rows_b) or rows_digest(rows_a) != rows_digest(rows_b):
         differ = sum(x != y for x, y in zip(([{k: v for k, v in r.items() if k != "predicted"} for r in rows_a]),
                                             ([{k: v for k, v in r.items() if k != "predicted"} for r in rows_b])))
         raise InputError(f"the two runs were scored on different test rows ({len(rows_a)} vs {len(rows_b)} rows, "
                          f"{differ} of the common ones differ): a paired comparison needs the same split "
                          f"(same data, split.* and model.max_length)")
-    kind = "token_classification" if isinstance(rows_a[0]["gold"], list) else "sequence_classification"
-    labels = sorted({r["gold"] for r in rows_a} | {r["predicted"] for r in rows_a + rows_b}) \
-        if kind != "token_classification" else []
-    a, b = _counts(kind, rows_a, labels), _counts(kind, rows_b, labels)
-    if kind == "token_classification":
-        def scores(sums):
-            return intervals.entity_scores(sums)
-    else:
-        def scores(sums):
-            return intervals.class_scores(sums, len(labels) == 2)
-    point_a = scores({k: v.sum(axis=0) for k, v in a.items()})
-    point_b = scores({k: v.sum(axis=0) for k, v in b.items()})
-    n = len(rows_a)
-    rng = np.random.default_rng(seed)
-    boot: dict[str, list] = {}
-    for start in range(0, resamples, CHUNK):
-        rows = rng.integers(0, n, size=(min(CHUNK, resamples - start), n))
-        sa = scores({k: v[rows].sum(axis=1) for k, v in a.items()})
-        sb = scores({k: v[rows].sum(axis=1) for k, v in b.items()})
-        for name in sa:
-            boot.setdefault(name, []).append(sb[name] - sa[name])
+    if a.meaning != b.meaning:
+        raise InputError(f"the two runs describe their predictions differently (A: {a.meaning.task}, labels "
+                         f"{list(a.meaning.labels)[:5]}; B: {b.meaning.task}, labels {list(b.meaning.labels)[:5]}): "
+                         f"a paired comparison needs the same task and label order")
+    unknown = sorted({str(r["gold"]) for r in rows_a} - set(a.meaning.labels)) \
+        if a.meaning.task != "token_classification" else []
+    if unknown:
+        raise InputError(f"gold classes {unknown[:5]} are not in the predictions' labels {list(a.meaning.labels)[:5]}")
+    scores = _scores(a.meaning)
+    counts_a, counts_b = _counts(a.meaning, rows_a), _counts(b.meaning, rows_b)
+    point_a = scores({k: v.sum(axis=0) for k, v in counts_a.items()})
+    point_b = scores({k: v.sum(axis=0) for k, v in counts_b.items()})
+    # One bootstrap (intervals.bootstrap) over both runs' counts side by side: each resample
+    # takes the same rows from A and B, and the score is B's minus A's.
+    both = {**{("a", k): v for k, v in counts_a.items()}, **{("b", k): v for k, v in counts_b.items()}}
+
+    def difference(sums):
+        sa, sb = (scores({k: sums[(side, k)] for k in counts_a}) for side in ("a", "b"))
+        return {name: sb[name] - sa[name] for name in sa}
+
+    bounds = intervals.bootstrap(both, difference, seed, resamples)
+    p_values = _randomisation(counts_a, counts_b, scores, point_a, point_b, seed, permutations)
+    return [Difference(name, round(float(point_a[name]), 4), round(float(point_b[name]), 4),
+                       bounds[name][0], bounds[name][1], p_values[name])
+            for name in point_a]
+
+
+def _randomisation(a, b, scores, point_a, point_b, seed: int, permutations: int) -> dict[str, float]:
+    """Two-sided approximate randomisation: each row's two predictions swapped at random."""
+    n = len(next(iter(a.values())))
+    rng = np.random.default_rng([seed, 1])
     extreme = {name: 0 for name in point_a}
     total_a = {k: v.sum(axis=0) for k, v in a.items()}
     for start in range(0, permutations, CHUNK):
@@ -153,11 +217,7 @@ def compare(rows_a: list[dict], rows_b: list[dict], seed: int = 0,
         for name in extreme:
             observed = abs(float(point_b[name] - point_a[name]))
             extreme[name] += int((np.abs(sb[name] - sa[name]) >= observed - 1e-12).sum())
-    return [Difference(name, round(float(point_a[name]), 4), round(float(point_b[name]), 4),
-                       round(float(np.percentile(np.concatenate(boot[name]), 2.5)), 4),
-                       round(float(np.percentile(np.concatenate(boot[name]), 97.5)), 4),
-                       round((extreme[name] + 1) / (permutations + 1), 4))
-            for name in point_a]
+    return {name: round((count + 1) / (permutations + 1), 4) for name, count in extreme.items()}
 
 
 def table(a: str, b: str, differences: list[Difference], rows: int) -> str:

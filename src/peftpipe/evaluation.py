@@ -31,6 +31,16 @@ def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
     return metrics
 
 
+PREDICTIONS_MEANING = "task.json"
+
+
+def describe_predictions(folder, task_kind: str, labels: list[str]) -> None:
+    """task.json beside the predictions files: the task and the labels in data.labels order,
+    so whoever reads the rows (`peftpipe compare`) scores them as this stage did (a binary
+    f1 is the same class's) instead of guessing from the rows."""
+    write_json(folder / PREDICTIONS_MEANING, {"task": task_kind, "labels": list(labels)})
+
+
 def write_plots(folder, task, metrics: dict, gold: list, predicted: list) -> None:
     """Per-class F1 bars and confusion rows: the same files for baseline and evaluate."""
 

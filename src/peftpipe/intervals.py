@@ -57,10 +57,10 @@ def class_counts(gold: list[str], predicted: list[str], labels: list[str]) -> di
             "hit": ((g[:, None] == classes) & (p[:, None] == classes)).astype(np.int64)}
 
 
-def class_scores(sums: dict[str, np.ndarray], binary: bool) -> dict[str, np.ndarray]:
+def class_scores(sums: dict[str, np.ndarray], positive: int | None) -> dict[str, np.ndarray]:
     """Accuracy, balanced accuracy (mean recall over the classes present in gold, as
-    scikit-learn), macro F1 over every label, and f1 (the positive class for two labels),
-    from per-class sums (resamples x classes)."""
+    scikit-learn), macro F1 over every label, and f1 (the class at index ``positive``, or
+    macro F1 when there is none), from per-class sums (resamples x classes)."""
     hit, gold, predicted = sums["hit"], sums["gold"], sums["predicted"]
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(gold > 0, hit / gold, 0.0)
@@ -69,7 +69,7 @@ def class_scores(sums: dict[str, np.ndarray], binary: bool) -> dict[str, np.ndar
         balanced = (recall * present).sum(-1) / np.maximum(present.sum(-1), 1)
     accuracy = hit.sum(-1) / np.maximum(gold.sum(-1), 1)
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": f1.mean(-1),
-            "f1": f1[..., 1] if binary else f1.mean(-1)}
+            "f1": f1[..., positive] if positive is not None else f1.mean(-1)}
 
 
 def bootstrap(counts: dict[str, np.ndarray], scores, seed: int, resamples: int = RESAMPLES) -> dict[str, list[float]]:
@@ -89,12 +89,18 @@ def bootstrap(counts: dict[str, np.ndarray], scores, seed: int, resamples: int =
             for name, chunks in drawn.items()}
 
 
+def positive_index(kind: str, labels: list[str]) -> int | None:
+    """Which class ``f1`` is for: the second of two (as GLUE reports MRPC, and as the task's
+    compute_metrics scores it); None where f1 is macro (generation, more than two classes)."""
+    return 1 if kind == "sequence_classification" and len(labels) == 2 else None
+
+
 def intervals(kind: str, gold: list, predicted: list, labels: list[str], seed: int = 0) -> dict[str, list[float]]:
     """{metric: [low, high]} for the task's headline metrics on one split."""
     if kind == "token_classification":
         return bootstrap(entity_counts(gold, predicted), entity_scores, seed)
-    binary = len(labels) == 2 and kind == "sequence_classification"  # generation's f1 is macro
-    found = bootstrap(class_counts(gold, predicted, labels), lambda sums: class_scores(sums, binary), seed)
+    positive = positive_index(kind, labels)
+    found = bootstrap(class_counts(gold, predicted, labels), lambda sums: class_scores(sums, positive), seed)
     if kind == "generation":
         found["exact_match"] = found["accuracy"]
     return found

@@ -76,11 +76,11 @@ def add_paired(found: list[dict], against: str, metric: str = "f1", load=None) -
     reference = next((row for row in found if row["method"] == against), None)
     if reference is None:
         return
-    rows_a = load(reference["experiment"])
+    run_a = load(reference["experiment"])
     for row in found:
         if row is reference:
             continue
-        difference = next(d for d in compare(rows_a, load(row["experiment"])) if d.metric == metric)
+        difference = next(d for d in compare(run_a, load(row["experiment"])) if d.metric == metric)
         row["vs"] = {"method": against, "diff": round(difference.diff, 4), "low": difference.low,
                      "high": difference.high, "p": difference.p_value, "verdict": difference.verdict()}
 
