@@ -26,7 +26,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peftpipe.compare import compare, load_predictions, table
+from peftpipe.compare import Predictions, compare, load_predictions, table
 
 ARMS = {"grouped": "true", "random": "false"}
 
@@ -66,21 +66,21 @@ def main() -> None:
             if name(arm, seed) not in have:
                 print(f"running {name(arm, seed)}", flush=True)
                 run(arm, seed)
-    pooled = {arm: [] for arm in ARMS}
+    pooled: dict[str, Predictions] = {}
     report = {"seeds": args.seeds, "per_seed": [], "f1": {}, "train_seconds": {}}
     for seed in args.seeds:
         rows = {arm: load_predictions(name(arm, seed)) for arm in ARMS}
         for arm in ARMS:
-            pooled[arm] += rows[arm]
+            pooled.setdefault(arm, Predictions([], rows[arm].meaning)).rows.extend(rows[arm].rows)
         differences = compare(rows["grouped"], rows["random"])
-        print(table(name("grouped", seed), name("random", seed), differences, len(rows["grouped"])), "\n")
+        print(table(name("grouped", seed), name("random", seed), differences, len(rows["grouped"].rows)), "\n")
         report["per_seed"].append({"seed": seed, "metrics": [d.__dict__ | {"verdict": d.verdict()} for d in differences]})
         for arm in ARMS:
             f1 = next(d for d in differences if d.metric == "f1")
             report["f1"].setdefault(arm, []).append(f1.a if arm == "grouped" else f1.b)
             report["train_seconds"].setdefault(arm, []).append(train_seconds(name(arm, seed)))
     differences = compare(pooled["grouped"], pooled["random"])
-    print(table("grouped (all seeds)", "random (all seeds)", differences, len(pooled["grouped"])), "\n")
+    print(table("grouped (all seeds)", "random (all seeds)", differences, len(pooled["grouped"].rows)), "\n")
     report["pooled"] = [d.__dict__ | {"verdict": d.verdict()} for d in differences]
     for arm in ARMS:
         f1 = report["f1"][arm]

@@ -142,9 +142,13 @@ def summarize(runs: list[dict]) -> dict:
 
 def paired(baseline_runs: list[dict], ours: list[dict]) -> dict:
     """Test F1 of the first runs of each side, paired over the same test rows (peftpipe compare)."""
-    from peftpipe.compare import compare
+    from peftpipe.compare import Meaning, Predictions, compare
 
-    difference = next(d for d in compare(baseline_runs[0]["test_rows"], ours[0]["test_rows"]) if d.metric == "f1")
+    def predictions(run: dict) -> Predictions:
+        meaning = run["test_meaning"]
+        return Predictions(run["test_rows"], Meaning(meaning["task"], tuple(meaning["labels"])))
+
+    difference = next(d for d in compare(predictions(baseline_runs[0]), predictions(ours[0])) if d.metric == "f1")
     return {"a": difference.a, "b": difference.b, "low": difference.low, "high": difference.high,
             "p": difference.p_value}
 
@@ -358,6 +362,7 @@ def main() -> None:
         for group in (side.values() if isinstance(side, dict) else [side]):
             for run in group:
                 run.pop("test_rows", None)
+                run.pop("test_meaning", None)
     result["runs"] = runs
 
     if args.scaling:

@@ -120,7 +120,8 @@ def test_scores(model, tokenizer, params, labels: list[str]) -> dict:
     _, predicted = predict_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
     gold = task.gold(dataset)
     return {"test_f1": task.compute_metrics(gold, predicted, labels)["overall"]["f1"],
-            "test_rows": [{"row": i, "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))]}
+            "test_rows": [{"row": i, "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))],
+            "test_meaning": {"task": task.kind, "labels": labels}}
 
 
 def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: Path, example: bool = False) -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from peftpipe import intervals
+from peftpipe.tasks import get_task
 from peftpipe.tasks import sequence_classification as sc
 from peftpipe.tasks import token_classification as tc
 
@@ -62,13 +63,13 @@ def test_intervals_cover_the_true_accuracy_about_95_percent_of_the_time():
 
 def test_intervals_are_deterministic_and_narrow_with_more_examples():
     gold, predicted = random_ner(300, seed=3)
-    first = intervals.intervals("token_classification", gold, predicted, [], seed=7)
-    assert first == intervals.intervals("token_classification", gold, predicted, [], seed=7)
+    first = get_task("token_classification").intervals(gold, predicted, [], seed=7)
+    assert first == get_task("token_classification").intervals(gold, predicted, [], seed=7)
     point = tc.compute_metrics(gold, predicted)["overall"]
     for name in ("precision", "recall", "f1", "accuracy"):
         low, high = first[name]
         assert low < point[name] < high
-    more = intervals.intervals("token_classification", gold * 4, predicted * 4, [], seed=7)
+    more = get_task("token_classification").intervals(gold * 4, predicted * 4, [], seed=7)
     assert more["f1"][1] - more["f1"][0] < 0.7 * (first["f1"][1] - first["f1"][0])
 
 
@@ -82,10 +83,10 @@ def rows(gold, predicted):
 def ner_run(gold, predicted):
     from peftpipe.compare import Meaning, Predictions
 
-    return Predictions(rows(gold, predicted), Meaning("token_classification", ("O", "B-PER", "I-PER")))
+    return Predictions(rows(gold, predicted), Meaning("token_classification", ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")))
 
 
-def write_run(folder, name, data, task="token_classification", labels=("O",)):
+def write_run(folder, name, data, task="token_classification", labels=("O", "B-PER", "I-PER", "B-LOC", "I-LOC")):
     """A predictions file and the task.json the evaluate stage writes beside it."""
     folder.mkdir(exist_ok=True)
     (folder / name).write_text("".join(json.dumps(r) + "\n" for r in data))

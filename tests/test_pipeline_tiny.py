@@ -251,7 +251,7 @@ def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
     assert later["examples"] == 17 and set(later["overall"]) == set(evaluated["overall"])
     assert later["overall"]["f1_ci"]["low"] <= later["overall"]["f1"] <= later["overall"]["f1_ci"]["high"]
     assert load_predictions("workspace", predictions_path("again")) == load_predictions("workspace")
-    assert len(load_predictions("workspace", predictions_path("later"))) == 17
+    assert len(load_predictions("workspace", predictions_path("later")).rows) == 17
     run_stage("export")
     card = (root / "models/export/README.md").read_text()
     assert "### Other test sets (eval.extra)" in card and "| later | `corpus/later.jsonl` | 17 |" in card

@@ -88,8 +88,37 @@ def test_cpu_recipe_data_is_there_and_fits_its_labels(name, monkeypatch):
     # Every label of the recipe occurs in the data (a misspelt or extra label would be a class
     # the model can never learn), and the data has no other (load_raw stops on those).
     assert seen == set(raw.labels), (sorted(seen), raw.labels)
-    if params.data.labels:
-        assert raw.labels == params.data.label_names
+
+
+# What each class id means in the corpora's own source files, read from those files (not
+# from the recipes): Microsoft's MSR paraphrase corpus marks a pair Quality 1 when the
+# annotators judged the sentences equivalent.
+def _msr_paraphrases(folder) -> dict[tuple[str, str], str]:
+    meaning = {}
+    for name in ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt"):
+        lines = (folder / "raw/senteval" / name).read_text(encoding="utf-8-sig").splitlines()[1:]
+        for line in lines:
+            quality, _, _, first, second = line.split("\t")
+            meaning[(first, second)] = {"1": "equivalent", "0": "not_equivalent"}[quality]
+    return meaning
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("mrpc-") and not n.endswith("-full")])
+def test_mrpc_recipes_name_each_pair_as_the_source_corpus_judged_it(name, monkeypatch):
+    """The recipe's data.labels turn MRPC's ids into names; a swapped list would invert every
+    pair's class and still pass any check that compares the labels with themselves."""
+    from peftpipe.sources import load_raw
+
+    if not (SHARED_CORPORA / "mrpc").exists():
+        pytest.skip("needs ../shared/corpora/mrpc")
+    params = composed(name)
+    monkeypatch.chdir(ROOT)
+    judged = _msr_paraphrases(SHARED_CORPORA / "mrpc")
+    frame = load_raw(params.data, params.task.kind).splits["train"]
+    checked = [(judged[(row.text, row.text_pair)], row.label) for row in frame.head(200).itertuples()
+               if (row.text, row.text_pair) in judged]
+    assert len(checked) > 150, "the train pairs should be found in Microsoft's files"
+    assert all(source == loaded for source, loaded in checked), checked[:5]
 
 
 def _switch(tmp_path, *args):

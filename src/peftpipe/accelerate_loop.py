@@ -17,7 +17,14 @@ import numpy as np
 
 from peftpipe.methods import get_method
 from peftpipe.params import Params
-from peftpipe.training import TrainSummary, bound_kernel_cache, token_batch_sampler, train_class_weights, weighted_loss
+from peftpipe.training import (
+    TrainSummary,
+    bound_kernel_cache,
+    peak_rates,
+    token_batch_sampler,
+    train_class_weights,
+    weighted_loss,
+)
 
 
 def _optimizer(model, params: Params):
@@ -144,4 +151,5 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
         live.make_summary()
     return TrainSummary(train_loss=float(np.mean(losses_all)), steps=step, epochs=step / per_epoch,
                         train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation,
-                        class_weights=dict(zip(labels, weights)) if weights else None)
+                        class_weights=dict(zip(labels, weights)) if weights else None,
+                        learning_rates=peak_rates(optimizer))

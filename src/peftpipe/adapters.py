@@ -5,6 +5,7 @@ from __future__ import annotations
 from peftpipe.errors import ModelError
 from peftpipe.methods import get_method
 from peftpipe.params import Params
+from peftpipe.tasks import get_task
 
 
 def peft_config(params: Params, task_type: str, head: list[str], total_steps: int = 0):
@@ -46,7 +47,7 @@ def wrap(model, params: Params, task_type: str, head: list[str], total_steps: in
     if targets:
         check_targets(model, targets)
     method = get_method(params.peft.method)
-    model = method.prepare(get_peft_model(model, config), params.task.kind)
+    model = method.prepare(get_peft_model(model, config), get_task(params.task.kind))
     if method.rewrites_base:
         method.remember_initial_adapter(model)
     return model

@@ -119,5 +119,5 @@ def load_trained(folder: str | Path, quantized: bool = True):
         quantization = info.quantization if quantized else None
         base = load_task_model(task, resolve_model(info.model), info.labels, tokenizer, info.model.revision,
                                quantization)
-        model = info.method.prepare(PeftModel.from_pretrained(base, str(folder)), info.task)
+        model = info.method.prepare(PeftModel.from_pretrained(base, str(folder)), task)
     return model, tokenizer, info

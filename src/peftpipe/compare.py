@@ -22,6 +22,7 @@ from peftpipe import intervals
 from peftpipe.errors import InputError
 from peftpipe.evaluation import PREDICTIONS_MEANING
 from peftpipe.params import SET_NAME
+from peftpipe.tasks import get_task
 
 PREDICTIONS = "data/predictions/test.jsonl"
 WORKSPACE = ("workspace", ".")
@@ -152,20 +153,6 @@ def rows_digest(rows: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def _counts(meaning: Meaning, rows: list[dict]) -> dict[str, np.ndarray]:
-    gold, predicted = [r["gold"] for r in rows], [r["predicted"] for r in rows]
-    if meaning.task == "token_classification":
-        return intervals.entity_counts(gold, predicted)
-    return intervals.class_counts(gold, predicted, list(meaning.labels))
-
-
-def _scores(meaning: Meaning):
-    if meaning.task == "token_classification":
-        return intervals.entity_scores
-    positive = intervals.positive_index(meaning.task, list(meaning.labels))
-    return lambda sums: intervals.class_scores(sums, positive)
-
-
 def compare(a: Predictions, b: Predictions, seed: int = 0,
             resamples: int = intervals.RESAMPLES, permutations: int = PERMUTATIONS) -> list[Difference]:
     """The paired comparison of two runs' predictions on the same rows."""
@@ -180,12 +167,13 @@ def compare(a: Predictions, b: Predictions, seed: int = 0,
         raise InputError(f"the two runs describe their predictions differently (A: {a.meaning.task}, labels "
                          f"{list(a.meaning.labels)[:5]}; B: {b.meaning.task}, labels {list(b.meaning.labels)[:5]}): "
                          f"a paired comparison needs the same task and label order")
-    unknown = sorted({str(r["gold"]) for r in rows_a} - set(a.meaning.labels)) \
-        if a.meaning.task != "token_classification" else []
+    task, labels = get_task(a.meaning.task), list(a.meaning.labels)
+    unknown = sorted(set().union(*(task.labels_in(r["gold"]) for r in rows_a)) - set(labels))
     if unknown:
-        raise InputError(f"gold classes {unknown[:5]} are not in the predictions' labels {list(a.meaning.labels)[:5]}")
-    scores = _scores(a.meaning)
-    counts_a, counts_b = _counts(a.meaning, rows_a), _counts(b.meaning, rows_b)
+        raise InputError(f"gold labels {unknown[:5]} are not in the predictions' labels {labels[:5]}")
+    scores = task.scores(labels)
+    counts_a, counts_b = (task.counts([r["gold"] for r in rows], [r["predicted"] for r in rows], labels)
+                          for rows in (rows_a, rows_b))
     point_a = scores({k: v.sum(axis=0) for k, v in counts_a.items()})
     point_b = scores({k: v.sum(axis=0) for k, v in counts_b.items()})
     # One bootstrap (intervals.bootstrap) over both runs' counts side by side: each resample

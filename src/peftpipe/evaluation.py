@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from peftpipe.intervals import intervals
 from peftpipe.io import atomic_path, write_json
 
 
@@ -25,7 +24,7 @@ def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
 
     metrics = task.compute_metrics(gold, predicted, labels)
     overall = metrics["overall"]
-    for name, bounds in intervals(task.__name__.rsplit(".", 1)[-1], gold, predicted, labels).items():
+    for name, bounds in task.intervals(gold, predicted, labels).items():
         if name in overall:
             overall[f"{name}_ci"] = {"low": bounds[0], "high": bounds[1]}
     return metrics

@@ -108,10 +108,10 @@ def onnx_graphs(folder: Path, model, tokenizer, task, info: TrainedInfo, test, s
     Per graph: agreement, max logit difference, F1 difference, ms per example."""
     from peftpipe import onnx_backend
 
-    reason = onnx_backend.unsupported(info.task, info.method.kept_as_adapter)
+    reason = onnx_backend.unsupported(task, info.method.kept_as_adapter)
     if reason:
         return {"skipped": reason}
-    paths = onnx_backend.export(model, tokenizer, folder / onnx_backend.FOLDER)
+    paths = onnx_backend.export(model, tokenizer, folder / onnx_backend.FOLDER, per_token=task.per_token)
     gold, labels = task.gold(test), info.labels
     reference = task.compute_metrics(gold, task.decode(served_logits, test, labels, tokenizer), labels)["overall"]
     found = {}

@@ -87,20 +87,3 @@ def bootstrap(counts: dict[str, np.ndarray], scores, seed: int, resamples: int =
     return {name: [round(float(np.percentile(np.concatenate(chunks), tail)), 4),
                    round(float(np.percentile(np.concatenate(chunks), 100 - tail)), 4)]
             for name, chunks in drawn.items()}
-
-
-def positive_index(kind: str, labels: list[str]) -> int | None:
-    """Which class ``f1`` is for: the second of two (as GLUE reports MRPC, and as the task's
-    compute_metrics scores it); None where f1 is macro (generation, more than two classes)."""
-    return 1 if kind == "sequence_classification" and len(labels) == 2 else None
-
-
-def intervals(kind: str, gold: list, predicted: list, labels: list[str], seed: int = 0) -> dict[str, list[float]]:
-    """{metric: [low, high]} for the task's headline metrics on one split."""
-    if kind == "token_classification":
-        return bootstrap(entity_counts(gold, predicted), entity_scores, seed)
-    positive = positive_index(kind, labels)
-    found = bootstrap(class_counts(gold, predicted, labels), lambda sums: class_scores(sums, positive), seed)
-    if kind == "generation":
-        found["exact_match"] = found["accuracy"]
-    return found

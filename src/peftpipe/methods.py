@@ -55,9 +55,9 @@ class Method:
         """Exported as adapter + base (nothing to merge), not as a merged plain model."""
         return self.is_adapter and not self.merges
 
-    def prepare(self, model, task_kind: str):
+    def prepare(self, model, task):
         """What a wrapped or reloaded model needs besides peft's own wrapping."""
-        if self.adds_input_tokens and task_kind == "token_classification":
+        if self.adds_input_tokens and task.per_token:
             skip_virtual_token_positions(model)
         if self.needs_past_key_values:
             pass_prefixes_as_cache(model.get_base_model())

@@ -16,22 +16,23 @@ import numpy as np
 import torch
 
 from peftpipe.errors import ModelError
+from peftpipe.tasks import task_for_architecture
 
 FOLDER = "onnx"
 FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
 OPSET = 17
 
 
-def unsupported(task_kind: str, kept_as_adapter: bool) -> str | None:
+def unsupported(task, kept_as_adapter: bool) -> str | None:
     """Why this model does not export to ONNX, or None."""
-    if task_kind == "generation":
-        return "generation decodes token by token in PyTorch"
+    if task.onnx_unsupported():
+        return task.onnx_unsupported()
     if kept_as_adapter:
         return "a prompt method's adapter has no merged weights to put in a graph"
     return None
 
 
-def export(model, tokenizer, folder: Path) -> dict[str, Path]:
+def export(model, tokenizer, folder: Path, *, per_token: bool) -> dict[str, Path]:
     """``model`` as an ONNX graph with dynamic batch and sequence axes, and its int8 copy
     (weights quantized per channel at export, activations at run time)."""
     import warnings
@@ -44,7 +45,7 @@ def export(model, tokenizer, folder: Path) -> dict[str, Path]:
     example = tokenizer(["a longer example sentence here", "short"], padding=True, return_tensors="pt")
     inputs = tuple(example[n] for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch", 1: "sequence"} if _per_token(model) else {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     fp32, int8 = folder / FILES["onnx"], folder / FILES["int8"]
     wrapped = LogitsOnly(model, names).eval()
     with warnings.catch_warnings(), torch.inference_mode(), eager_attention(model):
@@ -69,10 +70,6 @@ def eager_attention(model):
     finally:
         if switch:
             model.set_attn_implementation(before)
-
-
-def _per_token(model) -> bool:
-    return type(model).__name__.endswith("ForTokenClassification")
 
 
 class LogitsOnly(torch.nn.Module):
@@ -105,7 +102,7 @@ def load(folder: Path, backend: str):
     config = AutoConfig.from_pretrained(str(folder))
     graph = session(folder / FOLDER / FILES[backend])
     names = [i.name for i in graph.get_inputs()]
-    per_token = (config.architectures or [""])[0].endswith("ForTokenClassification")
+    per_token = task_for_architecture((config.architectures or [""])[0]).per_token
 
     class OnnxClassifier(PreTrainedModel):
         config_class = type(config)

@@ -32,8 +32,9 @@ from pydantic_core import PydanticCustomError
 from peftpipe.errors import ParamsError
 from peftpipe.io import atomic_path, decode
 from peftpipe.methods import METHODS
+from peftpipe.tasks import KINDS, get_task
 
-TaskKind = Literal["token_classification", "sequence_classification", "generation"]
+TaskKind = Literal[KINDS]
 Source = Literal["packaged", "local", "hub"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "text@label", "orange-tab"]
 PeftMethod = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names, in its order
@@ -445,14 +446,16 @@ class Params(Section):
     @model_validator(mode="after")
     def _sections_agree(self):
         """Rules that tie two sections together."""
-        if self.split.per_class and self.task.kind != "sequence_classification":
+        task = get_task(self.task.kind)
+        if self.split.per_class and not task.samples_per_class:
+            takers = " or ".join(kind for kind in KINDS if get_task(kind).samples_per_class)
             raise _allowed("split.per_class", self.split.per_class,
-                           "{} unless task.kind is sequence_classification (it samples rows per class)")
-        if self.task.kind == "generation" and self.train.loop == "accelerate":
-            raise _allowed("train.loop", self.train.loop, "trainer for task.kind generation")
-        if self.task.kind == "generation" and self.train.class_weights != "none":
+                           f"{{}} unless task.kind is {takers} (it samples rows per class)")
+        if self.train.loop not in task.loops:
+            raise _allowed("train.loop", self.train.loop, f"{' or '.join(task.loops)} for task.kind {task.kind}")
+        if not task.class_weights and self.train.class_weights != "none":
             raise _allowed("train.class_weights", self.train.class_weights,
-                           "none for task.kind generation (the targets are words, not classes)")
+                           f"none for task.kind {task.kind} (the targets are words, not classes)")
         if self.train.batch_tokens is not None and self.train.batch_tokens < self.model.max_length:
             raise _allowed("train.batch_tokens", self.train.batch_tokens,
                            f"null or at least model.max_length ({self.model.max_length}): a row of that length "

@@ -9,17 +9,17 @@ from pathlib import Path
 from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained, read_trained_info
 from peftpipe.errors import ModelError
 from peftpipe.models import inspect_model_folder
-from peftpipe.tasks import generation
+from peftpipe.tasks import Task, generation, get_task, task_for_architecture
 
 
-def served_task(folder: Path) -> str:
+def served_task(folder: Path) -> Task:
     """The task of a model folder: from its peftpipe.json, or from the model class in
     config.json (a plain transformers folder given to `peftpipe predict --model`)."""
     if (folder / TRAINED_INFO_FILE).exists():
-        return read_trained_info(folder).task
+        info = read_trained_info(folder)
+        return get_task(info.task, info.labels)
     architectures = inspect_model_folder(folder).get("architectures") or [""]
-    return ("token_classification" if architectures[0].endswith("ForTokenClassification") else
-            "sequence_classification" if architectures[0].endswith("ForSequenceClassification") else "generation")
+    return task_for_architecture(architectures[0])
 
 
 def inference_pipeline(folder: Path, backend: str = "torch"):
@@ -40,15 +40,10 @@ def inference_pipeline(folder: Path, backend: str = "torch"):
         # Windows of the length the model was trained on, not the architecture's limit.
         tokenizer.model_max_length = info.model.max_length
     task = served_task(folder)
-    if task == "generation":
-        raise ModelError(f"{folder}: a generation model has no classification pipeline; use write_labels")
-    if task == "token_classification":
-        # A text longer than one window is read in overlapping windows (a quarter overlap),
-        # so its tail is tagged too instead of being cut off.
-        stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
-        return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple",
-                        device="cpu", **({"stride": stride} if stride else {}))
-    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu", truncation=True)
+    if task.writes_labels:
+        raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use write_labels")
+    return pipeline(task.PIPELINE_TAG, model=model, tokenizer=tokenizer, device="cpu",
+                    **task.pipeline_options(tokenizer))
 
 
 def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
@@ -91,33 +86,20 @@ def predict(folder: Path, texts: list[str | dict], backend: str = "torch", batch
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     task = served_task(folder)
-    if isinstance(texts[0], dict) and task != "sequence_classification":
-        raise ModelError(f"{folder}: a {task.replace('_', ' ')} model reads one text, not pairs; drop --pair")
-    if task == "generation":
-        if backend != "torch":
-            raise ModelError(f"{folder}: a generation model serves with --backend torch only (it decodes in PyTorch)")
+    problem = task.serving_input_problem(texts, backend)
+    if problem:
+        raise ModelError(f"{folder}: {problem}")
+    if task.writes_labels:
         return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
     classify = inference_pipeline(folder, backend)
     encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
                for t in texts]
     lengths = [len(e["input_ids"]) for e in encoded]
-    batch_size = served_batch_size(backend, batch_size)
-    if task == "sequence_classification":
-        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
-        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
-            in_length_order(classify, texts, lengths, batch_size)
-        limit = classify.tokenizer.model_max_length
-        # A classifier reads one window: say when the text was longer, rather than hide it.
-        return [{"label": r["label"], "score": round(float(r["score"]), 4),
-                 **({"truncated_at_tokens": limit} if n > limit else {})} for r, n in zip(outputs, lengths)]
-    results = []
-    for text, spans in zip(texts, in_length_order(classify, texts, lengths, batch_size)):
-        results.append([
-            {"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
-             "start": int(s["start"]), "end": int(s["end"])}
-            for s in spans
-        ])
-    return results
+    # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
+    outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
+        in_length_order(classify, texts, lengths, served_batch_size(backend, batch_size))
+    limit = classify.tokenizer.model_max_length
+    return [task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]
 
 
 def served_batch_size(backend: str, batch_size: int) -> int:

@@ -471,7 +471,7 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
                 raise DataError(f"{where}: split.group_by: no column {group_by!r}; found "
                                 f"{', '.join(map(str, frame.columns))} (CoNLL files give 'document')")
             frame = frame.assign(group=frame[group_by].astype(str))
-        frame = rows_of(kind, frame, data, where)
+        frame = rows_of(task, frame, data, where)
         splits[split], repaired[split] = task.canonical(frame, data, data.label_ids or dict(enumerate(hub_labels)),
                                                         where)
         dropped[split] = len(frame) - len(splits[split])
@@ -504,11 +504,12 @@ def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> N
                         f"({', '.join(labels)}); add them to data.labels or fix the data")
 
 
-def rows_of(kind: str, frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
+def rows_of(task, frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:
     """The file's examples: a file of one word per row (data.columns.sentence) becomes one
-    sentence per row; any other file's rows are its examples already."""
-    if kind == "token_classification" and data.columns.sentence is not None:
-        return get_task(kind).sentences_from_word_rows(frame, data.columns, where)
+    sentence per row, for a task that reads sentences of words; any other file's rows are
+    its examples already."""
+    if task.sentences_from_word_rows is not None and data.columns.sentence is not None:
+        return task.sentences_from_word_rows(frame, data.columns, where)
     return frame
 
 
@@ -520,7 +521,7 @@ def load_eval_set(data: DataParams, kind: str, name: str, path: str, labels: lis
     where = f"eval.extra.{name} ({path})"
     frame = read_file(Path(path), data.format if data.source == "local" else "auto", data.encoding, data.header,
                       data.separator)
-    frame, _ = task.canonical(rows_of(kind, frame, data, where), data, data.label_ids or dict(enumerate(labels)), where)
+    frame, _ = task.canonical(rows_of(task, frame, data, where), data, data.label_ids or dict(enumerate(labels)), where)
     if frame.empty:
         raise DataError(f"{where}: no non-empty rows")
     _check_labels(task, frame, labels, where)

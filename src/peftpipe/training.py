@@ -62,6 +62,9 @@ class TrainSummary:
     class_weights: dict | None = None
     resumed_from_step: int = 0
     tune: dict | None = None  # a `peftpipe tune` trial: which, and where it was pruned
+    # The optimizer's peak learning rates, one per distinct parameter group rate: what the
+    # run really used (LoRA+ shows its two rates here; a plain method one).
+    learning_rates: tuple[float, ...] = ()
 
     def metrics(self) -> dict:
         return {
@@ -69,6 +72,7 @@ class TrainSummary:
             "resumed_from_step": self.resumed_from_step, "train_seconds": round(self.train_seconds, 2),
             "train_samples_per_second": round(self.train_rows * self.epochs / self.train_seconds, 2),
             "validation": self.validation, "class_weights": self.class_weights,
+            "learning_rates": list(self.learning_rates),
             **({"tune": self.tune} if self.tune else {}),
         }
 
@@ -356,7 +360,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         processing_class=tokenizer,
         compute_metrics=task.trainer_metrics(labels, model),
         # Generation keeps only the argmax: full vocabulary logits would fill the memory.
-        preprocess_logits_for_metrics=getattr(task, "preprocess_logits", None),
+        preprocess_logits_for_metrics=task.preprocess_logits,
         callbacks=callbacks,
         optimizers=(method.optimizer(model, params) if method.optimizer else None, None),
     )
@@ -371,4 +375,10 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
         train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation_scores(evals[-1] if evals else {}),
         class_weights=dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
         resumed_from_step=checkpoints.step_of(resume_from) if resume_from else 0,
-        tune=reporting.summary() if reporting else None)
+        tune=reporting.summary() if reporting else None, learning_rates=peak_rates(trainer.optimizer))
+
+
+def peak_rates(optimizer) -> tuple[float, ...]:
+    """The distinct rates the optimizer's groups start from (the scheduler keeps them as
+    ``initial_lr``), rounded against float noise."""
+    return tuple(sorted({float(f"{group.get('initial_lr', group['lr']):.6g}") for group in optimizer.param_groups}))

@@ -1,23 +1,44 @@
-"""Task kinds. Each module knows its data's canonical columns and label set, how to
-tokenize, which model class to load, how to decode predictions and compute its metrics;
-adding a task touches one module and this table.
+"""Task kinds: a registry of Task classes (tasks/base.py), as methods.py is for PEFT methods.
 
-A task module provides: PIPELINE_TAG, REFERENCE_NAME, PER_CLASS_KEY;
-canonical, row_keys, label_values, default_labels, hub_label_names, data_report (data); tokenize, truncation,
-load_model, peft_task_type, head_modules, collator, model_inputs, gold, train_label_ids, predict_logits,
-decode (model); pipeline_input (serving); prediction_rows, confusion_rows, reference_predictions, compute_metrics,
-trainer_metrics (scores).
+Adding a task is one module with its functions and a Task subclass, and one line here.
+Nothing outside this package compares task names or guesses a task from its data:
+tests/test_task_seam.py walks the source and fails on either.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from functools import cache
+
+from peftpipe.errors import InputError
+from peftpipe.tasks.base import Task
+
+KINDS = ("token_classification", "sequence_classification", "generation")
 
 
-def get_task(kind: str) -> ModuleType:
-    from peftpipe.tasks import generation, sequence_classification, token_classification
+@cache
+def _classes() -> dict[str, type[Task]]:
+    from peftpipe.tasks.generation import Generation
+    from peftpipe.tasks.sequence_classification import SequenceClassification
+    from peftpipe.tasks.token_classification import TokenClassification
 
-    tasks = {"token_classification": token_classification,
-             "sequence_classification": sequence_classification,
-             "generation": generation}
-    return tasks[kind]
+    found = {cls.kind: cls for cls in (TokenClassification, SequenceClassification, Generation)}
+    assert tuple(found) == KINDS, "KINDS lists the registered tasks, in order"
+    return found
+
+
+def get_task(kind: str, labels=()) -> Task:
+    """The task ``kind`` (task.kind in params.yaml, or a trained model's), with its labels."""
+    try:
+        cls = _classes()[kind]
+    except KeyError:
+        raise InputError(f"task {kind!r}: expected one of {', '.join(KINDS)}") from None
+    return cls(labels)
+
+
+def task_for_architecture(architecture: str, labels=()) -> Task:
+    """The task of a plain transformers model folder, from its head class (config.json's
+    architectures): a classification head names its task; a language model writes labels."""
+    for cls in _classes().values():
+        if cls.head_suffix and architecture.endswith(cls.head_suffix):
+            return cls(labels)
+    return next(cls for cls in _classes().values() if cls.head_suffix is None)(labels)

@@ -17,6 +17,7 @@ import pandas as pd
 from peftpipe.progress import progress
 from peftpipe.tasks import sequence_classification as _classes
 from peftpipe.tasks.heads import length_sorted_batches
+from peftpipe.tasks.sequence_classification import SequenceClassification
 
 PIPELINE_TAG = "text-generation"
 REFERENCE_NAME = "majority class"
@@ -26,17 +27,8 @@ IGNORE = -100
 CUE = "\nLabel:"
 MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
-# The data side is sequence classification's: a text and its label's name.
-canonical = _classes.canonical
-label_values = _classes.label_values
-row_keys = _classes.row_keys
-default_labels = _classes.default_labels
-hub_label_names = _classes.hub_label_names
-data_report = _classes.data_report
-gold = _classes.gold
-prediction_rows = _classes.prediction_rows
-confusion_rows = _classes.confusion_rows
-reference_predictions = _classes.reference_predictions
+# The data side (canonical, row_keys, label_values, gold, prediction_rows, ...) is sequence
+# classification's, inherited by the Generation class below: a text and its label's name.
 
 
 def pipeline_input(example: dict) -> None:
@@ -253,3 +245,29 @@ def trainer_metrics(labels: list[str], model=None):
         return {"token_accuracy": float((predicted[keep] == label_ids[keep]).mean())}
 
     return compute
+
+
+class Generation(SequenceClassification, module=__name__):
+    kind = "generation"
+    head_suffix = None  # the language-model head writes the label
+    reads_pairs = False
+    writes_labels = True
+    samples_per_class = False
+    loops = ("trainer",)
+    class_weights = False  # the targets are words, not classes
+
+    def positive_index(self, labels: list[str]) -> int | None:
+        return None  # f1 is macro F1 over the label texts, whatever their number
+
+    def intervals(self, gold, predicted, labels, seed: int = 0) -> dict[str, list[float]]:
+        found = super().intervals(gold, predicted, labels, seed)
+        found["exact_match"] = found["accuracy"]
+        return found
+
+    def onnx_unsupported(self) -> str | None:
+        return "generation decodes token by token in PyTorch"
+
+    def serving_input_problem(self, texts: list, backend: str) -> str | None:
+        if backend != "torch":
+            return "a generation model serves with --backend torch only (it decodes in PyTorch)"
+        return super().serving_input_problem(texts, backend)

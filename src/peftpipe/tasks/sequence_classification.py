@@ -16,6 +16,7 @@ import pandas as pd
 
 from peftpipe.errors import DataError
 from peftpipe.tasks import fields, heads
+from peftpipe.tasks.base import ClassCounts
 
 PIPELINE_TAG = "text-classification"
 REFERENCE_NAME = "majority class"
@@ -269,3 +270,23 @@ def trainer_metrics(labels: list[str], model=None):
                 "balanced_accuracy": overall["balanced_accuracy"]}
 
     return compute
+
+
+class SequenceClassification(ClassCounts, module=__name__):
+    kind = "sequence_classification"
+    head_suffix = "ForSequenceClassification"
+    reads_pairs = True
+    samples_per_class = True
+
+    def positive_index(self, labels: list[str]) -> int | None:
+        """Two classes: the second in data.labels order is the positive one (as GLUE
+        reports MRPC); compute_metrics' ``f1`` is its F1."""
+        return 1 if len(labels) == 2 else None
+
+    def pipeline_options(self, tokenizer) -> dict:
+        return {"truncation": True}
+
+    def answer(self, text, output, tokens: int, limit: int) -> dict:
+        # A classifier reads one window: say when the text was longer, rather than hide it.
+        return {"label": output["label"], "score": round(float(output["score"]), 4),
+                **({"truncated_at_tokens": limit} if tokens > limit else {})}

@@ -12,8 +12,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from peftpipe import intervals as _intervals
 from peftpipe.errors import DataError
 from peftpipe.tasks import fields, heads
+from peftpipe.tasks.base import Task
 
 PIPELINE_TAG = "token-classification"
 REFERENCE_NAME = "all O"
@@ -398,3 +400,30 @@ def trainer_metrics(labels: list[str], model=None):
         return {"f1": overall["f1"], "precision": overall["precision"], "recall": overall["recall"]}
 
     return compute
+
+
+class TokenClassification(Task, module=__name__):
+    kind = "token_classification"
+    head_suffix = "ForTokenClassification"
+    per_token = True
+
+    def labels_in(self, gold) -> set[str]:
+        return set(map(str, gold))
+
+    def counts(self, gold, predicted, labels):
+        return _intervals.entity_counts(gold, predicted)
+
+    def scores(self, labels):
+        return _intervals.entity_scores
+
+    def pipeline_options(self, tokenizer) -> dict:
+        # A text longer than one window is read in overlapping windows (a quarter overlap),
+        # so its tail is tagged too instead of being cut off.
+        stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
+        return {"aggregation_strategy": "simple", **({"stride": stride} if stride else {})}
+
+    def answer(self, text, output, tokens: int, limit: int) -> list[dict]:
+        """Entity spans; a span's ``word`` is cut from the input text by its offsets, so an
+        uncased model still shows the text as written."""
+        return [{"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
+                 "start": int(s["start"]), "end": int(s["end"])} for s in output]
