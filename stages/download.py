@@ -33,6 +33,10 @@ def main(params, raw):
     for split, dropped in loaded.meta["dropped_empty_rows"].items():
         if dropped:
             print(f"download: warning: {split}: dropped {dropped} rows with no tokens or text")
+    for split, recased in loaded.meta.get("recased_tag_rows", {}).items():
+        if recased:
+            print(f"download: {split}: tags of {recased} rows written in lower case or with spaces (b-per) were "
+                  f"read as B-per: seqeval scores only upper-case prefixes")
     for split, converted in loaded.meta["bio_repaired_rows"].items():
         if converted:
             print(f"download: {split}: tags of {converted} rows converted to IOB2 "

@@ -210,7 +210,7 @@ PARAMS_CASES = {
     "tab indentation": Case(["params.yaml: not valid YAML", "line 3"], files={"params.yaml": "seed: 1\nlora:\n\tr: 8\n"}),
     "top-level list": Case("params.yaml: expected a mapping of sections at the top level", files={"params.yaml": "- 1\n- 2\n"}),
     "top-level scalar": Case("params.yaml: expected a mapping of sections at the top level", files={"params.yaml": "hello\n"}),
-    "null section": Case("params.yaml: lora: expected LoraParams, got None", params={"lora": None}),
+    "non-mapping section": Case("params.yaml: lora: expected a mapping of its keys (or nothing: its defaults), got 5", params={"lora": 5}),
 }
 
 for _case in PARAMS_CASES.values():

@@ -25,7 +25,7 @@ PARAMS_FAULTS = [
     ({"lora": {"dropout": -0.1}}, "lora.dropout: got -0.1, expected a number in [0, 1)"),
     ({"lora": {"bias": "some"}}, "lora.bias: expected one of 'none', 'all', 'lora_only', got 'some'"),
     ({"lora": {"target_modules": "query"}}, "lora.target_modules: expected a list of strings"),
-    ({"lora": ["r", 8]}, "lora: expected LoraParams, got ['r', 8]"),
+    ({"lora": ["r", 8]}, "lora: expected a mapping of its keys (or nothing: its defaults), got ['r', 8]"),
     ({"peft": {"method": "lorra"}}, "peft.method: expected one of 'none', 'lora', 'qlora', 'dora', 'rslora', 'pissa', 'olora', "
                                     "'lora_plus', 'adalora', 'ia3', 'loha', 'lokr', 'vera', 'p_tuning', 'prompt_tuning', 'prefix_tuning', got 'lorra'"),
     ({"peft": {"method": "none", "modules_to_save": ["pooler"]}},

@@ -14,9 +14,10 @@ from peftpipe.errors import InputError, ModelError, PeftpipeError
 def _fail(err: Exception, debug: bool) -> None:
     if debug:
         raise err
+    from peftpipe.limits import one_line
     from peftpipe.stage import unexpected
 
-    click.echo(f"error: {err if isinstance(err, PeftpipeError) else unexpected(err)}", err=True)
+    click.echo(f"error: {one_line(str(err) if isinstance(err, PeftpipeError) else unexpected(err))}", err=True)
     sys.exit(2)
 
 
@@ -125,17 +126,21 @@ def check(files: tuple[Path, ...], debug: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--join", "text_columns", flag_value="join", help="Several text columns are one text in parts: join them.")
 @click.option("--pair", "text_columns", flag_value="pair", help="Two text columns are a sentence pair.")
+@click.option("--text", "text", multiple=True, metavar="COLUMN",
+              help="The text column, when inference cannot tell (repeat it to join several).")
+@click.option("--label", "label", metavar="COLUMN", help="The class column, when inference cannot tell.")
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path),
               help="Params file to write (an existing one is kept as <name>.bak).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def init(files: tuple[Path, ...], text_columns: str | None, params_path: Path, debug: bool) -> None:
+def init(files: tuple[Path, ...], text_columns: str | None, text: tuple[str, ...], label: str | None,
+         params_path: Path, debug: bool) -> None:
     """Write params.yaml for your data FILES (one file: train, the rest is carved from it;
     or files named *train*, *valid*/*dev*, *test*), and say what was inferred."""
     from peftpipe.infer import infer
     from peftpipe.params import write_params
 
     try:
-        inferred = infer(list(files), text_columns)
+        inferred = infer(list(files), text_columns, text=text, label=label)
         backup = write_params(params_path, {"recipe": files[0].stem, "task": {"kind": inferred.task},
                                             "data": inferred.data})
     except Exception as err:  # pandas' and the readers' errors too, in one line
@@ -217,7 +222,7 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
     stages whose params changed. Your edits to params.yaml are never dropped silently."""
     from peftpipe import recipes
     from peftpipe.errors import ParamsError
-    from peftpipe.io import atomic_path
+    from peftpipe.io import atomic_copy, atomic_path
     from peftpipe.params import read_yaml
 
     if not name:
@@ -242,15 +247,14 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
                 f"into {name!r}, or --drop-edits (params.yaml.bak keeps them)")
         changes = recipes.nest({k: ours for k, (ours, _) in edited.items()}) if keep_edits else None
         text = recipes.params_text(name, changes=changes)
+        if current.exists() and current.read_text() != text:
+            # The backup is whole before params.yaml is touched, and a failed one keeps the old backup.
+            atomic_copy(current, "params.yaml.bak")
+            click.echo("params.yaml.bak <- your previous params.yaml")
+        with atomic_path(current) as tmp:
+            tmp.write_text(text)
     except Exception as err:
         _fail(err, debug)
-    if current.exists() and current.read_text() != text:
-        import shutil
-
-        shutil.copy2(current, "params.yaml.bak")
-        click.echo("params.yaml.bak <- your previous params.yaml")
-    with atomic_path(current) as tmp:
-        tmp.write_text(text)
     kept = f", with your edits to {', '.join(edited)}" if keep_edits and edited else ""
     click.echo(f"params.yaml <- recipe {name}{kept}; run: dvc exp run -n {name}   (or dvc repro)")
 

@@ -18,9 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftpipe import limits
 from peftpipe.errors import DataError
 from peftpipe.io import unusable
-from peftpipe.sources import data_suffix, format_of, own_separator, read_conll, read_delimited, read_file, read_text
+from peftpipe.sources import (
+    data_suffix,
+    format_of,
+    own_separator,
+    read_conll,
+    read_delimited,
+    read_file,
+    read_text,
+    separator_of,
+)
 from peftpipe.tasks.token_classification import SCHEME_PREFIXES, is_tag_id, normal_tag
 
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "topic", "sentiment")
@@ -71,20 +81,6 @@ def has_header(path: Path, text: str, sep: str) -> bool:
     except csv.Error:
         first = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
         return not any(cell.strip().lstrip("-").replace(".", "", 1).isdigit() for cell in first)
-
-
-def separator_of(text: str, fmt: str) -> str | None:
-    """The field separator of a csv/tsv file when it is not the format's own: a first line
-    without a comma (csv) or tab (tsv) but with ';' or '|' (European spreadsheets write ';')."""
-    own = own_separator(fmt)
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if own in first:
-        return None
-    try:
-        found = csv.Sniffer().sniff("\n".join(text.splitlines()[:50]), delimiters=";|\t,").delimiter
-    except csv.Error:
-        return None
-    return found if found != own and found in first else None
 
 
 def looks_like_conll(text: str, separator: str) -> bool:
@@ -165,13 +161,30 @@ def class_names(series: pd.Series, label: str) -> pd.Series:
     return names
 
 
-def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple[dict, list[str], list[str]]:
-    label = label_column(frame)
+def _given_column(frame: pd.DataFrame, column: str, option: str) -> str:
+    """A column the user named (--text, --label), as the frame spells it."""
+    found = {str(c): c for c in frame.columns}
+    if column not in found:
+        raise DataError(f"{option} {column!r}: no such column; the file has {limits.listed(map(repr, found))}")
+    return found[column]
+
+
+def infer_classification(frame: pd.DataFrame, text_columns: str | None, text: tuple[str, ...] = (),
+                         label: str | None = None) -> tuple[dict, list[str], list[str]]:
+    """The classification params; ``text`` (--text, one column or several to join) and
+    ``label`` (--label) decide where inference cannot (a text column of numbers)."""
+    label = _given_column(frame, label, "--label") if label else label_column(frame)
     # Not text: lists (tokens), objects (a nested `meta` field), and beside real texts a column
     # with one value in every row (a constant carries nothing to learn from).
     texts = [c for c in frame.columns if c != label and (pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object)
              and not is_list_column(frame[c]) and not holds_objects(frame[c])]
     texts = [c for c in texts if frame[c].nunique() > 1] or texts
+    if text:
+        texts = [_given_column(frame, column, "--text") for column in text]
+        if label in texts:
+            raise DataError(f"--text {label!r} is also the class column; name the class with --label")
+        if len(texts) > 1 and text_columns is None:
+            text_columns = "join"
     if not texts:
         raise DataError(f"no text column besides the label column {label!r}; which column holds the text?")
     pairs = [p for p in PAIR_NAMES if all(name in texts for name in p)]
@@ -216,7 +229,8 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None) -> tuple
     return data, said, check
 
 
-def infer(files: list[Path], text_columns: str | None = None, encoding: str = "utf-8") -> Inferred:
+def infer(files: list[Path], text_columns: str | None = None, encoding: str = "utf-8", text: tuple[str, ...] = (),
+          label: str | None = None) -> Inferred:
     """What params read these files, or a DataError that asks one question."""
     splits = split_names(files)
     train = splits["train"]
@@ -260,7 +274,7 @@ def infer(files: list[Path], text_columns: str | None = None, encoding: str = "u
                         f"(a word and its tag per space, as many tags as words in every row); peftpipe reads token "
                         f"lists (JSON arrays) or CoNLL columns, since a whitespace split would hide mistakes: "
                         f"write them as lists")
-    more, lines, check = infer_classification(frame, text_columns)
+    more, lines, check = infer_classification(frame, text_columns, text, label)
     data.update(more)
     return Inferred("sequence_classification", data, said + ["rows are texts with a class: "
                                                               "sequence classification"] + lines, check)

@@ -1,15 +1,19 @@
 """Atomic writes: a failed or interrupted stage never leaves an output that looks valid.
 
 Everything is written to a temporary sibling first and renamed into place at the end;
-a rename within one folder is atomic on POSIX file systems.
+a rename within one folder is atomic on POSIX file systems. A temporary's name carries the
+process that writes it (``.NAME.tmp-<pid>-<random>``), so a later run removes only the
+leftovers of runs that are gone, never another live run's.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -44,6 +48,20 @@ def _mode(target: Path, directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def _owner_alive(temporary: Path, prefix: str) -> bool:
+    """Whether the process named in a temporary's name still runs."""
+    pid = temporary.name[len(prefix):].split("-", 1)[0]
+    if not pid.isdigit():
+        return False  # an older release's name: no owner recorded
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return int(pid) != os.getpid()  # our own pid: a dead run's, before this process reused it
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; move it onto ``target`` only on success."""
@@ -51,7 +69,9 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
     for stale in target.parent.glob(prefix + "*"):
-        _remove(stale)  # left by a run killed with SIGKILL; DVC runs one stage at a time
+        if not _owner_alive(stale, prefix):
+            _remove(stale)  # left by a run killed with SIGKILL
+    prefix += f"{os.getpid()}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:
@@ -68,6 +88,13 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy ``source`` to ``target`` so that ``target`` is either its old self or a whole
+    copy: a backup that fails half-way (a full disk) never replaces a good one."""
+    with atomic_path(target) as tmp:
+        shutil.copy2(source, tmp)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -116,8 +143,29 @@ def check_files(files: dict[str, str], key: str, error: type[Exception], consequ
             raise error(f"{key}.{name} ({path}): {problem} ({consequence})")
 
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def url_problem(value: str) -> str | None:
+    """Why a path-valued key cannot hold ``value`` when it is a URL (Path() would turn
+    https://x into https:/x and report it missing), or None."""
+    if URL.match(str(value)) and not re.match(r"^[A-Za-z]:[/\\]", str(value)):  # C:/data is a Windows path
+        return ("is a URL; this key takes a local path: download the file first (e.g. under inputs/), or for a "
+                "data set on the Hugging Face hub set data.source: hub and data.name")
+    return None
+
+
 def unusable(path: Path) -> str | None:
     """Why ``path`` cannot be the file it should be, as the end of a sentence, or None."""
+    if url_problem(str(path)):
+        return url_problem(str(path))
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link that leads back to itself (a link loop); point it at the real file"
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
     if path.is_dir():
         return "is a folder, not a file"
     if not path.exists():

@@ -29,8 +29,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from peftpipe import limits
 from peftpipe.errors import ParamsError
-from peftpipe.io import atomic_path, decode
+from peftpipe.io import atomic_copy, atomic_path, decode, url_problem
 from peftpipe.methods import METHODS
 from peftpipe.tasks import KINDS, get_task
 
@@ -59,6 +60,14 @@ def _named(value: Any, info: ValidationInfo) -> Any:
     if any(isinstance(name, str) and not name.strip() for name in names):
         raise _allowed(info.field_name, value, "non-empty names")
     return value
+
+
+def _local_path(key: str, value: str) -> None:
+    """A path-valued key holds a local path, not a URL (said at check, not as a missing file)."""
+    problem = url_problem(value)
+    if problem:
+        raise _allowed(key, value, "a local path (" + problem.removeprefix("is a URL; this key takes a local path: ")
+                       + ")")
 
 
 def Seed(default: int, description: str):
@@ -115,6 +124,13 @@ class DataParams(Section):
     revision: str | None = Field(None, description="hub only: pin a commit for reproducibility")
     files: dict[str, str] = Field(default_factory=dict,
                                   description="local only: {train: inputs/..., validation: ..., test: ...}")
+
+    @field_validator("files")
+    @classmethod
+    def _local_files(cls, value: dict[str, str]) -> dict[str, str]:
+        for split, path in value.items():
+            _local_path(f"files.{split}", path)
+        return value
     format: DataFormat = Field("auto", description="local: auto (by suffix) | jsonl | json | csv | tsv | parquet | "
                                                    "conll | text@label | orange-tab")
     encoding: str = Field("utf-8", description="e.g. latin-1")
@@ -345,6 +361,7 @@ class EvalParams(Section):
                                                       "validation or test: those are the split's own)")
             if not path.strip():
                 raise _allowed(f"extra.{name}", path, "non-empty names")
+            _local_path(f"extra.{name}", path)
         return value
 
 
@@ -443,6 +460,16 @@ class Params(Section):
     export: ExportParams = Field(default_factory=ExportParams)
     tune: TuneParams = Field(default_factory=TuneParams)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_are_defaults(cls, data: Any) -> Any:
+        """`eval:` with nothing under it means the section's defaults, as an absent one does."""
+        if isinstance(data, dict):
+            return {key: {} if value is None and key in cls.model_fields
+                    and isinstance(cls.model_fields[key].default_factory, type) else value
+                    for key, value in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _sections_agree(self):
         """Rules that tie two sections together."""
@@ -494,6 +521,8 @@ def describe(annotation: Any) -> str:
     if origin is dict:
         key, value = typing.get_args(annotation)
         return f"a mapping of {describe(key).split(' ', 1)[1]}s to {describe(value).split(' ', 1)[1]}s"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "a mapping of its keys (or nothing: its defaults)"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         annotation, getattr(annotation, "__name__", str(annotation)))
 
@@ -628,11 +657,19 @@ def read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: is a folder, not a file")
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
+    size = path.stat().st_size
+    if size > limits.PARAMS_FILE_BYTES:
+        raise ParamsError(f"{path}: {size:,} bytes, over the {limits.PARAMS_FILE_BYTES:,} a params file may have "
+                          f"(limit PARAMS_FILE_BYTES); data belongs in data files, not in params")
     text = decode(path.read_bytes(), "utf-8", str(path), ParamsError, "save it as UTF-8")
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        data = YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: nested too deep to read (limit PARAMS_DEPTH, {limits.PARAMS_DEPTH} levels)") from None
+    limits.expanded_size(data, str(path), ParamsError)
+    return data
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -641,7 +678,28 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     data = read_yaml(path)
     if data is None:  # DVC cannot even parse dvc.yaml's ${...} against an empty file
         raise ParamsError(f"{path}: the file is empty; start from a recipe (peftpipe recipe NAME) or the README's")
-    return parse_params(data, str(path))
+    params = parse_params(data, str(path))
+    _check_interpolated(data, path)
+    return params
+
+
+def _check_interpolated(data: dict, path: Path) -> None:
+    """The keys dvc.yaml reads from this file itself (``${train.launcher}``) are written in
+    it: DVC does not know the schema's defaults, so without them every dvc command fails."""
+    pipeline = path.parent / "dvc.yaml"
+    if not pipeline.is_file():
+        return
+    for key in sorted(set(re.findall(r"\$\{\s*([\w.]+)\s*\}", pipeline.read_text(errors="replace")))):
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            section, _, leaf = key.rpartition(".")
+            default = Params().model_dump()
+            for part in key.split("."):
+                default = default.get(part) if isinstance(default, dict) else None
+            raise ParamsError(f"{path}: {key}: missing, and dvc.yaml reads it from this file (${{{key}}}); "
+                              f"write it{' under ' + section if section else ''}: {leaf}: {default}")
 
 
 def write_params(path: Path, changes: dict) -> Path | None:
@@ -650,7 +708,6 @@ def write_params(path: Path, changes: dict) -> Path | None:
     file), check the result, and write it atomically. A file that changes is kept first as
     <name>.bak, whose path is returned: a user's edits are never dropped without a copy."""
     import io
-    import shutil
 
     from ruamel.yaml import YAML
 
@@ -681,7 +738,7 @@ def write_params(path: Path, changes: dict) -> Path | None:
     backup = None
     if old is not None and old != text.getvalue():
         backup = path.with_name(path.name + ".bak")
-        shutil.copy2(path, backup)
+        atomic_copy(path, backup)  # whole or not at all: a failed copy keeps the previous backup
     with atomic_path(path) as tmp:
         tmp.write_text(text.getvalue())
     return backup

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftpipe import hub
+from peftpipe import hub, limits
 from peftpipe.errors import DataError
 from peftpipe.io import decode, unusable
 from peftpipe.packaged import Shipped
@@ -31,7 +31,7 @@ FORMATS_BY_SUFFIX = {
 }
 # A compressed file (train.jsonl.gz, as many data sets ship) is read as what it holds; its
 # format comes from the suffix before the compression's.
-COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zip": "zip"}
 
 
 def data_suffix(path: Path) -> str:
@@ -45,18 +45,50 @@ def format_of(path: Path) -> str | None:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when its name says gz, bz2 or xz."""
-    import importlib
-
-    raw = path.read_bytes()
+    """The file's bytes, decompressed when its name says gz, bz2, xz or zip (one file inside),
+    read in blocks and stopped at the limits on decompressed size and ratio (limits.py)."""
     kind = COMPRESSIONS.get(path.suffix.lower())
     if kind is None:
-        return raw
+        return path.read_bytes()
     try:
-        return importlib.import_module(kind).decompress(raw)
-    except Exception as err:  # gzip: BadGzipFile/EOFError, bz2: OSError, lzma: LZMAError
+        with _opened(path, kind) as stream:
+            return _bounded_read(stream, path, path.stat().st_size)
+    except DataError:
+        raise
+    except Exception as err:  # gzip: BadGzipFile/EOFError, bz2: OSError, lzma: LZMAError, zip: BadZipFile
         raise DataError(f"{path}: not a valid {path.suffix.lower()[1:]} file ({err or type(err).__name__}); is it "
                         f"compressed as its name says?") from None
+
+
+def _opened(path: Path, kind: str):
+    import importlib
+
+    if kind != "zip":
+        return importlib.import_module(kind).open(path, "rb")
+    import zipfile
+
+    archive = zipfile.ZipFile(path)
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) != 1:
+        raise DataError(f"{path}: a zip of {len(members)} files ({limits.listed(m.filename for m in members)}); "
+                        f"give each data file on its own (or a zip holding just one)")
+    return archive.open(members[0])
+
+
+def _bounded_read(stream, path: Path, compressed: int) -> bytes:
+    ceiling = limits.DECOMPRESSED_BYTES
+    blocks, total = [], 0
+    while block := stream.read(1 << 20):
+        blocks.append(block)
+        total += len(block)
+        if total > ceiling:
+            raise DataError(f"{path}: holds over {ceiling:,} bytes decompressed (limit DECOMPRESSED_BYTES); "
+                            f"split it into smaller files")
+        if total > limits.RATIO_CHECKED_FROM and total > limits.DECOMPRESSION_RATIO * compressed:
+            raise DataError(f"{path}: expands over {limits.DECOMPRESSION_RATIO}x ({compressed:,} bytes to over "
+                            f"{total:,}; limit DECOMPRESSION_RATIO): not data a text file compresses to; "
+                            f"a compression bomb?")
+    return b"".join(blocks)
 
 
 @dataclass(frozen=True)
@@ -276,8 +308,34 @@ def read_delimited(path: Path, text: str, fmt: str, header: bool = True, separat
         if ragged:
             want, line, saw = ragged.groups()
             raise DataError(f"{path}: line {line}: expected {want} fields, saw {saw} (a separator inside an "
-                            f"unquoted value?)") from None
+                            f"unquoted value?{_separator_hint(text, separator)})") from None
         raise DataError(f"{path}: not valid {fmt}: {message}") from None
+
+
+def separator_of(text: str, fmt: str) -> str | None:
+    """The field separator of a csv/tsv file when it is not the format's own: a first line
+    without a comma (csv) or tab (tsv) but with ';' or '|' (European spreadsheets write ';')."""
+    import csv
+
+    own = own_separator(fmt)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if own in first:
+        return None
+    try:
+        found = csv.Sniffer().sniff("\n".join(text.splitlines()[:50]), delimiters=";|\t,").delimiter
+    except csv.Error:
+        return None
+    return found if found != own and found in first else None
+
+
+def _separator_hint(text: str, separator: str) -> str:
+    """What a field-count error adds when the file looks separated by something else."""
+    for fmt in ("csv", "tsv"):
+        if own_separator(fmt) == separator:
+            found = separator_of(text, fmt)
+            if found:
+                return f" The file looks separated by {found!r}: set data.separator: {found!r}, as peftpipe init would"
+    return ""
 
 
 def _check_fields(path: Path, text: str, separator: str, header: bool) -> None:
@@ -301,7 +359,7 @@ def _check_fields(path: Path, text: str, separator: str, header: bool) -> None:
                 _check_header_names(path, row)
         elif len(row) > width:
             raise DataError(f"{path}: line {reader.line_num}: expected {width} fields, saw {len(row)} (a separator "
-                            f"inside an unquoted value?)")
+                            f"inside an unquoted value?{_separator_hint(text, separator)})")
 
 
 def _check_header_names(path: Path, names: list[str]) -> None:
@@ -485,6 +543,9 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
     meta["rows"] = {split: len(frame) for split, frame in splits.items()}
     meta["dropped_empty_rows"] = dropped
     meta["bio_repaired_rows"] = repaired
+    recased = {split: frame.attrs.get("recased_tag_rows", 0) for split, frame in splits.items()}
+    if any(recased.values()):
+        meta["recased_tag_rows"] = recased
     return RawData(splits=splits, labels=labels, meta=meta)
 
 
@@ -500,8 +561,8 @@ def case_variants(labels: list[str]) -> list[list[str]]:
 def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> None:
     unknown = sorted(task.label_values(frame) - set(labels))
     if unknown:
-        raise DataError(f"{where}: label(s) {', '.join(unknown)} not in the label set "
-                        f"({', '.join(labels)}); add them to data.labels or fix the data")
+        raise DataError(f"{where}: label(s) {limits.listed(unknown)} not in the label set "
+                        f"({limits.listed(labels)}); add them to data.labels or fix the data")
 
 
 def rows_of(task, frame: pd.DataFrame, data: DataParams, where: str) -> pd.DataFrame:

@@ -13,8 +13,10 @@ from pathlib import Path
 import click
 
 from peftpipe import hub
-from peftpipe.errors import PeftpipeError
+from peftpipe.errors import PeftpipeError, os_error_line
+from peftpipe.limits import one_line
 from peftpipe.params import Params, load_params
+from peftpipe.runlock import one_run
 
 
 def configure_runtime(params: Params) -> None:
@@ -61,16 +63,17 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
             try:
                 params = load_params(params_path)
                 configure_runtime(params)
-                fn(params, **paths)
+                with one_run(Path(fn.__code__.co_filename).stem):
+                    fn(params, **paths)
             except PeftpipeError as err:
                 if debug:
                     raise
-                click.echo(f"error: {err}", err=True)
+                click.echo(f"error: {one_line(str(err))}", err=True)
                 sys.exit(2)
             except Exception as err:  # a library's error we have not translated yet: still one line
                 if debug:
                     raise
-                click.echo(f"error: {unexpected(err)}", err=True)
+                click.echo(f"error: {one_line(unexpected(err))}", err=True)
                 sys.exit(2)
 
         for name in reversed((*reads, *writes, *scratch)):
@@ -85,8 +88,14 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
 
 
 def unexpected(err: Exception) -> str:
-    """One line for an error no reader translated, with where it came from."""
+    """One line for an error no reader translated, with where it came from: a read or
+    write fault (full disk, read-only, permission) as its path and what to do."""
     import traceback
+
+    if isinstance(err, OSError) and os_error_line(err):
+        return os_error_line(err)
+    if isinstance(err, MemoryError):
+        return "out of memory; an input too large for this machine (see the limits in docs/troubleshooting.md)"
 
     frames = traceback.extract_tb(err.__traceback__)
     ours = [f for f in frames if "peftpipe" in f.filename or "/stages/" in f.filename]

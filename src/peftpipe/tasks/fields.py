@@ -53,6 +53,8 @@ def word_list(value, field: str, item: str, expected: str, where: str) -> list:
             raise DataError(f"{where}: {item} {position} is null")
         if not is_scalar(element):
             raise DataError(f"{where}: {item} {position} is {describe(element)}, expected {expected}")
+        if isinstance(element, str):
+            no_nul(element, f"{item} {position}", where)
     return values
 
 
@@ -62,7 +64,15 @@ def text(value, field: str, where: str) -> str:
         return ""
     if not is_scalar(value):
         raise DataError(f"{where}: {field} is {describe(value)}, expected a string")
-    return str(value)
+    return no_nul(str(value), field, where)
+
+
+def no_nul(value: str, field: str, where: str) -> str:
+    """A NUL byte is no text: a binary file, or one cut or padded by a broken export."""
+    if "\x00" in value:
+        raise DataError(f"{where}: {field} holds a NUL byte (\\x00) at character {value.index(chr(0))}: is the "
+                        f"file binary, or was it cut? Remove the NUL bytes (e.g. tr -d '\\000')")
+    return value
 
 
 def names_from_ids(ids: list[int], labels: dict[int, str], what: str, names: str, where: str) -> list[str]:

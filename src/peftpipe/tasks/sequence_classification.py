@@ -67,6 +67,7 @@ def _label_names(values: list, labels: dict[int, str], where: str) -> list[str]:
         # A column of true/false (is_spam, toxic) names two classes; pandas and JSON read it as booleans.
         return [str(bool(v)).lower() for v in values]
     values = [_name_or_id(v, f"{where}: row {i}") for i, v in enumerate(values)]
+    _no_digits_among_names(values, where)
     ids = [isinstance(v, int) for v in values]
     if any(ids) and not all(ids):
         row = ids.index(not ids[0])  # the first row that differs from the first
@@ -75,6 +76,18 @@ def _label_names(values: list, labels: dict[int, str], where: str) -> list[str]:
     if not any(ids):
         return values
     return fields.names_from_ids(values, labels, "label", "class names", where)
+
+
+def _no_digits_among_names(values: list, where: str) -> None:
+    """A CSV's label column is read as text when any row holds a name, so an id among names
+    ("1" among "World", "Sports") would become a class of its own: stop, as for JSON's ids."""
+    names = [v for v in values if isinstance(v, str)]
+    digits = [i for i, v in enumerate(values) if isinstance(v, str) and v.lstrip("+-").isdigit()]
+    if digits and len(digits) < len(names):
+        row = digits[0]
+        example = next(v for v in names if not v.lstrip("+-").isdigit())
+        raise DataError(f"{where}: row {row}: label {values[row]!r} is a number, but other rows give names "
+                        f"({example!r}); use class names, or ids into data.labels, throughout")
 
 
 def _name_or_id(value, where: str) -> str | int:

@@ -46,8 +46,10 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
     rows = [f"{where}: row {i}" for i in range(len(frame))]
     tokens = [list(map(str, fields.word_list(t, "tokens", "token", "a word", row)))
               for t, row in zip(frame["tokens"], rows)]
-    written = [_tag_names(fields.word_list(t, "tags", "tag", "a tag", row), labels, row)
-               for t, row in zip(frame["tags"], rows)]
+    given = [fields.word_list(t, "tags", "tag", "a tag", row) for t, row in zip(frame["tags"], rows)]
+    written = [_tag_names(row_tags, labels, row) for row_tags, row in zip(given, rows)]
+    # b-per read as B-per is said, not done silently (download prints it from attrs).
+    recased = sum(any(isinstance(t, str) and t.strip() != n for t, n in zip(g, w)) for g, w in zip(given, written))
     tags = [to_iob2(row_tags, data.tag_scheme, row) for row_tags, row in zip(written, rows)]
     for i, (words, row_tags) in enumerate(zip(tokens, tags)):
         if len(words) != len(row_tags):
@@ -63,6 +65,7 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
     out = pd.DataFrame({"tokens": [tokens[i] for i in keep], "tags": [valid[i] for i in keep]})
     if groups is not None:
         out["group"] = groups[keep]
+    out.attrs["recased_tag_rows"] = recased
     return out, repaired
 
 
