@@ -47,6 +47,7 @@ def main(params, tokenized, adapter, baseline, evaluation, training, data, curve
             if params.export.onnx else {"skipped": "export.onnx is false"}
         facts = {name: read_json(path) for name, path in
                  {"baseline": baseline, "eval": evaluation, "train": training, "data": data}.items()}
+        export.record_scores(tmp, facts["eval"])
         loss_curve_png(curves, tmp / LOSS_CURVE)
         (tmp / "README.md").write_text(model_card(params.recipe, task, info, facts))
     write_metrics(report, {**check, "adapter_ms_per_example": round(adapter_ms, 3),

@@ -50,6 +50,9 @@ class TrainedInfo(BaseModel):
     labels: list[str]
     seed: int = 42
     merged_from: str | None = None
+    # An export's test scores with their 95% intervals ({"f1": {"value", "low", "high"}}):
+    # what `peftpipe serve`'s /v1/models shows beside the model.
+    test: dict | None = None
 
     @property
     def method(self) -> Method:

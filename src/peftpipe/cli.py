@@ -71,27 +71,67 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
         if not lines:
             raise click.UsageError("give text as arguments or on stdin (one text per line)")
         inputs = [split_pair(line) for line in lines] if pair else lines
-        results = serving.predict(model_dir, inputs, backend, batch_size)
+        predictor = serving.Predictor(model_dir, backend)
+        results = predictor(inputs, batch_size)
     except click.ClickException:
         raise
     except Exception as err:  # ours in one line; a library's too (--debug: the traceback)
         _fail(err, debug)
-    for text, given, spans in zip(lines, inputs, results):
-        if isinstance(spans, dict):  # a class for the whole text (or pair)
-            click.echo(json.dumps({**(given if pair else {"text": text}), **spans}) if as_json
-                       else f"{spans['label']}\t{spans['score']:.3f}\t{text}")
-            if "truncated_at_tokens" in spans and not as_json:
+    if as_json:  # the same rows `peftpipe serve` answers with
+        for row in predictor.rows(inputs, results):
+            click.echo(json.dumps(row))
+        return
+    for text, spans in zip(lines, results):
+        if not predictor.task.per_token:  # a class for the whole text (or pair)
+            click.echo(f"{spans['label']}\t{spans['score']:.3f}\t{text}")
+            if "truncated_at_tokens" in spans:
                 click.echo(f"note: the text above was cut at the model's {spans['truncated_at_tokens']} tokens "
                            f"(model.max_length); the rest was not read", err=True)
-            continue
-        if as_json:
-            click.echo(json.dumps({"text": text, "entities": spans}))
             continue
         click.echo(text)
         for span in spans or []:
             click.echo(f"  {span['word']}\t{span['type']}\t{span['score']:.3f}\t{span['start']}-{span['end']}")
         if not spans:
             click.echo("  (no entities)")
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, metavar="NAME=FOLDER",
+              help="An exported model to serve under NAME (repeat it); default: default=models/export.")
+@click.option("--exp", "experiments", multiple=True, metavar="NAME",
+              help="Serve experiment NAME's export, read from the DVC cache (repeat it).")
+@click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require `Authorization: Bearer <the file's first line>` on /v1/*.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts run together in one model call.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long the first request of a batch waits for others.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, host: str, port: int,
+          token_file: Path | None, max_batch: int, max_wait_ms: float, debug: bool) -> None:
+    """Serve exported models over HTTP: POST /v1/predict answers as `predict --json`;
+    GET /v1/models, /health, /ready, /docs; a page to try it at /."""
+    from peftpipe import server
+
+    try:
+        folders = server.parse_models(models) if models or not experiments else {}
+        for name in experiments:
+            if name in folders:
+                raise InputError(f"--exp {name!r}: the name is given twice")
+            folders[name] = server.experiment_export(name)
+        token = server.read_token(token_file) if token_file else None
+        click.echo(f"serve: loading {', '.join(f'{n} ({f})' for n, f in folders.items())} ...", err=True)
+        served = server.load(folders, backend)
+    except Exception as err:
+        _fail(err, debug)
+    import uvicorn
+
+    app = server.create_app(served, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    click.echo(f"serve: http://{host}:{port}/ ({', '.join(served)}; API at /v1/predict, schema at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
 
 
 @main.command()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftpipe.artifacts import TrainedInfo, load_trained, write_info
+from peftpipe.artifacts import TrainedInfo, load_trained, read_trained_info, write_info
 from peftpipe.errors import ExportError
 from peftpipe.quantized import dequantized_weight, four_bit_layers, keep_standard_layout
 
@@ -83,6 +83,17 @@ def save(model, tokenizer, info: TrainedInfo, folder: Path) -> None:
     if info.method.merges:
         served.update(peft_method="none", merged_from=info.peft_method)
     write_info(folder, info.model_copy(update=served))
+
+
+def test_scores(evaluation: dict) -> dict:
+    """metrics/eval.json's headline test scores, each with its interval, for peftpipe.json."""
+    overall = evaluation.get("overall", {})
+    return {name: {"value": round(value, 4), **overall[f"{name}_ci"]} for name, value in overall.items()
+            if isinstance(overall.get(f"{name}_ci"), dict)}
+
+
+def record_scores(folder: Path, evaluation: dict) -> None:
+    write_info(folder, read_trained_info(folder).model_copy(update={"test": test_scores(evaluation)}))
 
 
 def reload(folder: Path):

@@ -78,28 +78,58 @@ def predict(folder: Path, texts: list[str | dict], backend: str = "torch", batch
     (little padding); the answers come back in the input's order, as one at a time would
     give them (padding moves a score by float rounding at most).
     """
-    if not exported(folder):
-        raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
+    return Predictor(folder, backend)(texts, batch_size)
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    task = served_task(folder)
-    problem = task.serving_input_problem(texts, backend)
-    if problem:
-        raise ModelError(f"{folder}: {problem}")
-    if task.writes_labels:
-        return [{"label": label, "score": round(p, 4)} for label, p in write_labels(folder, texts)]
-    classify = inference_pipeline(folder, backend)
-    encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
-               for t in texts]
-    lengths = [len(e["input_ids"]) for e in encoded]
-    # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
-    outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
-        in_length_order(classify, texts, lengths, served_batch_size(backend, batch_size))
-    limit = classify.tokenizer.model_max_length
-    return [task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]
+
+class Predictor:
+    """An exported model loaded once, answering lists of texts: what `peftpipe predict` runs
+    once and `peftpipe serve` keeps loaded. What differs by task is the task's (answer,
+    pipeline options, input problems)."""
+
+    def __init__(self, folder: Path, backend: str = "torch"):
+        folder = Path(folder)
+        if not exported(folder):
+            raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self.folder, self.backend, self.task = folder, backend, served_task(folder)
+        problem = self.task.serving_input_problem([], backend)
+        if problem:
+            raise ModelError(f"{folder}: {problem}")
+        if self.task.writes_labels:
+            self.model, self.tokenizer, self.info = load_trained(folder)
+        else:
+            self.classify = inference_pipeline(folder, backend)
+
+    def input_problem(self, texts: list) -> str | None:
+        return self.task.serving_input_problem(texts, self.backend)
+
+    def __call__(self, texts: list[str | dict], batch_size: int = BATCH_SIZE) -> list:
+        problem = self.input_problem(texts)
+        if problem:
+            raise ModelError(f"{self.folder}: {problem}")
+        if not texts:
+            return []
+        if self.task.writes_labels:
+            written = generation.write_labels(self.model, self.tokenizer, texts, self.info.labels,
+                                              self.info.model.max_length, batch_size)
+            return [{"label": label, "score": round(p, 4)} for label, p in written]
+        classify = self.classify
+        encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
+                   for t in texts]
+        lengths = [len(e["input_ids"]) for e in encoded]
+        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
+        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
+            in_length_order(classify, texts, lengths, served_batch_size(self.backend, batch_size))
+        limit = classify.tokenizer.model_max_length
+        return [self.task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]
+
+    def rows(self, texts: list[str | dict], answers: list) -> list[dict]:
+        """`peftpipe predict --json`'s rows: each input with its answer."""
+        return [self.task.answer_row(text, answer) for text, answer in zip(texts, answers)]
 
 
 def served_batch_size(backend: str, batch_size: int) -> int:

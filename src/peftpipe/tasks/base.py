@@ -118,6 +118,11 @@ class Task:
         """One served answer from the pipeline's output for ``text`` (``tokens`` long)."""
         raise NotImplementedError
 
+    def answer_row(self, given, answer) -> dict:
+        """The input with its answer, as `peftpipe predict --json` prints it and the server
+        returns it: the text (or pair) and the class with its score."""
+        return {**(given if isinstance(given, dict) else {"text": given}), **answer}
+
 
 class ClassCounts(Task):
     """Scores from per-row one-hot class counts: the classification tasks."""

@@ -425,6 +425,9 @@ class TokenClassification(Task, module=__name__):
         stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
         return {"aggregation_strategy": "simple", **({"stride": stride} if stride else {})}
 
+    def answer_row(self, given, answer) -> dict:
+        return {"text": given, "entities": answer}
+
     def answer(self, text, output, tokens: int, limit: int) -> list[dict]:
         """Entity spans; a span's ``word`` is cut from the input text by its offsets, so an
         uncased model still shows the text as written."""

@@ -1,0 +1,195 @@
+"""`peftpipe serve`: the API answers as `peftpipe predict --json`, batches concurrent
+requests and routes each answer to its request, keeps every limit, checks the token,
+drains in-flight requests on SIGTERM, and refuses to start half-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import run_stage, venv_env, write_tiny_recipe
+
+from peftpipe.cli import main
+from peftpipe.params import write_params
+
+httpx = pytest.importorskip("httpx")
+PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
+STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
+TEXTS = ["alice visited paris and met bob", "carol works at acme in berlin", "the company went to london",
+         "bob", "paris london berlin acme alice carol"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_dir) -> Path:
+    """A tiny NER model trained and exported by the real stages (module-wide: about 10 s)."""
+    folder = write_tiny_recipe(tmp_path_factory.mktemp("serve"), tiny_model_dir)
+    write_params(folder / "params.yaml", {"train": {"max_steps": 40}, "export": {"onnx": False}})
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        for name in STAGES:
+            run_stage(name)
+    finally:
+        os.chdir(before)
+    return folder / "models/export"
+
+
+def predict_json(folder: Path, texts: list[str]) -> list[dict]:
+    result = CliRunner().invoke(main, ["predict", "--json", "--model", str(folder), *texts])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def client(exported):
+    from fastapi.testclient import TestClient
+
+    from peftpipe import server
+
+    app = server.create_app(server.load({"ner": exported}, "torch"),
+                            limits=server.Limits(max_body_bytes=4096, max_texts=8, max_chars=200))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_the_api_answers_exactly_as_predict_json(client, exported):
+    answered = client.post("/v1/predict", json={"model": "ner", "texts": TEXTS})
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"model": "ner", "results": predict_json(exported, TEXTS)}
+    assert any(row["entities"] for row in answered.json()["results"])
+    assert client.post("/v1/predict", json={"texts": TEXTS[:1]}).json()["results"] == predict_json(exported, TEXTS[:1])
+
+
+def test_models_health_ready_page_and_schema(client):
+    card = client.get("/v1/models").json()["models"][0]
+    assert card["name"] == "ner" and card["task"] == "token_classification" and "B-PER" in card["labels"]
+    assert card["method"] == "lora" and card["test"]["f1"]["low"] <= card["test"]["f1"]["value"] <= card["test"]["f1"]["high"]
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"ready": True, "models": ["ner"]}
+    page = client.get("/")
+    assert page.status_code == 200 and "/v1/predict" in page.text and "http" not in page.text.split("<script>")[1]
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"model": "nope", "texts": ["x"]}, 404, "no model 'nope'; served: ner"),
+    ({"texts": ["x"] * 9}, 413, "limit max_texts"),
+    ({"texts": ["word " * 50]}, 413, "limit max_chars"),
+    ({"texts": []}, 422, "texts: empty"),
+    ({"texts": ["  "]}, 422, "texts[0]: empty"),
+    ({"texts": "x"}, 422, "texts: Input should be a valid list"),
+    ({"texts": ["x"], "extra": 1}, 422, "extra"),
+    ({"pairs": [["a", "b"]]}, 422, "not pairs"),
+    ({}, 422, "give texts"),
+])
+def test_every_limit_and_bad_request_is_one_json_line(client, body, status, needle):
+    answered = client.post("/v1/predict", json=body)
+    assert answered.status_code == status, answered.text
+    assert needle in answered.json()["error"] and "\n" not in answered.json()["error"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(client):
+    answered = client.post("/v1/predict", content=b'{"texts": ["' + b"a" * 5000 + b'"]}',
+                           headers={"content-type": "application/json"})
+    assert answered.status_code == 413 and "limit max_body_bytes" in answered.json()["error"]
+
+
+def test_the_batcher_runs_requests_together_and_routes_each_answer_back():
+    from peftpipe.server import Batcher
+
+    calls = []
+
+    def predictor(texts, batch_size=None):
+        calls.append(list(texts))
+        time.sleep(0.01)
+        return [f"answer to {text}" for text in texts]
+
+    async def clients():
+        batcher = Batcher(predictor, max_batch=16, max_wait_ms=20)
+        batcher.start()
+        requests = [[f"text {i}-{j}" for j in range(1 + i % 3)] for i in range(24)]
+        answers = await asyncio.gather(*(batcher.submit(texts) for texts in requests))
+        await batcher.stop()
+        return requests, answers
+
+    requests, answers = asyncio.run(clients())
+    assert answers == [[f"answer to {text}" for text in texts] for texts in requests]
+    assert len(calls) < len(requests) and max(map(len, calls)) <= 16 + 2  # batched, up to max_batch (+ one request)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(args: list[str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen([PEFTPIPE, "serve", "--port", str(port), *args], env=venv_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not get ready")
+
+
+@pytest.mark.slow
+def test_a_real_server_under_concurrent_clients_with_a_token_then_sigterm_drains(exported, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-of-enough-length\n")
+    port = free_port()
+    server = start(["--model", f"ner={exported}", "--token-file", str(token), "--max-wait-ms", "300"], port)
+    url = f"http://127.0.0.1:{port}/v1/predict"
+    auth = {"Authorization": "Bearer s3cret-token-of-enough-length"}
+    try:
+        assert httpx.post(url, json={"texts": ["x"]}).status_code == 401
+        assert httpx.post(url, json={"texts": ["x"]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        expected = {text: predict_json(exported, [text])[0] for text in TEXTS}
+        with ThreadPoolExecutor(16) as pool:  # 40 clients, distinct texts: each gets its own answer
+            asked = [TEXTS[i % len(TEXTS)] for i in range(40)]
+            answers = list(pool.map(lambda text: httpx.post(url, json={"texts": [text]}, headers=auth,
+                                                            timeout=60).json()["results"][0], asked))
+        assert answers == [expected[text] for text in asked]
+        # SIGTERM while a request waits in its batch (max-wait 300 ms): it still gets its answer.
+        result = {}
+        caller = threading.Thread(target=lambda: result.update(
+            answer=httpx.post(url, json={"texts": TEXTS[:2]}, headers=auth, timeout=60)))
+        caller.start()
+        time.sleep(0.1)
+        server.send_signal(signal.SIGTERM)
+        caller.join()
+        assert result["answer"].status_code == 200 and result["answer"].json()["results"] == \
+            predict_json(exported, TEXTS[:2])
+        # uvicorn re-raises the signal once drained: the conventional exit of a SIGTERMed process.
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_a_model_that_fails_to_load_stops_start_up_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([PEFTPIPE, "serve", "--model", f"broken={tmp_path / 'empty'}", "--port", str(free_port())],
+                            env=venv_env(), capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr
+    assert "--model broken=" in errors[0] and "no exported model here" in errors[0]
+    result = subprocess.run([PEFTPIPE, "serve", "--token-file", str(tmp_path / "missing")], env=venv_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--token-file" in result.stderr
