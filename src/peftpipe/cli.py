@@ -107,7 +107,7 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
               help="Require `Authorization: Bearer <the file's first line>` on /v1/*.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Texts run together in one model call.")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="How long the first request of a batch waits for others.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, host: str, port: int,

@@ -100,18 +100,22 @@ class Batcher:
             size = len(batch[0].texts)
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    waiting = await asyncio.wait_for(self.queue.get(), left)
-                except TimeoutError:
-                    break
+                # What queued while the last batch ran joins at once; then wait up to max_wait.
+                if self.queue.empty():
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        waiting = await asyncio.wait_for(self.queue.get(), left)
+                    except TimeoutError:
+                        break
+                else:
+                    waiting = self.queue.get_nowait()
                 batch.append(waiting)
                 size += len(waiting.texts)
             texts = [text for waiting in batch for text in waiting.texts]
             try:
-                answers = await loop.run_in_executor(self.executor, self.predictor, texts, self.max_batch)
+                answers = await loop.run_in_executor(self.executor, self.predictor, texts)
             except Exception as err:  # every request of the batch gets the error
                 for waiting in batch:
                     if not waiting.future.done():
