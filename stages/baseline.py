@@ -6,6 +6,7 @@ from peftpipe.artifacts import load_tokenized
 from peftpipe.evaluation import score_split, scored, write_plots
 from peftpipe.models import load_base
 from peftpipe.provenance import write_metrics
+from peftpipe.sources import load_eval_set
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -21,6 +22,16 @@ def main(params, tokenized, metrics, plots):
     gold = task.gold(test)
     reference = task.reference_predictions(task.gold(datasets["train"]), gold)
     scores["reference"] = scored(task, gold, reference, labels)
+    extra = {}
+    for name, path in params.eval.extra.items():  # the untrained and reference numbers beside evaluate's
+        dataset = task.tokenize(load_eval_set(params.data, params.task.kind, name, path, labels), tokenizer, labels,
+                                params)
+        found, _ = score_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
+        found["reference"] = scored(task, task.gold(dataset), task.reference_predictions(
+            task.gold(datasets["train"]), task.gold(dataset)), labels)
+        extra[name] = {"file": path, "examples": len(dataset), **found}
+    if extra:
+        scores["extra"] = extra
     write_plots(plots, task, scores, gold, predicted)
     write_metrics(metrics, scores, params.seed)
     print(f"baseline: test F1 {scores['overall']['f1']:.4f} "

@@ -4,7 +4,7 @@ the validation split with eval.validation); save the predictions they were score
 import json
 
 from peftpipe.artifacts import load_tokenized, load_trained
-from peftpipe.evaluation import describe_predictions, score_split, write_plots
+from peftpipe.evaluation import describe_predictions, report_truncation, score_split, write_plots
 from peftpipe.io import atomic_path
 from peftpipe.provenance import write_metrics
 from peftpipe.sources import load_eval_set, unwatched_notes
@@ -34,6 +34,8 @@ def main(params, tokenized, adapter, metrics, predictions, plots):
         describe_predictions(folder, info.task, labels)
         for name, dataset in sets.items():
             scores[name], predicted = score_split(task, model, tokenizer, dataset, labels, params.eval.batch_size)
+            if name in params.eval.extra:
+                report_truncation(scores[name], task.truncation(dataset), name, params.model.max_length)
             with open(folder / f"{name}.jsonl", "w") as fh:
                 for row in task.prediction_rows(dataset, predicted):
                     fh.write(json.dumps(row) + "\n")

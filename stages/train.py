@@ -12,9 +12,9 @@ import torch
 from accelerate import PartialState
 from peftpipe import accelerate_loop, adapters, checkpoints, training
 from peftpipe.artifacts import load_tokenized, save_trained
-from peftpipe.errors import DataError
-from peftpipe.io import atomic_path, check_files
-from peftpipe.methods import check_options, get_method
+from peftpipe.errors import DataError, ParamsError
+from peftpipe.io import atomic_path, check_files, read_json
+from peftpipe.methods import check_options, get_method, training_settings
 from peftpipe.models import load_base
 from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
@@ -22,14 +22,17 @@ from peftpipe.tasks import get_task
 
 
 # curves: DVCLive's train/eval loss and eval F1 per step; checkpoints: resumable, not a DVC output.
-@stage(reads=("tokenized",), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",))
-def main(params, tokenized, adapter, report, curves, checkpoint_dir):
+@stage(reads=("tokenized", "settings"), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",))
+def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
     """Train the adapter and save it."""
     # This process, or one of N under `accelerate launch` (gloo on a machine with no CUDA).
     processes = PartialState(cpu=not torch.cuda.is_available())
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized(tokenized)
     method = get_method(params.peft.method)
+    if not settings.is_file() or read_json(settings) != training_settings(params):  # run outside dvc: say so
+        raise ParamsError(f"{settings} does not hold params.yaml's peft settings; run `dvc repro` "
+                          f"(or python stages/settings.py --settings {settings}) first")
     check_options(method, params.peft.options)  # before the model loads: a typo costs no time
     check_files(params.eval.extra, "eval.extra", DataError,  # nor a missing test set, found only after training
                 "the evaluate stage reads it after training; fix the path or remove the entry")
@@ -47,7 +50,7 @@ def main(params, tokenized, adapter, report, curves, checkpoint_dir):
         summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, curves)
     else:
         with processes.main_process_first():  # the main one sweeps partial checkpoints first
-            resume_from = checkpoints.prepare(checkpoint_dir, checkpoints.fingerprint(params, tokenized))
+            resume_from = checkpoints.prepare(checkpoint_dir, checkpoints.fingerprint(params, tokenized, settings))
         if resume_from:
             processes.print(f"train: resuming from {resume_from}")
         summary = training.train(model, tokenizer, datasets, params, task, labels, checkpoint_dir, curves,

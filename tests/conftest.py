@@ -165,6 +165,8 @@ def stage_args(script: str) -> list[str]:
 def run_stage(name: str, *args: str) -> None:
     """Run stages/<name>.py in this process (the real click command, no subprocess), with
     dvc.yaml's paths."""
+    if name == "train":  # as dvc repro does: the settings stage first (what train reads of peft.*)
+        run_stage("settings")
     command = runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="peftpipe_test")["main"]
     command.main([*stage_args(name), *args], standalone_mode=False)
 

@@ -249,7 +249,7 @@ for _case in MODEL_CASES.values():
     _case.data, _case.command, _case.before = ner(), "tokenize_align", ("download", "split")
     _case.files = {"train.jsonl": jsonl(NER_ROWS), **_case.files}
 MODEL_CASES["unknown lora target module"].command = "train"
-MODEL_CASES["unknown lora target module"].before = ("download", "split", "tokenize_align")
+MODEL_CASES["unknown lora target module"].before = ("download", "split", "tokenize_align", "settings")
 
 
 def export(name: str, content):
@@ -569,7 +569,7 @@ def test_init_then_the_pipeline_trains_a_classifier_on_a_headerless_csv(tmp_path
     with open(tmp_path / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
     assert CliRunner().invoke(cli, ["check", "params.yaml"]).exit_code == 0
-    for name in ("download", "split", "tokenize_align", "baseline", "train", "evaluate"):
+    for name in ("download", "split", "tokenize_align", "baseline", "settings", "train", "evaluate"):
         result = invoke(name, [])
         assert result.exit_code == 0, (name, result.output)
     raw = pd.read_parquet(tmp_path / "data/raw/train.parquet")

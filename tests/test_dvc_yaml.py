@@ -1,8 +1,10 @@
 """dvc.yaml declares exactly what each stage reads, so `dvc repro` reruns what a change affects."""
 
 import ast
+import json
 import runpy
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,11 +107,36 @@ def test_training_params_reach_only_training_and_what_reads_its_outputs():
         return {name for name, stage in PIPELINE.items()
                 if any(p.split(".")[0] in sections for p in stage.get("params", []))}
 
-    assert readers("lora", "prompt", "train") == {"train"}
-    assert readers("peft", "quantization") == {"train", "baseline"}
+    assert readers("lora", "prompt") == {"settings"}  # train follows through data/train_settings.json
+    assert readers("train") == {"train"}
+    assert readers("peft", "quantization") == {"settings", "baseline"}
     assert [p for p in PIPELINE["baseline"]["params"] if p.startswith("peft")] == ["peft.method"]
+    assert "data/train_settings.json" in PIPELINE["train"]["deps"]
     for name in ("evaluate", "export"):
         assert "models/adapter" in PIPELINE[name]["deps"], name
+
+
+def test_the_settings_file_holds_what_the_method_reads_so_other_edits_leave_training_alone(tmp_path, monkeypatch):
+    """With peft.method lora, editing prompt.num_virtual_tokens rewrites the settings file
+    byte for byte: DVC sees train's dependencies unchanged (dvc status stays clean for train)."""
+    from conftest import run_stage
+
+    from peftpipe.params import write_params
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    run_stage("settings")
+    lora = (tmp_path / "data/train_settings.json").read_bytes()
+    assert set(json.loads(lora)) == {"peft", "lora"}
+    write_params(tmp_path / "params.yaml", {"prompt": {"num_virtual_tokens": 7}, "quantization": {"double_quant": False}})
+    run_stage("settings")
+    assert (tmp_path / "data/train_settings.json").read_bytes() == lora
+    write_params(tmp_path / "params.yaml", {"lora": {"r": 8}})
+    run_stage("settings")
+    assert json.loads((tmp_path / "data/train_settings.json").read_bytes())["lora"]["r"] == 8
+    write_params(tmp_path / "params.yaml", {"peft": {"method": "p_tuning"}})
+    run_stage("settings")
+    assert set(json.loads((tmp_path / "data/train_settings.json").read_bytes())) == {"peft", "prompt"}
 
 
 def test_accelerate_configs_load_and_the_default_launcher_is_python():

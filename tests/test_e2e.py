@@ -24,8 +24,8 @@ def test_default_pipeline_beats_its_baseline(repo):
     # follow tokenize). baseline's outputs are all in git; when tokenize reproduces
     # data/tokenized byte for byte, DVC rightly finds baseline up to date and skips it.
     ran = set(ran_stages(output))
-    assert ran >= {"download", "split", "tokenize", "train", "evaluate", "export"}, output[-2000:]
-    assert ran <= {"download", "split", "tokenize", "baseline", "train", "evaluate", "export"}
+    assert ran >= {"download", "split", "tokenize", "settings", "train", "evaluate", "export"}, output[-2000:]
+    assert ran <= {"download", "split", "tokenize", "baseline", "settings", "train", "evaluate", "export"}
     evaluated = json.loads((repo / "metrics/eval.json").read_text())["overall"]
     baseline = json.loads((repo / "metrics/baseline.json").read_text())
     # The committed metrics are this recipe's result: a silent change in behaviour fails here.
@@ -57,7 +57,10 @@ def test_lora_rank_change_reruns_only_train_evaluate_export(repo):
     git_commit(repo, "default run")
     # max_steps keeps the test short; both are train params, so the same stages rerun.
     output = run(["dvc", "exp", "run", "-n", "r8", "-S", "lora.r=8", "-S", "train.max_steps=10"], repo)
-    assert sorted(ran_stages(output)) == ["evaluate", "export", "train"]
+    assert sorted(ran_stages(output)) == ["evaluate", "export", "settings", "train"]
+    # A knob the method does not read (LoRA, prompt.*): the settings file is unchanged, so training is not rerun.
+    output = run(["dvc", "exp", "run", "-n", "p7", "-S", "prompt.num_virtual_tokens=7"], repo)
+    assert ran_stages(output) == ["settings"], output[-2000:]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert '"r8"' in text and "overall" in text and '"f1_ci"' in text

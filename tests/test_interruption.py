@@ -37,15 +37,33 @@ def test_a_changed_recipe_never_resumes_an_old_checkpoint(tmp_path):
     assert not (folder / "checkpoint-20").exists()
 
 
-def test_fingerprint_follows_training_params_and_data(tmp_path):
-    (tmp_path / "a.arrow").write_bytes(b"1")
-    base = checkpoints.fingerprint(Params(), tmp_path)
-    assert checkpoints.fingerprint(Params(), tmp_path) == base
+def test_fingerprint_follows_exactly_what_training_reads(tmp_path):
+    from peftpipe.io import write_json
+    from peftpipe.methods import training_settings
 
-    assert checkpoints.fingerprint(Params().model_copy(update={"lora": Params().lora.model_copy(update={"r": 8})}), tmp_path) != base
-    assert checkpoints.fingerprint(Params().model_copy(update={"eval": Params().eval.model_copy(update={"batch_size": 1})}), tmp_path) == base
-    (tmp_path / "a.arrow").write_bytes(b"2")
-    assert checkpoints.fingerprint(Params(), tmp_path) != base
+    def fingerprint(params: Params) -> str:
+        write_json(tmp_path / "settings.json", training_settings(params))
+        return checkpoints.fingerprint(params, tmp_path / "data", tmp_path / "settings.json")
+
+    def edited(section: str, **values) -> Params:
+        return Params().model_copy(update={section: getattr(Params(), section).model_copy(update=values)})
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/a.arrow").write_bytes(b"1")
+    base = fingerprint(Params())
+    assert fingerprint(Params()) == base
+    assert fingerprint(edited("lora", r=8)) != base  # LoRA reads lora.*
+    assert fingerprint(edited("train", epochs=2)) != base
+    assert fingerprint(edited("prompt", num_virtual_tokens=7)) == base  # ... and not prompt.*
+    assert fingerprint(edited("quantization", double_quant=False)) == base
+    assert fingerprint(edited("eval", batch_size=1)) == base
+    prompt = edited("peft", method="prompt_tuning")
+    prompt_base = fingerprint(prompt)
+    assert fingerprint(prompt.model_copy(update={"lora": prompt.lora.model_copy(update={"r": 8})})) == prompt_base
+    assert fingerprint(prompt.model_copy(update={"prompt": prompt.prompt.model_copy(
+        update={"num_virtual_tokens": 7})})) != prompt_base
+    (tmp_path / "data/a.arrow").write_bytes(b"2")
+    assert fingerprint(Params()) != base
 
 
 def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:
@@ -54,6 +72,7 @@ def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:
     # A job started in the background by a non-interactive shell inherits SIGINT ignored,
     # and Python then keeps it ignored: restore the default so SIGINT acts like Ctrl-C on a
     # stage in the foreground, however the test run itself was started.
+    run_stage("settings")
     process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py"), *stage_args("train")], cwd=project,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -138,7 +138,34 @@ def test_compare_refuses_runs_scored_on_different_rows(tmp_path):
     assert result.exit_code == 2
     assert "the two runs were scored on different test rows (50 vs 50 rows, 1 of the common ones differ)" in result.output
     same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")])
-    assert same.exit_code == 0 and "f1" in same.output and "no significant difference" in same.output
+    assert same.exit_code == 0 and "made the same prediction on every one of the 50 rows of the 'test' set" in \
+        same.output and "nothing to compare" in same.output
+
+
+def test_compare_names_the_primary_metric_adjusts_the_others_and_prints_no_negative_zero(tmp_path):
+    from click.testing import CliRunner
+
+    from peftpipe.cli import main
+    from peftpipe.compare import holm
+
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]  # Holm: 3 x 0.01, max(2 x 0.03, .), max(1 x 0.04, .)
+    assert holm([0.5]) == [0.5]
+    gold, worse = random_ner(200, seed=4, noise=0.4)
+    _, better = random_ner(200, seed=4, noise=0.3)
+    write_run(tmp_path, "a.jsonl", rows(gold, worse))
+    write_run(tmp_path, "b.jsonl", rows(gold, better))
+    result = CliRunner().invoke(main, ["compare", "--set", "test", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    lines = result.output.splitlines()
+    assert "rows of the 'test' set" in lines[0] and lines[2].startswith("f1 (primary)")
+    assert "-0.0000" not in result.output and "adjusted together (Holm)" in lines[-1]
+    found = json.loads(CliRunner().invoke(main, ["compare", "--json", str(tmp_path / "a.jsonl"),
+                                                 str(tmp_path / "b.jsonl")]).output)
+    assert found["primary"] == "f1" and found["set"] == "test"
+    by_name = {m["metric"]: m for m in found["metrics"]}
+    assert by_name["f1"]["p_adjusted"] == by_name["f1"]["p_value"]
+    secondary = [m for name, m in by_name.items() if name != "f1"]
+    assert [m["p_adjusted"] for m in secondary] == holm([m["p_value"] for m in secondary])
+    assert all(m["p_adjusted"] >= m["p_value"] for m in secondary)
 
 
 def test_compare_binary_f1_is_eval_jsons_positive_class_even_when_it_sorts_first(tmp_path):
@@ -156,8 +183,10 @@ def test_compare_binary_f1_is_eval_jsons_positive_class_even_when_it_sorts_first
     data = [{"text": f"s{i}", "text_pair": f"t{i}", "gold": g, "predicted": p}
             for i, (g, p) in enumerate(zip(gold, predicted))]
     path = write_run(tmp_path, "test.jsonl", data, "sequence_classification", labels)
+    other = write_run(tmp_path, "other.jsonl", [{**row, "predicted": row["gold"]} for row in data],
+                      "sequence_classification", labels)
     report = sc.compute_metrics(gold, predicted, labels)
-    result = CliRunner().invoke(main, ["compare", "--json", path, path])
+    result = CliRunner().invoke(main, ["compare", "--json", path, other])
     assert result.exit_code == 0, result.output
     f1 = next(m for m in json.loads(result.output)["metrics"] if m["metric"] == "f1")
     assert f1["a"] == round(report["overall"]["f1"], 4) == round(report["per_class"]["equivalent"]["f1"], 4)

@@ -250,6 +250,13 @@ def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
     assert again["overall"] == evaluated["overall"] and again["examples"] == 30
     assert later["examples"] == 17 and set(later["overall"]) == set(evaluated["overall"])
     assert later["overall"]["f1_ci"]["low"] <= later["overall"]["f1"] <= later["overall"]["f1_ci"]["high"]
+    assert again["truncation"]["rows"] == 30 and later["truncation"]["rows"] == 17  # evaluate reports cuts per set
+    run_stage("baseline")  # the untrained model and the reference, on the extra sets too
+    baseline = read_json(root / "metrics/baseline.json")
+    assert set(baseline["extra"]) == {"again", "later"}
+    assert baseline["extra"]["again"]["overall"] == baseline["overall"]  # the test rows again: the same scores
+    assert baseline["extra"]["again"]["reference"]["overall"] == baseline["reference"]["overall"]
+    assert baseline["extra"]["later"]["examples"] == 17
     assert load_predictions("workspace", predictions_path("again")) == load_predictions("workspace")
     assert len(load_predictions("workspace", predictions_path("later")).rows) == 17
     run_stage("export")

@@ -32,6 +32,7 @@ def _train_with(launcher: str, batch_size: int, project: Path) -> dict:
     text = (project / "params.yaml").read_text()
     text = text.replace("batch_size: 8", f"batch_size: {batch_size}", 1)
     (project / "params.yaml").write_text(text.replace("launcher: python", f"launcher: {launcher}"))
+    run_stage("settings")
     done = subprocess.run(f"{launcher} {ROOT}/stages/train.py {shlex.join(stage_args('train'))}", shell=True, cwd=project, env=venv_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -193,3 +193,60 @@ def test_a_model_that_fails_to_load_stops_start_up_in_one_line(tmp_path):
     result = subprocess.run([PEFTPIPE, "serve", "--token-file", str(tmp_path / "missing")], env=venv_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--token-file" in result.stderr
+
+
+def _chromium() -> tuple[str, str] | None:
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.mark.slow
+def test_the_page_highlights_entities_in_a_real_browser(exported):
+    """Headless Chromium (Debian's chromium and chromium-driver) types a text into the page
+    at / and sees the entities highlighted in place by type, as the API answered them."""
+    found = _chromium()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs chromium and chromium-driver")
+        pytest.skip("no chromium and chromedriver here (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = start(["--model", f"ner={exported}"], port)
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=found[1]), options=options)
+    try:
+        text = TEXTS[0]
+        expected = predict_json(exported, [text])[0]["entities"]
+        assert expected, "the tiny model should find entities in this text"
+        browser.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "ner")
+        box = browser.find_element(By.ID, "text")
+        box.clear()
+        box.send_keys(text)
+        browser.find_element(By.ID, "go").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result mark"))
+        marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
+        shown = [(m.text.split("\n")[0].removesuffix(m.find_element(By.TAG_NAME, "small").text).strip(),
+                  m.find_element(By.TAG_NAME, "small").text) for m in marks]
+        assert shown == [(e["word"], e["type"]) for e in expected]
+        assert browser.find_element(By.ID, "result").text.replace("\n", "").startswith(text.split()[0])
+        # Same type, same colour; the page loaded nothing from outside (no CDN).
+        colours = {}
+        for mark, (_, kind) in zip(marks, shown):
+            assert colours.setdefault(kind, mark.value_of_css_property("background-color")) == \
+                mark.value_of_css_property("background-color")
+        assert all(url.startswith(f"http://127.0.0.1:{port}") for url in browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name)"))
+    finally:
+        browser.quit()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)

@@ -114,3 +114,18 @@ def test_on_leakage_drop_that_empties_a_split_stops():
     splits = {"train": train, "validation": train.iloc[:1].copy(), "test": train.copy()}
     with pytest.raises(DataError, match="split 'validation': every row repeats a train row"):
         handle_leakage(splits, repeated_rows(splits, tc.row_keys), "drop")
+
+
+def test_carved_classification_splits_keep_each_class_share_unless_told_not_to():
+    import numpy as np
+
+    labels = np.repeat(["a", "b", "c", "d"], [400, 400, 400, 100])
+    train = pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": labels})
+    stratified = make_splits({"train": train}, SplitParams())
+    for name in ("validation", "test"):
+        assert stratified[name]["label"].value_counts().to_dict() == {"a": 40, "b": 40, "c": 40, "d": 10}
+    assert len(stratified["train"]) == 1040 and not set(stratified["test"]["text"]) & set(stratified["train"]["text"])
+    again = make_splits({"train": train}, SplitParams())
+    assert all(again[name].equals(stratified[name]) for name in stratified)  # seeded
+    plain = make_splits({"train": train}, SplitParams(stratify=False))
+    assert plain["test"]["label"].value_counts().to_dict() != {"a": 40, "b": 40, "c": 40, "d": 10}

@@ -26,12 +26,15 @@ FINGERPRINT_FILE = "run.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def fingerprint(params: Params, data_dir: Path) -> str:
-    """Hash of what decides the training trajectory: these params and the data's bytes."""
+def fingerprint(params: Params, data_dir: Path, settings: Path) -> str:
+    """Hash of what decides the training trajectory, exactly what training reads: seed, task,
+    model and train, the method's settings (the settings stage's file: peft and only the
+    sections the method reads) and the data's bytes."""
     digest = hashlib.sha256()
     everything = params.model_dump()
-    sections = {name: everything[name] for name in ("seed", "task", "model", "peft", "lora", "prompt", "quantization", "train")}
+    sections = {name: everything[name] for name in ("seed", "task", "model", "train")}
     digest.update(json.dumps(sections, sort_keys=True).encode())
+    digest.update(Path(settings).read_bytes())
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         digest.update(path.relative_to(data_dir).as_posix().encode())
         digest.update(path.read_bytes())

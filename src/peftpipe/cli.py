@@ -38,6 +38,7 @@ def split_pair(line: str) -> dict:
 
 
 @click.group()
+@click.version_option(package_name="peftpipe", message="peftpipe %(version)s")
 def main() -> None:
     """peftpipe: reproducible parameter-efficient fine-tuning on DVC."""
 
@@ -177,20 +178,25 @@ def init(files: tuple[Path, ...], text_columns: str | None, text: tuple[str, ...
     """Write params.yaml for your data FILES (one file: train, the rest is carved from it;
     or files named *train*, *valid*/*dev*, *test*), and say what was inferred."""
     from peftpipe.infer import infer
-    from peftpipe.params import write_params
+    from peftpipe.params import load_params, write_params
 
     try:
         inferred = infer(list(files), text_columns, text=text, label=label)
-        backup = write_params(params_path, {"recipe": files[0].stem, "task": {"kind": inferred.task},
-                                            "data": inferred.data})
+        # The recipe keeps its name: the model card must not name a recipe that does not exist.
+        backup = write_params(params_path, {"task": {"kind": inferred.task}, "data": inferred.data})
+        written = load_params(params_path)
     except Exception as err:  # pandas' and the readers' errors too, in one line
         _fail(err, debug)
     for line in inferred.said:
         click.echo(f"init: {line}")
     if backup:
         click.echo(f"init: your previous {params_path} is kept as {backup}")
-    click.echo(f"init: wrote {params_path} (task.kind {inferred.task}, data.*); model and method are the defaults "
-               f"(model.name, peft.method)")
+    for split, path in inferred.data["files"].items():
+        carved = " (validation and test are carved from it: one file is always the train split)" \
+            if len(inferred.data["files"]) == 1 else ""
+        click.echo(f"init: {path} -> the {split} split{carved}")
+    click.echo(f"init: wrote {params_path}: task.kind {inferred.task} and data.*; kept the rest, from recipe "
+               f"{written.recipe!r}: model.name {written.model.name}, peft.method {written.peft.method}")
     for line in inferred.check:
         click.echo(f"init: check {line}")
     from peftpipe.sources import unwatched
@@ -213,20 +219,26 @@ def init(files: tuple[Path, ...], text_columns: str | None, text: tuple[str, ...
 def compare(a: str, b: str, as_json: bool, seed: int, test_set: str, debug: bool) -> None:
     """Is B better than A? A paired test on the same test rows, per headline metric. A and B
     are experiment names, branches, commits, `workspace`, or predictions files."""
+    from peftpipe.compare import PRIMARY, check_paired, load_predictions, predictions_path, same_predictions, table
     from peftpipe.compare import compare as paired
-    from peftpipe.compare import load_predictions, predictions_path, table
 
     try:
         path = predictions_path(test_set)
         run_a, run_b = load_predictions(a, path), load_predictions(b, path)
+        check_paired(run_a, run_b)
+        if same_predictions(run_a, run_b):
+            click.echo(f"A = {a} and B = {b} made the same prediction on every one of the {len(run_a.rows)} rows of "
+                       f"the {test_set!r} set: nothing to compare (the same run twice? right after `dvc exp run`, "
+                       f"the workspace holds that experiment's results)")
+            return
         differences = paired(run_a, run_b, seed=seed)
     except Exception as err:
         _fail(err, debug)
     if as_json:
-        click.echo(json.dumps({"a": a, "b": b, "rows": len(run_a.rows), "metrics": [
+        click.echo(json.dumps({"a": a, "b": b, "set": test_set, "rows": len(run_a.rows), "primary": PRIMARY, "metrics": [
             {**d.__dict__, "diff": round(d.diff, 4), "verdict": d.verdict()} for d in differences]}))
     else:
-        click.echo(table(a, b, differences, len(run_a.rows)))
+        click.echo(table(a, b, differences, len(run_a.rows), test_set))
 
 
 @main.command()

@@ -30,6 +30,19 @@ def scored(task, gold: list, predicted: list, labels: list[str]) -> dict:
     return metrics
 
 
+def report_truncation(metrics: dict, cut: dict | None, name: str, max_length: int) -> None:
+    """An extra test set's rows cut at model.max_length: in its metrics and said (the
+    tokenize stage reports the splits'; an official test set can hold longer rows)."""
+    if not cut:
+        return
+    metrics["truncation"] = cut
+    if cut["rows_cut"]:
+        lost = {k[:-4]: v for k, v in cut.items() if k.endswith("_cut") and k != "rows_cut"}
+        print(f"evaluate: warning: {name}: {cut['rows_cut']} of {cut['rows']} rows are longer than model.max_length "
+              f"{max_length} and were cut ({', '.join(f'{v} {k}' for k, v in lost.items())} lost"
+              f"{'; lost words count as O' if 'words' in lost else ''})")
+
+
 PREDICTIONS_MEANING = "task.json"
 
 

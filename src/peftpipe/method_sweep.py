@@ -70,7 +70,7 @@ def rows(shown: list, metric: str = "f1") -> list[dict]:
 def add_paired(found: list[dict], against: str, metric: str = "f1", load=None) -> None:
     """Each row's paired difference from the ``against`` method on the same test rows (the
     bootstrap interval and p-value of `peftpipe compare`), in ``row["vs"]``."""
-    from peftpipe.compare import compare, load_predictions
+    from peftpipe.compare import compare, holm, load_predictions
 
     load = load or load_predictions
     reference = next((row for row in found if row["method"] == against), None)
@@ -82,7 +82,13 @@ def add_paired(found: list[dict], against: str, metric: str = "f1", load=None) -
             continue
         difference = next(d for d in compare(run_a, load(row["experiment"])) if d.metric == metric)
         row["vs"] = {"method": against, "diff": round(difference.diff, 4), "low": difference.low,
-                     "high": difference.high, "p": difference.p_value, "verdict": difference.verdict()}
+                     "high": difference.high, "p": difference.p_value}
+    # Every method against one: as many tests as methods, so the p-values are read together (Holm).
+    compared = [row for row in found if row.get("vs")]
+    for row, adjusted in zip(compared, holm([row["vs"]["p"] for row in compared])):
+        row["vs"]["p_adjusted"] = adjusted
+        row["vs"]["verdict"] = "no significant difference" if adjusted >= 0.05 else \
+            ("better" if row["vs"]["diff"] > 0 else "worse")
 
 
 def table(found: list[dict], metric: str = "f1") -> str:
@@ -101,10 +107,12 @@ def table(found: list[dict], metric: str = "f1") -> str:
         peak = f"{row['peak_rss_mib']:.0f}" if row.get("peak_rss_mib") is not None else "-"
         vs = row.get("vs")
         paired = (f"  {vs['diff']:+.4f} [{vs['low']:+.4f}, {vs['high']:+.4f}], p {vs['p']:.4f}"
-                  f"{' *' if vs['p'] < 0.05 else ''}" if vs else "")
+                  f"{' *' if vs.get('p_adjusted', vs['p']) < 0.05 else ''}" if vs else "")
         lines.append(f"{row['method']:<15} {score:<26} {share:>8} {seconds:>8} {peak:>8} {latency:>10}{paired}")
     if against:
-        lines.append(f"* p < 0.05: a significant difference from {against} (paired on the same test rows)")
+        tested = sum(1 for row in found if row.get("vs"))
+        lines.append(f"* p < 0.05 once adjusted for the {tested} comparisons (Holm): a significant difference from "
+                     f"{against} (paired on the same test rows)")
     return "\n".join(lines)
 
 

@@ -51,6 +51,15 @@ class Method:
         return self.config_class is not None
 
     @property
+    def reads(self) -> tuple[str, ...]:
+        """The params sections, besides peft, that its adapter is built from: what the train
+        stage's settings file holds, so editing another method's knobs reruns nothing."""
+        if not self.is_adapter:
+            return ()
+        family = ("prompt",) if self.config_class in PROMPT_CONFIGS else ("lora",)
+        return family + (("quantization",) if self.quantized else ())
+
+    @property
     def kept_as_adapter(self) -> bool:
         """Exported as adapter + base (nothing to merge), not as a merged plain model."""
         return self.is_adapter and not self.merges
@@ -127,6 +136,18 @@ class Method:
 
     def option(self, params: Params, name: str):
         return params.peft.options.get(name, self.own_options[name])
+
+
+# The methods whose settings come from prompt.* (the others read lora.*).
+PROMPT_CONFIGS = ("PromptEncoderConfig", "PromptTuningConfig", "PrefixTuningConfig")
+
+
+def training_settings(params: Params) -> dict:
+    """What the chosen method reads: peft and the sections in ``Method.reads``, and nothing
+    else. The settings stage writes it; the train stage depends on it instead of on every
+    method's sections, and its checkpoints are fingerprinted by it."""
+    dumped = params.model_dump()
+    return {"peft": dumped["peft"], **{section: dumped[section] for section in get_method(params.peft.method).reads}}
 
 
 def _alpha(value: float) -> int | float:

@@ -205,6 +205,9 @@ class SplitParams(Section):
     validation: float = Field(0.1, gt=0, lt=1, json_schema_extra={"allowed": "a fraction in (0, 1)"},
                               description="fractions of the source's train split, for splits it lacks")
     test: float = Field(0.1, gt=0, lt=1, json_schema_extra={"allowed": "a fraction in (0, 1)"})
+    # A small class could otherwise land mostly in one carved split (47/35/37/41 test rows
+    # of four equal classes, unstratified).
+    stratify: bool = Field(True, description="classification: carved splits keep each class's share of train")
     per_class: dict[str, Annotated[int, Field(gt=0)]] = Field(
         default_factory=dict, description="rows per class to sample, e.g. {train: 2000, test: 500} (classification)")
     on_short_class: Literal["take", "fail"] = Field(
@@ -702,6 +705,37 @@ def _check_interpolated(data: dict, path: Path) -> None:
                               f"write it{' under ' + section if section else ''}: {leaf}: {default}")
 
 
+# Words YAML 1.1 readers (PyYAML, many tools) read as booleans or null: written quoted, so
+# every reader reads the string that was meant ("no" is a class name, not false).
+_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
+
+
+def _read_alike(yaml) -> None:
+    """A writer whose output every YAML reader reads the same: YAML 1.1's boolean words quoted,
+    null written as null (not left blank)."""
+
+    def string(representer, value: str):
+        style = '"' if value.lower() in _YAML11_WORDS else None
+        return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    def null(representer, value):
+        return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+    yaml.representer.add_representer(str, string)
+    yaml.representer.add_representer(type(None), null)
+
+
+def _describes(comment, section: str | None, key: str) -> bool:
+    """Whether an end-of-line comment is the schema's description of ``section.key``."""
+    schema: Any = Params
+    for part in section.split(".") if section else []:
+        owner = getattr(schema, "model_fields", {}).get(part)
+        schema = owner.annotation if owner is not None else None
+    field = getattr(schema, "model_fields", {}).get(key)
+    text = " ".join(str(getattr(part, "value", part)) for part in (comment or []) if part is not None)
+    return bool(field is not None and field.description and field.description in text)
+
+
 def write_params(path: Path, changes: dict) -> Path | None:
     """Set ``changes`` ({section: {key: value}}, or {key: value} at the top) in a params
     file, keeping its comments and every other key (the schema's defaults where there is no
@@ -712,6 +746,7 @@ def write_params(path: Path, changes: dict) -> Path | None:
     from ruamel.yaml import YAML
 
     yaml = YAML()  # round trip: comments and key order stay
+    _read_alike(yaml)
     old = path.read_text() if path.exists() else None
     document = None
     if old is not None:
@@ -720,18 +755,18 @@ def write_params(path: Path, changes: dict) -> Path | None:
     if not isinstance(document, dict):
         document = Params().model_dump()
 
-    def put(mapping, key, value) -> None:
+    def put(mapping, key, value, section: str | None = None) -> None:
+        if isinstance(value, dict) and value and isinstance(mapping.get(key), dict):
+            for inner, setting in value.items():  # a nested mapping is edited in place: its comments stay
+                put(mapping[key], inner, setting, f"{section}.{key}" if section else key)
+            return
         mapping[key] = value
-        comments = getattr(mapping, "ca", None)  # a comment about the old value would now mislead
-        if comments is not None and key in comments.items:
-            del comments.items[key]
+        comments = getattr(mapping, "ca", None)  # a comment about the old value would now mislead,
+        if comments is not None and key in comments.items and not _describes(comments.items[key], section, key):
+            del comments.items[key]  # but the schema's description of the key stays
 
     for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(document.get(key), dict):
-            for inner, setting in value.items():
-                put(document[key], inner, setting)
-        else:
-            put(document, key, value)
+        put(document, key, value)
     text = io.StringIO()
     yaml.dump(document, text)
     parse_params(YAML(typ="safe", pure=True).load(text.getvalue()), str(path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from peftpipe import quiet
 from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained, read_trained_info
 from peftpipe.errors import ModelError
 from peftpipe.models import inspect_model_folder
@@ -95,6 +96,7 @@ class Predictor:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        quiet.install()
         self.folder, self.backend, self.task = folder, backend, served_task(folder)
         problem = self.task.serving_input_problem([], backend)
         if problem:

@@ -16,7 +16,12 @@ def make_splits(raw: dict[str, pd.DataFrame], split: SplitParams) -> dict[str, p
     rng = np.random.default_rng(split.seed)
     train = raw["train"]
     missing = [name for name in ("validation", "test") if name not in raw]
-    order = _group_order(train, rng) if "group" in train else rng.permutation(len(train))
+    if "group" in train:
+        order = _group_order(train, rng)
+    elif split.stratify and "label" in train:
+        order = _stratified_order(train["label"].to_numpy(), rng)
+    else:
+        order = rng.permutation(len(train))
     result = {name: raw[name].reset_index(drop=True) for name in raw if name in SPLITS}
     start = 0
     for name in missing:
@@ -32,6 +37,19 @@ def make_splits(raw: dict[str, pd.DataFrame], split: SplitParams) -> dict[str, p
         if result[name].empty:
             raise DataError(f"split '{name}' is empty ({len(train)} train rows to carve from)")
     return result
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A seeded order in which every stretch holds each class in its share of the whole: each
+    class's rows, shuffled, are spread evenly over [0, 1) (row j of n at (j + u) / n, u a
+    random offset per class) and the order sorts by that position. Carving the first 10%
+    then takes 10% of every class (rounded), as scikit-learn's stratified split does."""
+    position = np.empty(len(labels))
+    for name in sorted(set(labels.tolist()), key=str):
+        rows = np.flatnonzero(labels == name)
+        rows = rows[rng.permutation(len(rows))]
+        position[rows] = (np.arange(len(rows)) + rng.random()) / len(rows)
+    return np.lexsort((rng.random(len(labels)), position))
 
 
 def balance_per_class(splits: dict[str, pd.DataFrame], split: SplitParams) -> tuple[dict[str, pd.DataFrame], dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from peftpipe import hub
+from peftpipe import hub, quiet
 from peftpipe.errors import PeftpipeError, os_error_line
 from peftpipe.limits import one_line
 from peftpipe.params import Params, load_params
@@ -30,6 +30,7 @@ def configure_runtime(params: Params) -> None:
     elif hub.go_offline_if_unreachable():
         print(f"stage: the hub ({hub.endpoint()}) cannot be reached: only cached models and data sets will load",
               file=sys.stderr)
+    quiet.install()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     # The "newly initialized: classifier" load report is expected for a new head.
