@@ -150,3 +150,19 @@ def test_accelerate_configs_load_and_the_default_launcher_is_python():
     train = PIPELINE["train"]
     assert train["cmd"].startswith("${train.launcher} stages/train.py ") and "accelerate" in train["deps"]
     assert PARAMS["train"]["launcher"] == "python"
+
+
+def test_the_exported_model_is_a_registered_dvc_artifact(monkeypatch):
+    """DVC's model registry reads the export from dvc.yaml's artifacts: (dvc artifacts get,
+    registry tools), and `peftpipe serve --model NAME=artifact:peftpipe-model` resolves it."""
+    from dvc.repo import Repo
+
+    from peftpipe.server import parse_models
+
+    monkeypatch.chdir(ROOT)
+    with Repo(str(ROOT)) as repo:
+        declared = {name: spec for found in repo.artifacts.read().values() for name, spec in found.items()}
+    model = declared["peftpipe-model"]
+    assert model.type == "model" and model.path == "models/export" and model.desc
+    assert "models/export" in PIPELINE["export"]["outs"]
+    assert parse_models(("ner=artifact:peftpipe-model",)) == {"ner": Path("models/export")}

@@ -13,6 +13,8 @@ LOGGED = [
     # The transformers pipeline checks the model's class against its own list and logs the
     # whole list (4.7 KB) when it meets peftpipe's ONNX Runtime wrapper, which works.
     ("transformers.pipelines.base", "'OnnxClassifier' is not supported for"),
+    # ONNX Runtime's int8 quantizer logs to the root logger; the export checks int8 by agreement.
+    ("", "Please consider to run pre-processing before quantization"),
 ]
 # (warning category, start of the message)
 WARNED = [

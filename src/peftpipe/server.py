@@ -264,8 +264,28 @@ def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
     return served
 
 
+ARTIFACT = "artifact:"
+
+
+def artifact_path(name: str) -> Path:
+    """The folder dvc.yaml's ``artifacts:`` declares under ``name`` (DVC's model registry)."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(".") as repo:
+            declared = {artifact: spec for found in repo.artifacts.read().values()
+                        for artifact, spec in found.items()}
+    except Exception as err:  # not a DVC project, or a dvc.yaml DVC cannot read
+        raise InputError(f"--model {ARTIFACT}{name}: cannot read dvc.yaml's artifacts ({type(err).__name__})") from None
+    if name not in declared:
+        raise InputError(f"--model {ARTIFACT}{name}: no such artifact in dvc.yaml; declared: "
+                         f"{', '.join(declared) or 'none'}")
+    return Path(declared[name].path)
+
+
 def parse_models(values: tuple[str, ...], default: Path = Path("models/export")) -> dict[str, Path]:
-    """``--model NAME=FOLDER`` options (a bare FOLDER is named after its folder)."""
+    """``--model NAME=FOLDER`` options (a bare FOLDER is named after its folder; FOLDER may be
+    ``artifact:NAME``, an artifact dvc.yaml declares)."""
     if not values:
         return {"default": default}
     found: dict[str, Path] = {}
@@ -275,7 +295,7 @@ def parse_models(values: tuple[str, ...], default: Path = Path("models/export"))
             raise InputError(f"--model {value!r}: expected NAME=FOLDER")
         if name in found:
             raise InputError(f"--model {value!r}: the name {name!r} is given twice")
-        found[name] = Path(folder)
+        found[name] = artifact_path(folder[len(ARTIFACT):]) if folder.startswith(ARTIFACT) else Path(folder)
     return found
 
 
