@@ -250,3 +250,47 @@ def test_the_page_highlights_entities_in_a_real_browser(exported):
         browser.quit()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory, tiny_model_dir) -> list[Path]:
+    """Two LoRA adapters of the tiny model (biases frozen, different seeds), as the train stage saves them."""
+    import shutil
+
+    folder = write_tiny_recipe(tmp_path_factory.mktemp("adapters"), tiny_model_dir)
+    before = Path.cwd()
+    os.chdir(folder)
+    found = []
+    try:
+        for seed in (1, 2):
+            write_params(folder / "params.yaml", {"seed": seed, "lora": {"bias": "none"}, "train": {"max_steps": 30}})
+            for name in ("download", "split", "tokenize_align", "train"):
+                run_stage(name)
+            found.append(Path(shutil.copytree(folder / "models/adapter", folder / f"adapter-{seed}")))
+    finally:
+        os.chdir(before)
+    return found
+
+
+def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapters):
+    from peftpipe import server
+    from peftpipe.serving import Predictor
+
+    together = server.load({"one": two_adapters[0], "two": two_adapters[1]}, "torch")
+    one, two = together["one"].predictor, together["two"].predictor
+    assert one.model is two.model and set(one.model.peft_config) == {"one", "two"}  # one base in memory
+    assert together["one"].base == together["two"].base  # and one worker thread for both
+    alone = [Predictor(folder) for folder in two_adapters]
+    expected = [predictor(TEXTS) for predictor in alone]
+    assert expected[0] != expected[1], "two adapters that answer alike would not show a wrong switch"
+    for _ in range(2):  # in turn: each call selects its own adapter
+        assert one(TEXTS) == expected[0] and two(TEXTS) == expected[1]
+
+
+def test_adapters_that_trained_biases_each_get_their_own_base(exported):
+    from peftpipe import server
+
+    adapter = exported.parent / "adapter"  # lora.bias: all (the default)
+    together = server.load({"one": adapter, "two": adapter}, "torch")
+    assert together["one"].predictor.model is not together["two"].predictor.model
+    assert together["one"].predictor(TEXTS[:2]) == together["two"].predictor(TEXTS[:2])

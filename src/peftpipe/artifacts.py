@@ -97,11 +97,12 @@ def read_trained_info(folder: Path) -> TrainedInfo:
         raise ModelError(f"{path}: {where}: {first['msg']}; export the model again (dvc repro export)") from None
 
 
-def load_trained(folder: str | Path, quantized: bool = True):
+def load_trained(folder: str | Path, quantized: bool = True, adapter_name: str = "default"):
     """(model, tokenizer, info) for an adapter folder written by ``save_trained``.
 
     A qlora adapter goes onto its 4-bit base, as trained; ``quantized=False`` puts it on a
-    full-precision base instead (what export merges into).
+    full-precision base instead (what export merges into). ``adapter_name``: the name peft
+    keeps it under (serving puts several adapters on one base).
     """
     from transformers import AutoTokenizer
 
@@ -122,5 +123,5 @@ def load_trained(folder: str | Path, quantized: bool = True):
         quantization = info.quantization if quantized else None
         base = load_task_model(task, resolve_model(info.model), info.labels, tokenizer, info.model.revision,
                                quantization)
-        model = info.method.prepare(PeftModel.from_pretrained(base, str(folder)), task)
+        model = info.method.prepare(PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name), task)
     return model, tokenizer, info

@@ -57,6 +57,7 @@ class Served:
     predictor: Any  # serving.Predictor (or anything answering a list of texts)
     card: dict
     batcher: Batcher | None = None
+    base: Any = None  # models with one base share its worker thread: one adapter active at a time
 
 
 @dataclass
@@ -157,8 +158,11 @@ def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str 
 
     @asynccontextmanager
     async def lifespan(app):
+        workers: dict = {}
         for model in served.values():
-            model.batcher = Batcher(model.predictor, max_batch, max_wait_ms)
+            worker = workers.setdefault(model.base if model.base is not None else model.name,
+                                        ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model"))
+            model.batcher = Batcher(model.predictor, max_batch, max_wait_ms, executor=worker)
             model.batcher.start()
         app.state.ready = True
         yield
@@ -255,12 +259,19 @@ def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
     one-line error (never a half-up server)."""
     from peftpipe.serving import Predictor
 
-    served = {}
+    served, bases = {}, {}
     for name, folder in models.items():
         try:
-            served[name] = Served(name, Predictor(folder, backend), model_card(name, Path(folder)))
+            key = Predictor.base_key(Path(folder), backend)
+            if key is not None and key in bases:  # another adapter of a base already loaded: share it
+                predictor = bases[key].sharing(Path(folder), name)
+            else:
+                predictor = Predictor(folder, backend, adapter_name=name)
+                if key is not None:
+                    bases[key] = predictor
         except (InputError, ModelError) as err:
             raise ModelError(f"--model {name}={folder}: {err}") from None
+        served[name] = Served(name, predictor, model_card(name, Path(folder)), base=key or name)
     return served
 
 

@@ -3,6 +3,7 @@ for generation; what `peftpipe predict` and the export stage's pipeline check us
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def served_task(folder: Path) -> Task:
     return task_for_architecture(architectures[0])
 
 
-def inference_pipeline(folder: Path, backend: str = "torch"):
+def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str = "default"):
     """The transformers pipeline for an exported classification model; a prompt-method
     adapter goes onto its base model first. ``backend`` onnx or int8: the exported ONNX
     graph runs the model, through ONNX Runtime."""
@@ -37,7 +38,7 @@ def inference_pipeline(folder: Path, backend: str = "torch"):
         if (folder / TRAINED_INFO_FILE).exists():
             tokenizer.model_max_length = read_trained_info(folder).model.max_length
     elif (folder / TRAINED_INFO_FILE).exists():
-        model, tokenizer, info = load_trained(folder)
+        model, tokenizer, info = load_trained(folder, adapter_name=adapter_name)
         # Windows of the length the model was trained on, not the architecture's limit.
         tokenizer.model_max_length = info.model.max_length
     task = served_task(folder)
@@ -87,7 +88,7 @@ class Predictor:
     once and `peftpipe serve` keeps loaded. What differs by task is the task's (answer,
     pipeline options, input problems)."""
 
-    def __init__(self, folder: Path, backend: str = "torch"):
+    def __init__(self, folder: Path, backend: str = "torch", adapter_name: str = "default"):
         folder = Path(folder)
         if not exported(folder):
             raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
@@ -101,10 +102,39 @@ class Predictor:
         problem = self.task.serving_input_problem([], backend)
         if problem:
             raise ModelError(f"{folder}: {problem}")
+        self.adapter, self.shared = adapter_name, False
         if self.task.writes_labels:
-            self.model, self.tokenizer, self.info = load_trained(folder)
+            self.model, self.tokenizer, self.info = load_trained(folder, adapter_name=adapter_name)
         else:
-            self.classify = inference_pipeline(folder, backend)
+            self.classify = inference_pipeline(folder, backend, adapter_name)
+            self.model = self.classify.model
+
+    @staticmethod
+    def base_key(folder: Path, backend: str) -> tuple | None:
+        """What a trained adapter folder needs of its base (model, revision, task, labels,
+        4-bit or not): adapters with the same key can share one copy of the base. None for
+        a plain (merged) model or an ONNX graph."""
+        folder = Path(folder)
+        if backend != "torch" or not (folder / "adapter_config.json").exists() or \
+                not (folder / TRAINED_INFO_FILE).exists():
+            return None
+        # An adapter that trained biases (lora.bias all or lora_only) changed the base's own
+        # bias vectors: peft keeps one such adapter per model, so it gets a base of its own.
+        if json.loads((folder / "adapter_config.json").read_text()).get("bias", "none") != "none":
+            return None
+        info = read_trained_info(folder)
+        return (info.task, info.model.source, info.model.name, info.model.revision, tuple(info.labels),
+                info.method.quantized, info.method.name)
+
+    def sharing(self, folder: Path, adapter_name: str) -> Predictor:
+        """Another adapter of the same base, loaded onto this predictor's model under
+        ``adapter_name``: one copy of the base in memory; each call selects its adapter."""
+        self.model.load_adapter(str(folder), adapter_name=adapter_name)
+        self.shared = True
+        other = object.__new__(Predictor)
+        other.__dict__.update(self.__dict__)
+        other.folder, other.adapter = Path(folder), adapter_name
+        return other
 
     def input_problem(self, texts: list) -> str | None:
         return self.task.serving_input_problem(texts, self.backend)
@@ -115,6 +145,8 @@ class Predictor:
             raise ModelError(f"{self.folder}: {problem}")
         if not texts:
             return []
+        if self.shared and self.model.active_adapter != self.adapter:
+            self.model.set_adapter(self.adapter)  # a base shared by several adapters: this call's
         if self.task.writes_labels:
             written = generation.write_labels(self.model, self.tokenizer, texts, self.info.labels,
                                               self.info.model.max_length, batch_size)
