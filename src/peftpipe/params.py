@@ -725,12 +725,17 @@ def _read_alike(yaml) -> None:
     yaml.representer.add_representer(type(None), null)
 
 
+def _schema_at(path: str) -> type[BaseModel] | None:
+    """The schema section at a dotted path (``data.columns``), or None where the value there is
+    not a section (a mapping of the user's own, like tune.space or data.files)."""
+    field = _field_at(path.split(".")) if path else None
+    schema = field.annotation if field is not None else Params if not path else None
+    return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+
+
 def _describes(comment, section: str | None, key: str) -> bool:
     """Whether an end-of-line comment is the schema's description of ``section.key``."""
-    schema: Any = Params
-    for part in section.split(".") if section else []:
-        owner = getattr(schema, "model_fields", {}).get(part)
-        schema = owner.annotation if owner is not None else None
+    schema = _schema_at(section) if section else Params
     field = getattr(schema, "model_fields", {}).get(key)
     text = " ".join(str(getattr(part, "value", part)) for part in (comment or []) if part is not None)
     return bool(field is not None and field.description and field.description in text)
@@ -756,8 +761,9 @@ def write_params(path: Path, changes: dict) -> Path | None:
         document = Params().model_dump()
 
     def put(mapping, key, value, section: str | None = None) -> None:
-        if isinstance(value, dict) and value and isinstance(mapping.get(key), dict):
-            for inner, setting in value.items():  # a nested mapping is edited in place: its comments stay
+        path = f"{section}.{key}" if section else key
+        if isinstance(value, dict) and value and isinstance(mapping.get(key), dict) and _schema_at(path) is not None:
+            for inner, setting in value.items():  # a section is edited in place: its comments stay
                 put(mapping[key], inner, setting, f"{section}.{key}" if section else key)
             return
         mapping[key] = value
