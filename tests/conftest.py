@@ -16,6 +16,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The package under test is this tree's src/: a copy of the tree (mutmut's mutants/) tests its
+# own copy, not the editable install's. In the checkout itself both are the same folder.
+sys.path.insert(0, str(ROOT / "src"))
+if "peftpipe" in sys.modules and not Path(sys.modules["peftpipe"].__file__).resolve().is_relative_to(ROOT / "src"):
+    for _name in [m for m in sys.modules if m == "peftpipe" or m.startswith("peftpipe.")]:
+        del sys.modules[_name]  # imported from another tree before the tests started: take this one's
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
 WORDS = ("alice bob carol paris london berlin acme globex initech visited works at in the "

@@ -1,0 +1,122 @@
+"""The pieces of `peftpipe compare` and of the intervals, one by one, at their edges: what
+mutation testing (TESTING.md) found no test looked at."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from peftpipe import intervals
+from peftpipe.compare import Difference, Meaning, Predictions, _signed, check_paired, compare, holm
+from peftpipe.errors import InputError
+
+
+@pytest.mark.parametrize("p, adjusted, diff, verdict", [
+    (0.01, None, 0.2, "B better"), (0.01, None, -0.2, "A better"), (0.01, 0.2, 0.2, "no significant difference"),
+    (0.2, 0.01, -0.1, "A better"), (0.05, None, 0.3, "no significant difference"),
+    (0.049, 0.049, 0.3, "B better"),
+])
+def test_the_verdict_reads_the_adjusted_p_value_at_the_level(p, adjusted, diff, verdict):
+    assert Difference("f1", 0.5, 0.5 + diff, -1, 1, p, adjusted).verdict() == verdict
+
+
+def test_holm_caps_at_one_and_keeps_four_decimals():
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    assert holm([0.012345]) == [0.0123]
+    assert holm([0.04, 0.01, 0.03]) == [0.06, 0.03, 0.06]
+    assert holm([]) == []
+
+
+@pytest.mark.parametrize("value, shown", [(-0.00001, "+0.0000"), (0.0, "+0.0000"), (0.12344, "+0.1234"),
+                                          (-0.5, "-0.5000"), (0.00005, "+0.0001")])
+def test_signed_numbers_never_show_a_negative_zero(value, shown):
+    assert _signed(value) == shown
+
+
+def classes(gold, predicted, labels=("neg", "pos")):
+    return Predictions([{"text": str(i), "gold": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))],
+                       Meaning("sequence_classification", tuple(labels)))
+
+
+def test_paired_runs_must_share_rows_task_and_labels():
+    a = classes(["neg", "pos"], ["neg", "pos"])
+    with pytest.raises(InputError, match=r"A: sequence_classification, labels \['neg', 'pos'\]; "
+                                         r"B: sequence_classification, labels \['pos', 'neg'\]"):
+        check_paired(a, classes(["neg", "pos"], ["neg", "pos"], labels=("pos", "neg")))
+    with pytest.raises(InputError, match=r"gold labels \['maybe'\] are not in the predictions' labels \['neg', 'pos'\]"):
+        compare(classes(["neg", "maybe"], ["neg", "pos"]), classes(["neg", "maybe"], ["pos", "pos"]))
+
+
+def test_compare_bootstraps_both_runs_on_the_same_rows_with_its_seed_and_resamples():
+    rng = random.Random(3)
+    gold = [rng.choice(["neg", "pos"]) for _ in range(120)]
+    a_pred = [g if rng.random() > 0.3 else rng.choice(["neg", "pos"]) for g in gold]
+    b_pred = [g if rng.random() > 0.2 else rng.choice(["neg", "pos"]) for g in gold]
+    a, b = classes(gold, a_pred), classes(gold, b_pred)
+    found = {d.metric: d for d in compare(a, b, seed=5, resamples=300, permutations=300)}
+    ca = intervals.class_counts(gold, a_pred, ["neg", "pos"])
+    cb = intervals.class_counts(gold, b_pred, ["neg", "pos"])
+    both = {**{("a", k): v for k, v in ca.items()}, **{("b", k): v for k, v in cb.items()}}
+
+    def difference(sums):
+        sa = intervals.class_scores({k: sums[("a", k)] for k in ca}, 1)
+        sb = intervals.class_scores({k: sums[("b", k)] for k in cb}, 1)
+        return {name: sb[name] - sa[name] for name in sa}
+
+    expected = intervals.bootstrap(both, difference, 5, 300)
+    for name, d in found.items():
+        assert [d.low, d.high] == expected[name], name
+        point_a = intervals.class_scores({k: v.sum(axis=0) for k, v in ca.items()}, 1)[name]
+        point_b = intervals.class_scores({k: v.sum(axis=0) for k, v in cb.items()}, 1)[name]
+        assert (d.a, d.b) == (round(float(point_a), 4), round(float(point_b), 4))
+    assert compare(a, b, seed=6, resamples=300, permutations=300)[0].low != found["accuracy"].low or \
+        compare(a, b, seed=6, resamples=300, permutations=300)[0].high != found["accuracy"].high
+
+
+def test_the_randomisation_p_value_matches_the_exact_one_on_a_small_set():
+    """8 rows: every one of the 2^8 ways to swap the two runs' predictions, enumerated; the
+    approximate p-value (10,000 random swaps) lands within sampling error of the exact one."""
+    gold = ["pos", "neg", "pos", "pos", "neg", "pos", "neg", "neg"]
+    a_pred = ["neg", "neg", "neg", "pos", "pos", "pos", "pos", "neg"]
+    b_pred = ["pos", "neg", "pos", "pos", "neg", "neg", "neg", "neg"]
+    observed = abs(np.mean([g == p for g, p in zip(gold, b_pred)]) - np.mean([g == p for g, p in zip(gold, a_pred)]))
+    extreme = 0
+    for swaps in itertools.product([0, 1], repeat=8):
+        sa = [b if s else a for a, b, s in zip(a_pred, b_pred, swaps)]
+        sb = [a if s else b for a, b, s in zip(a_pred, b_pred, swaps)]
+        diff = abs(np.mean([g == p for g, p in zip(gold, sb)]) - np.mean([g == p for g, p in zip(gold, sa)]))
+        extreme += diff >= observed - 1e-12
+    exact = extreme / 256
+    approximate = next(d for d in compare(classes(gold, a_pred), classes(gold, b_pred), resamples=200,
+                                          permutations=10_000) if d.metric == "accuracy")
+    assert approximate.p_value == pytest.approx(exact, abs=0.02)
+
+
+def test_entity_scores_at_their_edges():
+    sums = {"tp": np.array([1, 0, 0, 2]), "fp": np.array([2, 0, 3, 0]), "fn": np.array([0, 0, 1, 2]),
+            "right": np.array([5, 4, 0, 3]), "words": np.array([6, 4, 0, 4])}
+    found = intervals.entity_scores(sums)
+    assert found["precision"].tolist() == [1 / 3, 0.0, 0.0, 1.0]  # more wrong than right; none predicted
+    assert found["recall"].tolist() == [1.0, 0.0, 0.0, 0.5]
+    assert found["f1"].tolist() == pytest.approx([0.5, 0.0, 0.0, 2 / 3])
+    assert found["accuracy"].tolist() == [5 / 6, 1.0, 0.0, 0.75]
+    assert all(np.asarray(v).dtype.kind == "f" for v in found.values())
+    with np.errstate(all="raise"):  # no division by zero escapes as a warning or an error
+        intervals.entity_scores(sums)
+
+
+def test_class_scores_at_their_edges():
+    # Two classes, the second the positive one; a class never predicted and one never in gold.
+    sums = {"hit": np.array([3, 0]), "gold": np.array([3, 2]), "predicted": np.array([5, 0])}
+    found = intervals.class_scores(sums, positive=1)
+    assert found["accuracy"] == 0.6 and found["balanced_accuracy"] == 0.5
+    assert found["f1"] == 0.0 and found["macro_f1"] == pytest.approx(0.375)
+    assert intervals.class_scores(sums, positive=0)["f1"] == pytest.approx(0.75)
+    assert intervals.class_scores(sums, positive=None)["f1"] == pytest.approx(0.375)
+    absent = {"hit": np.array([2, 0]), "gold": np.array([2, 0]), "predicted": np.array([2, 0])}
+    assert intervals.class_scores(absent, None)["balanced_accuracy"] == 1.0  # only classes present in gold
+    with np.errstate(all="raise"):
+        intervals.class_scores(absent, None)
