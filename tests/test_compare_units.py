@@ -120,3 +120,62 @@ def test_class_scores_at_their_edges():
     assert intervals.class_scores(absent, None)["balanced_accuracy"] == 1.0  # only classes present in gold
     with np.errstate(all="raise"):
         intervals.class_scores(absent, None)
+
+
+def test_scores_with_single_counts_and_a_prediction_outside_the_labels():
+    # Exactly one gold entity, one predicted, one word: the thresholds are > 0, not > 1.
+    one = {"tp": np.array([1]), "fp": np.array([0]), "fn": np.array([0]), "right": np.array([1]),
+           "words": np.array([1])}
+    assert {k: v.tolist() for k, v in intervals.entity_scores(one).items()} == {
+        "precision": [1.0], "recall": [1.0], "f1": [1.0], "accuracy": [1.0]}
+    missed = {"tp": np.array([0]), "fp": np.array([0]), "fn": np.array([1]), "right": np.array([0]),
+              "words": np.array([1])}
+    assert intervals.entity_scores(missed)["f1"].tolist() == [0.0]
+    single = {"hit": np.array([1, 0]), "gold": np.array([1, 0]), "predicted": np.array([1, 0])}
+    found = intervals.class_scores(single, positive=0)
+    assert (found["accuracy"], found["balanced_accuracy"], found["f1"]) == (1.0, 1.0, 1.0)
+    # A prediction that is no label at all (generation writes one) counts for no class.
+    counts = intervals.class_counts(["a", "b"], ["a", "zebra"], ["a", "b"])
+    assert counts["predicted"].tolist() == [[1, 0], [0, 0]] and counts["hit"].tolist() == [[1, 0], [0, 0]]
+    assert all(v.dtype == np.int64 for v in counts.values())
+
+
+def test_table_lines_as_printed():
+    from peftpipe.compare import table
+
+    lines = table("A1", "B1", [Difference("precision", 0.5, 0.6, 0.01, 0.2, 0.01, 0.02),
+                               Difference("f1", 0.5, 0.4, -0.2, 0.1, 0.5, 0.5)], 12, "later").splitlines()
+    assert lines == [
+        "A = A1, B = B1: 12 rows of the 'later' set, paired (bootstrap 95% interval of B - A; approximate "
+        "randomisation p-value)",
+        "metric                    A        B    B - A  95% interval              p   p adj  verdict",
+        "f1 (primary)         0.5000   0.4000  -0.1000  [-0.2000, +0.1000]  0.5000  0.5000  no significant difference",
+        "precision            0.5000   0.6000  +0.1000  [+0.0100, +0.2000]  0.0100  0.0200  B better",
+        "The verdict reads f1 as it is and the 1 other metrics' p-values adjusted together (Holm), so testing them "
+        "all does not multiply false findings."]
+
+
+def test_reading_predictions_files(tmp_path):
+    from peftpipe.compare import Meaning, predictions_path, read_rows, rows_digest
+
+    assert read_rows('{"gold": 1, "predicted": 1}\n\n{"gold": 2, "predicted": 1}\n', "f") == [
+        {"gold": 1, "predicted": 1}, {"gold": 2, "predicted": 1}]
+    with pytest.raises(InputError, match=r"^f: line 2: not valid JSON \(Expecting value\)$"):
+        read_rows('{"gold": 1, "predicted": 1}\nnope\n', "f")
+    with pytest.raises(InputError, match=r"^f: not a predictions file \(rows with 'gold' and 'predicted'\)$"):
+        read_rows('{"gold": 1}\n', "f")
+    with pytest.raises(InputError, match="not a predictions file"):
+        read_rows("\n", "f")
+    assert predictions_path() == "data/predictions/test.jsonl"
+    assert predictions_path("later_2") == "data/predictions/later_2.jsonl"
+    with pytest.raises(InputError, match=r"^--set '\.\./x': expected test or a name from eval\.extra$"):
+        predictions_path("../x")
+    assert Meaning.parse('{"task": "generation", "labels": ["a"]}', "m") == Meaning("generation", ("a",))
+    with pytest.raises(InputError, match=r"^m: 'task' must be a name and 'labels' a list of class names$"):
+        Meaning.parse('{"task": "generation", "labels": [1]}', "m")
+    with pytest.raises(InputError, match=r"^m: not a predictions description"):
+        Meaning.parse('{"task": "generation"}', "m")
+    same = rows_digest([{"text": "a", "gold": "x", "predicted": "y"}])
+    assert same == rows_digest([{"text": "a", "gold": "x", "predicted": "z"}])  # the predictions do not count
+    assert same != rows_digest([{"text": "b", "gold": "x", "predicted": "y"}])
+    assert same != rows_digest([{"text": "a", "gold": "w", "predicted": "y"}])

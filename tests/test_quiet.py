@@ -1,0 +1,60 @@
+"""Quiet by default: a normal run prints our progress and results, not library noise. The
+stages and predict (each backend) run as a user runs them, in their own processes, on a
+tiny classifier; any warning or known library message outside a short allow-list fails."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, stage_args, venv_env, write_jsonl
+
+from peftpipe.params import write_params
+
+PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
+# What a library may still say, and why it is kept.
+ALLOWED = [
+    re.compile(r"^Loading weights"),  # transformers' load bar: progress, on a terminal only
+    re.compile(r"^(predict|generate) \(batches"),  # our own progress lines
+]
+NOISE = re.compile(r"Warning\b|warnings\.warn|is not supported for|Please consider|deprecated|FutureWarning", re.I)
+
+
+OURS = re.compile(r"^(download|split|tokenize|baseline|settings|train|evaluate|export|note): ")  # our own warnings
+
+
+def noise(output: str) -> list[str]:
+    return [line for line in output.splitlines()
+            if NOISE.search(line) and not OURS.match(line) and not any(a.search(line) for a in ALLOWED)]
+
+
+@pytest.mark.slow
+def test_train_evaluate_export_and_predict_print_no_library_noise(tmp_path, tiny_model_dir):
+    rows = [{"text": f"{'alice bob' if i % 2 else 'paris london'} the city", "label": ["place", "person"][i % 2]}
+            for i in range(48)]
+    write_jsonl(tmp_path / "corpus/train.jsonl", rows)
+    write_jsonl(tmp_path / "corpus/test.jsonl", rows[:12])
+    write_params(tmp_path / "params.yaml", {
+        "task": {"kind": "sequence_classification"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
+                 "columns": {"text": "text", "label": "label"}},
+        "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 16},
+        "train": {"max_steps": 10, "batch_size": 16, "checkpoint_steps": 0}})
+    heard = {}
+    for name in ("download", "split", "tokenize_align", "baseline", "settings", "train", "evaluate", "export"):
+        done = subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *stage_args(name)], cwd=tmp_path,
+                              env=venv_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        heard[name] = noise(done.stdout + done.stderr)
+    for backend in ("torch", "onnx", "int8"):
+        done = subprocess.run([PEFTPIPE, "predict", "--backend", backend, "alice bob the city"], cwd=tmp_path,
+                              env=venv_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        heard[f"predict {backend}"] = noise(done.stdout + done.stderr)
+        # A classifier's answer and nothing else: label, score, text.
+        assert [line.split("\t")[2] for line in done.stdout.splitlines()] == ["alice bob the city"], done.stdout
+        assert done.stderr.strip() == "", done.stderr
+    assert {where: lines for where, lines in heard.items() if lines} == {}
