@@ -115,6 +115,23 @@ def write_tiny_recipe(folder: Path, model_dir: Path) -> Path:
     return folder
 
 
+def write_tiny_classifier(folder: Path, model_dir: Path) -> Path:
+    """A two-class text classification project (people or places) for the tiny model."""
+    from peftpipe.params import write_params
+
+    rows = [{"text": f"{'alice bob' if i % 2 else 'paris london'} the city", "label": ["place", "person"][i % 2]}
+            for i in range(48)]
+    write_jsonl(folder / "corpus/train.jsonl", rows)
+    write_jsonl(folder / "corpus/test.jsonl", rows[:12])
+    write_params(folder / "params.yaml", {
+        "task": {"kind": "sequence_classification"},
+        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
+                 "columns": {"text": "text", "label": "label"}},
+        "model": {"source": "local", "name": str(model_dir), "max_length": 16},
+        "train": {"max_steps": 10, "batch_size": 16, "checkpoint_steps": 0}})
+    return folder
+
+
 @pytest.fixture
 def tiny_project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     """A project folder with params.yaml for the tiny model and local jsonl data; cwd set there."""

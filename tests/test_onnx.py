@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_stage, write_jsonl
+from conftest import run_stage, write_tiny_classifier
 
 from peftpipe import onnx_backend, serving
 from peftpipe.cli import main
@@ -100,16 +100,7 @@ def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypa
 
 
 def test_sequence_classifier_serves_through_onnx(tmp_path, tiny_model_dir, monkeypatch):
-    rows = [{"text": f"{'alice bob' if i % 2 else 'paris london'} the city", "label": ["place", "person"][i % 2]}
-            for i in range(48)]
-    write_jsonl(tmp_path / "corpus/train.jsonl", rows)
-    write_jsonl(tmp_path / "corpus/test.jsonl", rows[:12])
-    write_params(tmp_path / "params.yaml", {
-        "task": {"kind": "sequence_classification"},
-        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
-                 "columns": {"text": "text", "label": "label"}},
-        "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 16},
-        "train": {"max_steps": 10, "batch_size": 16, "checkpoint_steps": 0}})
+    write_tiny_classifier(tmp_path, tiny_model_dir)
     monkeypatch.chdir(tmp_path)
     for name in STAGES:
         run_stage(name)

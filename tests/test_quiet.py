@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, stage_args, venv_env, write_jsonl
-
-from peftpipe.params import write_params
+from conftest import ROOT, stage_args, venv_env, write_tiny_classifier
 
 PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
 # What a library may still say, and why it is kept.
@@ -33,16 +31,7 @@ def noise(output: str) -> list[str]:
 
 @pytest.mark.slow
 def test_train_evaluate_export_and_predict_print_no_library_noise(tmp_path, tiny_model_dir):
-    rows = [{"text": f"{'alice bob' if i % 2 else 'paris london'} the city", "label": ["place", "person"][i % 2]}
-            for i in range(48)]
-    write_jsonl(tmp_path / "corpus/train.jsonl", rows)
-    write_jsonl(tmp_path / "corpus/test.jsonl", rows[:12])
-    write_params(tmp_path / "params.yaml", {
-        "task": {"kind": "sequence_classification"},
-        "data": {"source": "local", "name": None, "files": {"train": "corpus/train.jsonl", "test": "corpus/test.jsonl"},
-                 "columns": {"text": "text", "label": "label"}},
-        "model": {"source": "local", "name": str(tiny_model_dir), "max_length": 16},
-        "train": {"max_steps": 10, "batch_size": 16, "checkpoint_steps": 0}})
+    write_tiny_classifier(tmp_path, tiny_model_dir)
     heard = {}
     for name in ("download", "split", "tokenize_align", "baseline", "settings", "train", "evaluate", "export"):
         done = subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *stage_args(name)], cwd=tmp_path,
