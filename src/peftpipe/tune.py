@@ -14,7 +14,9 @@ written to metrics/tune/ for `dvc plots show`.
 Workers share a study through its storage: several `peftpipe tune` processes (each in its own
 clone on one machine, or on many machines with a database URL in tune.storage) ask the same
 study for trials, and Optuna gives each trial number once. A stopped search started again
-continues the same study.
+continues the same study. Each trial records its worker (host and process id); a worker
+that starts or asks for a trial first marks FAIL the running trials of this host whose
+process is gone (a worker killed mid-trial), so the study never counts them as running.
 """
 
 from __future__ import annotations
@@ -82,6 +84,40 @@ def open_study(params: Params):
     return optuna.create_study(storage=storage_url(params.tune), study_name=study_name(params),
                                sampler=make_sampler(params.tune), pruner=make_pruner(params.tune.pruner),
                                direction="maximize", load_if_exists=True)
+
+
+def worker_identity() -> str:
+    """host:pid of this worker, recorded on each trial it runs."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphaned_trials(study) -> list[int]:
+    """Mark FAIL the running trials whose worker ran on this host and is gone; their numbers.
+    (A worker on another machine is judged by its own machine when it starts again.)"""
+    import os
+    import socket
+
+    from optuna.trial import TrialState
+
+    failed = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        failed.append(trial.number)
+    return failed
 
 
 def grid_points(space: dict[str, SearchRange]) -> list[dict]:
@@ -162,6 +198,8 @@ def search(params: Params, trials: int, timeout_minutes: float,
 
     check(params)
     study = open_study(params)
+    for number in fail_orphaned_trials(study):
+        say(f"tune: trial {number} was left running by a worker that is gone: recorded as failed")
     space = distributions(params.tune.space)
     name = study_name(params)
     started = time.monotonic()
@@ -175,7 +213,9 @@ def search(params: Params, trials: int, timeout_minutes: float,
                 say("tune: every grid point has been tried")
                 break
             study.enqueue_trial(point)
+        fail_orphaned_trials(study)
         trial = study.ask(space)
+        trial.set_user_attr("worker", worker_identity())
         values = dict(trial.params)
         experiment = experiment_name(name, trial.number)
         trial.set_user_attr("experiment", experiment)
