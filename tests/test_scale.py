@@ -4,6 +4,7 @@ that lets a second clone skip every stage, and a queued sweep. Tiny model, real 
 import json
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,34 @@ def test_train_stage_runs_on_two_cpu_processes(tiny_project):
     f1_two = read_json(tiny_project / "metrics/eval.json")["overall"]["f1"]
     assert abs(f1_two - f1_one) < 0.1, (f1_one, f1_two)
     assert not any((tiny_project / "models/checkpoints").glob("checkpoint-*"))
+
+
+def test_a_two_machine_launch_trains_as_two_processes_on_one_machine(tiny_project):
+    """accelerate launch with two machines (ranks 0 and 1 on 127.0.0.1, one process each,
+    gloo): the same steps and the same model as two processes on one machine."""
+    import socket
+
+    for name in ("download", "split", "tokenize_align"):
+        run_stage(name)
+    two = _train_with(LAUNCH_2_CPU, 4, tiny_project)
+    run_stage("evaluate")
+    local = read_json(tiny_project / "metrics/eval.json")["overall"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate/cpu-2node.yaml"),
+               "--main_process_port", str(port)]
+    script = [str(ROOT / "stages/train.py"), *stage_args("train")]
+    machines = [subprocess.Popen([*command, "--machine_rank", str(rank), *script], cwd=tiny_project, env=venv_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [machine.communicate(timeout=600) for machine in machines]
+    assert all(m.returncode == 0 for m in machines), [out[1][-2000:] for out in outputs]
+    nodes = read_json(tiny_project / "metrics/train.json")
+    assert nodes["processes"] == two["processes"] == 2 and nodes["steps"] == two["steps"]
+    assert nodes["effective_batch_size"] == two["effective_batch_size"]
+    assert nodes["train_loss"] == pytest.approx(two["train_loss"], abs=1e-4)
+    run_stage("evaluate")
+    assert read_json(tiny_project / "metrics/eval.json")["overall"]["f1"] == pytest.approx(local["f1"], abs=1e-4)
 
 
 @pytest.fixture(scope="module")
