@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from peftpipe.server import wait_until_up
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "models/export"
 MAX_REQUESTS = 1_000_000  # a bound on any one level, whatever its time
@@ -55,17 +57,11 @@ def start(kind: str, port: int) -> subprocess.Popen:
     else:
         args = [sys.executable, str(ROOT / "bench/naive_server.py"), str(EXPORT), str(port)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{kind} server exited: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{kind} server did not start")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+    except RuntimeError as err:
+        raise SystemExit(f"{kind}: {err}") from None
+    return process
 
 
 def rss_mib(pid: int) -> float:

@@ -135,18 +135,12 @@ def free_port() -> int:
 
 
 def start(args: list[str], port: int) -> subprocess.Popen:
+    from peftpipe.server import wait_until_up
+
     process = subprocess.Popen([PEFTPIPE, "serve", "--port", str(port), *args], env=venv_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not get ready")
+    wait_until_up(f"http://127.0.0.1:{port}/ready", process, 90)
+    return process
 
 
 @pytest.mark.slow

@@ -310,6 +310,27 @@ def parse_models(values: tuple[str, ...], default: Path = Path("models/export"))
     return found
 
 
+def wait_until_up(url: str, process, seconds: float = 120) -> None:
+    """Poll ``url`` until it answers 200 while ``process`` (a Popen) runs: for scripts and
+    tests that start a server. RuntimeError with the end of its stderr if it exits first,
+    or after ``seconds``."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}): {(process.stderr.read() or '')[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the server did not answer {url} within {seconds:g} s")
+
+
 def read_token(path: Path) -> str:
     """The bearer token: the file's first line (a token file, as secrets are mounted)."""
     try:
