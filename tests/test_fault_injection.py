@@ -372,3 +372,18 @@ def test_an_empty_section_means_its_defaults(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  launcher: python\neval:\nexport:\n")
     result = run([PEFTPIPE, "check"], tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_line_longer_than_the_limit_stops_naming_it(tmp_path, monkeypatch):
+    from peftpipe import limits
+    from peftpipe.errors import DataError
+    from peftpipe.sources import read_text
+
+    monkeypatch.setattr(limits, "LINE_CHARS", 50)
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "short", "label": "a"}\n' + '{"text": "' + "x" * 60 + '", "label": "b"}\n')
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2 holds 86 characters, over the 50 one line may have "
+                                        r"\(limit LINE_CHARS\)"):
+        read_text(path, "utf-8")
+    path.write_text('{"text": "short", "label": "a"}\n' * 3)
+    assert read_text(path, "utf-8").count("\n") == 3

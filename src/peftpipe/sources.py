@@ -150,9 +150,19 @@ def file_sha256(path: Path) -> str:
 
 def read_text(path: Path, encoding: str) -> str:
     """A data file's text (a UTF-8 byte-order mark dropped), or a DataError naming the line
-    with the first byte that is not ``encoding``."""
-    return decode(read_bytes(path), encoding, str(path), DataError,
+    with the first byte that is not ``encoding``, or the first line over limits.LINE_CHARS."""
+    text = decode(read_bytes(path), encoding, str(path), DataError,
                   "set data.encoding (e.g. latin-1) to the file's encoding")
+    start, number = 0, 1
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > limits.LINE_CHARS:
+            raise DataError(f"{path}: line {number} holds {end - start:,} characters, over the "
+                            f"{limits.LINE_CHARS:,} one line may have (limit LINE_CHARS): a whole file on one "
+                            f"line? (JSON lines need a newline after each record)")
+        start, number = end + 1, number + 1
+    return text
 
 
 def read_conll(path: Path, encoding: str = "utf-8", text: str | None = None) -> pd.DataFrame:
