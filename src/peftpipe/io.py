@@ -48,18 +48,24 @@ def _mode(target: Path, directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
-def _owner_alive(temporary: Path, prefix: str) -> bool:
-    """Whether the process named in a temporary's name still runs."""
-    pid = temporary.name[len(prefix):].split("-", 1)[0]
-    if not pid.isdigit():
-        return False  # an older release's name: no owner recorded
+def process_alive(pid: int) -> bool:
+    """Whether another process with this id runs on this machine (our own id: no; it can only
+    be a dead process's, reused)."""
+    if pid == os.getpid():
+        return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's live process
-    return int(pid) != os.getpid()  # our own pid: a dead run's, before this process reused it
+    return True
+
+
+def _owner_alive(temporary: Path, prefix: str) -> bool:
+    """Whether the process named in a temporary's name still runs."""
+    pid = temporary.name[len(prefix):].split("-", 1)[0]
+    return pid.isdigit() and process_alive(int(pid))  # no digits: an older release's name, no owner
 
 
 @contextlib.contextmanager
@@ -157,8 +163,8 @@ def url_problem(value: str) -> str | None:
 
 def unusable(path: Path) -> str | None:
     """Why ``path`` cannot be the file it should be, as the end of a sentence, or None."""
-    if url_problem(str(path)):
-        return url_problem(str(path))
+    if problem := url_problem(str(path)):
+        return problem
     try:
         path.stat()
     except OSError as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 # (logger, text in the message): messages that say nothing a peftpipe user can act on.
@@ -39,5 +40,5 @@ def install() -> None:
     for name, text in LOGGED:
         logging.getLogger(name).addFilter(_Drop(text))
     for category, start in WARNED:
-        warnings.filterwarnings("ignore", message=f"^{__import__('re').escape(start)}", category=category)
+        warnings.filterwarnings("ignore", message=f"^{re.escape(start)}", category=category)
     install.done = True

@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +63,17 @@ class Served:
 class _Waiting:
     texts: list
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
     """Requests to one model, run together: up to ``max_batch`` texts per model call,
     waiting at most ``max_wait_ms`` after the first for more to arrive."""
 
-    def __init__(self, predictor, max_batch: int = 32, max_wait_ms: float = 5.0, executor=None):
+    def __init__(self, predictor, max_batch: int = 32, max_wait_ms: float = 0.0, executor=None):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model")
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self.task: asyncio.Task | None = None
-        self.batches = 0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -122,7 +119,6 @@ class Batcher:
                     if not waiting.future.done():
                         waiting.future.set_exception(err)
                 continue
-            self.batches += 1
             start = 0
             for waiting in batch:
                 if not waiting.future.done():
@@ -131,22 +127,19 @@ class Batcher:
 
 
 def model_card(name: str, folder: Path) -> dict:
-    """What /v1/models says of an export: from its peftpipe.json and the metrics beside it."""
-    from peftpipe.artifacts import TRAINED_INFO_FILE
+    """What /v1/models says of an export: from its peftpipe.json (a plain transformers
+    folder has none: its name only)."""
+    from peftpipe.artifacts import TRAINED_INFO_FILE, read_trained_info
 
-    card: dict = {"name": name}
-    info_file = folder / TRAINED_INFO_FILE
-    if info_file.is_file():
-        info = json.loads(info_file.read_text())
-        card.update(task=info.get("task"), labels=info.get("labels"),
-                    method=info.get("merged_from") or info.get("peft_method"),
-                    base_model=(info.get("model") or {}).get("name"))
-        card["test"] = info.get("test")  # {metric: {value, low, high}}, from the export stage
-    return card
+    if not (folder / TRAINED_INFO_FILE).is_file():
+        return {"name": name}
+    info = read_trained_info(folder)
+    return {"name": name, "task": info.task, "labels": info.labels, "method": info.merged_from or info.peft_method,
+            "base_model": info.model.name, "test": info.test}  # test: {metric: {value, low, high}}, from export
 
 
 def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str | None = None,
-               max_batch: int = 32, max_wait_ms: float = 5.0):
+               max_batch: int = 32, max_wait_ms: float = 0.0):
     """The FastAPI application serving ``served`` (already loaded)."""
     from contextlib import asynccontextmanager
 

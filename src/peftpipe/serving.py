@@ -3,6 +3,7 @@ for generation; what `peftpipe predict` and the export stage's pipeline check us
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -24,10 +25,11 @@ def served_task(folder: Path) -> Task:
     return task_for_architecture(architectures[0])
 
 
-def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str = "default"):
+def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str = "default", task: Task | None = None):
     """The transformers pipeline for an exported classification model; a prompt-method
     adapter goes onto its base model first. ``backend`` onnx or int8: the exported ONNX
-    graph runs the model, through ONNX Runtime."""
+    graph runs the model, through ONNX Runtime. ``task``: the folder's, when the caller has
+    read it already."""
     from transformers import AutoTokenizer, pipeline
 
     model, tokenizer = str(folder), None
@@ -41,7 +43,7 @@ def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str =
         model, tokenizer, info = load_trained(folder, adapter_name=adapter_name)
         # Windows of the length the model was trained on, not the architecture's limit.
         tokenizer.model_max_length = info.model.max_length
-    task = served_task(folder)
+    task = task or served_task(folder)
     if task.writes_labels:
         raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use write_labels")
     return pipeline(task.PIPELINE_TAG, model=model, tokenizer=tokenizer, device="cpu",
@@ -106,7 +108,7 @@ class Predictor:
         if self.task.writes_labels:
             self.model, self.tokenizer, self.info = load_trained(folder, adapter_name=adapter_name)
         else:
-            self.classify = inference_pipeline(folder, backend, adapter_name)
+            self.classify = inference_pipeline(folder, backend, adapter_name, self.task)
             self.model = self.classify.model
 
     @staticmethod
@@ -131,8 +133,7 @@ class Predictor:
         ``adapter_name``: one copy of the base in memory; each call selects its adapter."""
         self.model.load_adapter(str(folder), adapter_name=adapter_name)
         self.shared = True
-        other = object.__new__(Predictor)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)  # the same model, pipeline and task; its own folder and adapter
         other.folder, other.adapter = Path(folder), adapter_name
         return other
 
@@ -152,9 +153,10 @@ class Predictor:
                                               self.info.model.max_length, batch_size)
             return [{"label": label, "score": round(p, 4)} for label, p in written]
         classify = self.classify
-        encoded = [classify.tokenizer(t["text"], t["text_pair"]) if isinstance(t, dict) else classify.tokenizer(t)
-                   for t in texts]
-        lengths = [len(e["input_ids"]) for e in encoded]
+        # Token counts: one tokenizer call for a list of texts (a pair's two texts go together).
+        encoded = [classify.tokenizer(t["text"], t["text_pair"])["input_ids"] for t in texts] \
+            if isinstance(texts[0], dict) else classify.tokenizer(texts)["input_ids"]
+        lengths = [len(ids) for ids in encoded]
         # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
         outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
             in_length_order(classify, texts, lengths, served_batch_size(self.backend, batch_size))

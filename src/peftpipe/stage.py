@@ -93,8 +93,8 @@ def unexpected(err: Exception) -> str:
     write fault (full disk, read-only, permission) as its path and what to do."""
     import traceback
 
-    if isinstance(err, OSError) and os_error_line(err):
-        return os_error_line(err)
+    if isinstance(err, OSError) and (line := os_error_line(err)):
+        return line
     if isinstance(err, MemoryError):
         return "out of memory; an input too large for this machine (see the limits in docs/troubleshooting.md)"
 

@@ -102,20 +102,15 @@ def fail_orphaned_trials(study) -> list[int]:
 
     from optuna.trial import TrialState
 
+    from peftpipe.io import process_alive
+
     failed = []
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or int(pid) == os.getpid():
+        if worker_host != host or not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's live process
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         failed.append(trial.number)
     return failed
 
