@@ -29,7 +29,7 @@ def main(params, split, tokenized, report):
         save_tokenized(datasets, labels, tmp)
     cut = {name: task.truncation(dataset) for name, dataset in datasets.items()}
     if all(cut.values()):
-        write_metrics(report, cut, params.seed)
+        write_metrics(report, cut)  # tokenizing draws no random numbers
         for name, counts in cut.items():
             if counts["rows_cut"]:
                 lost = {k: v for k, v in counts.items() if k.endswith("_cut") and k != "rows_cut"}

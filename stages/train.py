@@ -16,6 +16,7 @@ from peftpipe.errors import DataError, ParamsError
 from peftpipe.io import atomic_path, check_files, read_json
 from peftpipe.methods import check_options, get_method, training_settings
 from peftpipe.models import load_base
+from peftpipe.params import only_checking
 from peftpipe.provenance import write_metrics
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
@@ -34,8 +35,9 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
         raise ParamsError(f"{settings} does not hold params.yaml's peft settings; run `dvc repro` "
                           f"(or python stages/settings.py --settings {settings}) first")
     check_options(method, params.peft.options)  # before the model loads: a typo costs no time
-    check_files(params.eval.extra, "eval.extra", DataError,  # nor a missing test set, found only after training
-                "the evaluate stage reads it after training; fix the path or remove the entry")
+    with only_checking():  # nor a missing test set, found only after training
+        check_files(params.eval.extra, "eval.extra", DataError,
+                    "the evaluate stage reads it after training; fix the path or remove the entry")
     model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
     batches = training.batches_per_epoch(params, [len(ids) for ids in datasets["train"]["input_ids"]])
     steps = training.total_steps(params, batches, processes.num_processes)

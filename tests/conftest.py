@@ -185,13 +185,52 @@ def stage_args(script: str) -> list[str]:
     raise KeyError(f"no stage runs stages/{script}.py in dvc.yaml")
 
 
-def run_stage(name: str, *args: str) -> None:
+def dvc_stage_of(script: str) -> dict:
+    """dvc.yaml's entry for the stage that runs stages/<script>.py."""
+    from ruamel.yaml import YAML
+
+    stages = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
+    return next(stage for stage in stages.values() if f"stages/{script}.py" in stage["cmd"].split())
+
+
+def undeclared_reads(script: str, read: list[str], settings: dict | None = None) -> list[str]:
+    """The params leaves a stage read that its dvc.yaml ``params:`` do not cover (a change to
+    one would leave DVC's cached output standing). Sections in the settings stage's file
+    count as declared where the stage depends on that file."""
+    stage = dvc_stage_of(script)
+    declared = [str(entry) for entry in stage.get("params", [])]
+    if SETTINGS_FILE in stage.get("deps", []):
+        declared += list(settings or {})
+    return [leaf for leaf in read if not any(leaf == key or leaf.startswith(key + ".") for key in declared)]
+
+
+SETTINGS_FILE = "data/train_settings.json"
+
+
+def run_stage(name: str, *args: str) -> list[str] | None:
     """Run stages/<name>.py in this process (the real click command, no subprocess), with
-    dvc.yaml's paths."""
+    dvc.yaml's paths; fail if it read a param its dvc.yaml entry does not list."""
+    import tempfile
+
+    from peftpipe.stage import PARAMS_READ_ENV
+
     if name == "train":  # as dvc repro does: the settings stage first (what train reads of peft.*)
         run_stage("settings")
     command = runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="peftpipe_test")["main"]
-    command.main([*stage_args(name), *args], standalone_mode=False)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[PARAMS_READ_ENV] = folder
+        try:
+            command.main([*stage_args(name), *args], standalone_mode=False)
+        finally:
+            del os.environ[PARAMS_READ_ENV]
+        record = Path(folder) / f"{name}.json"
+        read = json.loads(record.read_text()) if record.exists() else None
+    if read is None:  # the stage stopped before its body (bad params): nothing to check
+        return
+    settings = json.loads(Path(SETTINGS_FILE).read_text()) if Path(SETTINGS_FILE).is_file() else None
+    missing = undeclared_reads(name, read, settings)
+    assert not missing, f"stages/{name}.py read params dvc.yaml does not list for it: {missing}"
+    return read
 
 
 def copy_repo(dest: Path) -> Path:

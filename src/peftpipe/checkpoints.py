@@ -31,8 +31,7 @@ def fingerprint(params: Params, data_dir: Path, settings: Path) -> str:
     model and train, the method's settings (the settings stage's file: peft and only the
     sections the method reads) and the data's bytes."""
     digest = hashlib.sha256()
-    everything = params.model_dump()
-    sections = {name: everything[name] for name in ("seed", "task", "model", "train")}
+    sections = {"seed": params.seed, **{name: getattr(params, name).model_dump() for name in ("task", "model", "train")}}
     digest.update(json.dumps(sections, sort_keys=True).encode())
     digest.update(Path(settings).read_bytes())
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):

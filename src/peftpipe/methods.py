@@ -146,8 +146,8 @@ def training_settings(params: Params) -> dict:
     """What the chosen method reads: peft and the sections in ``Method.reads``, and nothing
     else. The settings stage writes it; the train stage depends on it instead of on every
     method's sections, and its checkpoints are fingerprinted by it."""
-    dumped = params.model_dump()
-    return {"peft": dumped["peft"], **{section: dumped[section] for section in get_method(params.peft.method).reads}}
+    return {section: getattr(params, section).model_dump()
+            for section in ("peft", *get_method(params.peft.method).reads)}
 
 
 def _alpha(value: float) -> int | float:

@@ -10,6 +10,7 @@ did-you-mean for a misspelt key.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import difflib
 import re
 import types
@@ -75,9 +76,63 @@ def Seed(default: int, description: str):
                  json_schema_extra={"allowed": f"an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]"})
 
 
+# While ``reads`` records: each section object's dotted path, and the set of leaves read.
+_section_paths: dict[int, str] = {}
+_read_leaves: set[str] | None = None
+
+
 class Section(BaseModel):
     # strict: 8.5 is not an integer and "yes" is not true; ints are accepted as floats.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, validate_default=True)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if _read_leaves is not None and not isinstance(value, Section):
+            path = _section_paths.get(id(self))
+            if path is not None and name in type(self).model_fields:
+                _read_leaves.add(f"{path}{name}")
+        return value
+
+    def model_dump(self, **kwargs) -> dict[str, Any]:
+        if _read_leaves is not None and id(self) in _section_paths:  # a dump reads every leaf
+            for name in type(self).model_fields:
+                getattr(self, name)
+                if isinstance(part := getattr(self, name), Section):
+                    part.model_dump()
+        return super().model_dump(**kwargs)
+
+
+@contextlib.contextmanager
+def reads(params: Section):
+    """Record which leaves of ``params`` (dotted keys, as dvc.yaml's ``params:`` lists them)
+    the code inside reads; tests check each stage's list against it."""
+    global _read_leaves
+
+    def walk(section: Section, path: str) -> None:
+        _section_paths[id(section)] = path
+        for name in type(section).model_fields:
+            if isinstance(part := BaseModel.__getattribute__(section, name), Section):
+                walk(part, f"{path}{name}.")
+
+    walk(params, "")
+    _read_leaves = found = set()
+    try:
+        yield found
+    finally:
+        _read_leaves = None
+        _section_paths.clear()
+
+
+@contextlib.contextmanager
+def only_checking():
+    """Reads inside only check values early (a missing file found before an hour of
+    training); they cannot change the stage's output, so its dvc.yaml entry need not list them."""
+    global _read_leaves
+    recording, _read_leaves = _read_leaves, None
+    try:
+        yield
+    finally:
+        _read_leaves = recording
 
 
 class TaskParams(Section):

@@ -36,16 +36,17 @@ def _hardware() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, {gpu}"
 
 
-def provenance(seed: int) -> dict:
+def provenance(seed: int | None) -> dict:
     versions = []
     for name in PACKAGES:
         try:
             versions.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{name} -")
-    return {"git": _git(), "seed": seed, "versions": ", ".join(versions), "hardware": _hardware()}
+    seeded = {} if seed is None else {"seed": seed}
+    return {"git": _git(), **seeded, "versions": ", ".join(versions), "hardware": _hardware()}
 
 
-def write_metrics(path: str, metrics: dict, seed: int) -> None:
-    """Write a metrics file with its provenance."""
+def write_metrics(path: str, metrics: dict, seed: int | None = None) -> None:
+    """Write a metrics file with its provenance (and the seed, where the stage used one)."""
     write_json(path, {**metrics, "provenance": provenance(seed)})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -15,7 +17,7 @@ import click
 from peftpipe import hub, quiet
 from peftpipe.errors import PeftpipeError, os_error_line
 from peftpipe.limits import one_line
-from peftpipe.params import Params, load_params
+from peftpipe.params import Params, load_params, reads
 from peftpipe.runlock import one_run
 
 
@@ -64,7 +66,8 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
             try:
                 params = load_params(params_path)
                 configure_runtime(params)
-                with one_run(Path(fn.__code__.co_filename).stem):
+                name = Path(fn.__code__.co_filename).stem
+                with one_run(name), params_read_record(params, name):
                     fn(params, **paths)
             except PeftpipeError as err:
                 if debug:
@@ -86,6 +89,25 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
         return command
 
     return decorate
+
+
+# Developers: set to a folder, each stage writes <script>.json there: the params leaves it
+# read (tests check them against dvc.yaml's params: lists, in both directions).
+PARAMS_READ_ENV = "PEFTPIPE_PARAMS_READ"
+
+
+@contextlib.contextmanager
+def params_read_record(params: Params, name: str):
+    folder = os.environ.get(PARAMS_READ_ENV)
+    if not folder:
+        yield
+        return
+    with reads(params) as found:
+        try:
+            yield
+        finally:  # a stage that failed read what it read too
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / f"{name}.json").write_text(json.dumps(sorted(found)))
 
 
 def unexpected(err: Exception) -> str:
