@@ -95,8 +95,16 @@ def build_model(name: str, folder: Path, tiny: bool) -> int:
     """The model's architecture with random weights (full size, or TINY), saved with a
     tokenizer; returns its parameter count."""
     import torch
-    from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaModel,
-                              T5Config, T5ForConditionalGeneration)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        RobertaConfig,
+        RobertaModel,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     family, shape = SHAPES[name]
     tokenizer, special = tokenizer_for(family)

@@ -201,6 +201,20 @@ def _trainer_class():
             loss = weighted_loss(outputs.logits, inputs["labels"], self.class_weights)
             return (loss, outputs) if return_outputs else loss
 
+        def loss_scale(self) -> int:
+            """transformers averages tokens across processes by multiplying each step's loss by
+            the process count (DDP then means the gradients), and logs and returns that
+            product as the training loss: under two processes it read twice the loss."""
+            if self.class_weights is None and self.args.average_tokens_across_devices and \
+                    (self.model_accepts_loss_kwargs or self.compute_loss_func):
+                return self.accelerator.num_processes
+            return 1
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if "loss" in logs:  # the curves and log lines: the loss per token, at any process count
+                logs = {**logs, "loss": logs["loss"] / self.loss_scale()}
+            super().log(logs, *args, **kwargs)
+
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length":
@@ -371,7 +385,7 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
     seconds = time.perf_counter() - started
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     return TrainSummary(
-        train_loss=float(result.training_loss), steps=int(result.global_step), epochs=float(trainer.state.epoch or 0),
+        train_loss=float(result.training_loss) / trainer.loss_scale(), steps=int(result.global_step), epochs=float(trainer.state.epoch or 0),
         train_seconds=seconds, train_rows=len(datasets["train"]), validation=validation_scores(evals[-1] if evals else {}),
         class_weights=dict(zip(labels, trainer.class_weights)) if trainer.class_weights else None,
         resumed_from_step=checkpoints.step_of(resume_from) if resume_from else 0,
