@@ -94,6 +94,20 @@ def test_a_four_trial_study_finds_the_planted_best_and_resumes(tmp_path):
     assert {row["param"] for row in read_json(tmp_path / "plots/importances.json")} == {"lora.r", "train.learning_rate"}
 
 
+def test_each_trial_is_pushed_as_it_ends_and_a_failed_push_is_one_line(tmp_path):
+    fake, pushed, said = FakeExperiments(), [], []
+    params = toy_params(tmp_path, sampler="random", study="pushed")
+
+    def push(name):
+        pushed.append(name)
+        return f"tune: {name}: dvc exp push origin failed" if name.endswith("-1") else None
+
+    study = tune.search(params, 2, 0, run=fake.run, read=fake.read, say=said.append, push=push)
+    assert pushed == ["tune-pushed-0", "tune-pushed-1"]
+    assert "tune: tune-pushed-1: dvc exp push origin failed" in said
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # the trial still counts
+
+
 def test_a_pruned_or_failed_experiment_is_recorded_as_such(tmp_path):
     params = toy_params(tmp_path, sampler="random", study="states")
     outcomes = iter([tune.Outcome(0.5), tune.Outcome(0.1, pruned=True), tune.Outcome(None)])

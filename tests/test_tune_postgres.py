@@ -5,6 +5,7 @@ failed once a worker starts again, and the restarted worker continues the same s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -110,3 +111,61 @@ def test_two_workers_share_a_study_on_postgresql_and_a_killed_trial_is_recorded_
     assert "tune: trial 6 was left running by a worker that is gone: recorded as failed" in out
     states = [t.state.name for t in optuna.load_study(study_name="shared", storage=postgres_url).trials]
     assert states == ["COMPLETE"] * 6 + ["FAIL", "COMPLETE"]
+
+
+def _clone(origin: Path, folder: Path) -> Path:
+    from conftest import run_cli
+
+    run_cli(["git", "clone", "-q", str(origin), str(folder)], origin.parent)
+    run_cli(["git", "config", "user.name", "t"], folder)  # dvc exp commits
+    run_cli(["git", "config", "user.email", "t@t"], folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_workers_in_two_clones_share_one_study_and_remote_and_a_third_clone_pulls_the_best(
+        postgres_url, tmp_path, tiny_model_dir):
+    """As two machines would: two clones of one git remote, each a `peftpipe tune` worker on
+    the PostgreSQL study, pushing its experiments (git refs to origin, outputs to a folder
+    DVC remote standing in for S3); a third clone pulls the best with the same metrics."""
+    from conftest import copy_repo, git_commit, git_repo, run_cli, venv_env, write_tiny_recipe
+
+    from peftpipe.params import write_params
+
+    seed = copy_repo(tmp_path / "seed")
+    write_tiny_recipe(seed, tiny_model_dir)
+    write_params(seed / "params.yaml", {"train": {"epochs": 2}, "export": {"onnx": False}, "tune": {
+        "sampler": "random", "pruner": "none", "study": "clones", "storage": postgres_url,
+        "space": {"train.learning_rate": {"choices": [1e-6, 2e-2]}, "lora.r": {"choices": [4, 8]}}}})
+    git_repo(seed)
+    run_cli(["dvc", "remote", "add", "-d", "store", str(tmp_path / "store")], seed)
+    git_commit(seed, "a DVC remote every clone shares")
+    origin = tmp_path / "origin.git"
+    run_cli(["git", "clone", "-q", "--bare", str(seed), str(origin)], tmp_path)
+    clones = [_clone(origin, tmp_path / name) for name in ("a", "b")]
+
+    workers = [subprocess.Popen(["peftpipe", "tune", "--trials", "1", "--no-best", "--push", "origin"], cwd=clone,
+                                env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for clone in clones]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), [out[-2000:] for out in outputs]
+    assert not any("dvc exp push" in out for out in outputs), outputs  # no push failed
+    trials = sorted(line.split()[2] for out in outputs for line in out.splitlines()
+                    if line.startswith("tune: trial") and "(tune-clones-" in line)
+    assert trials == ["0", "1"], outputs  # distinct trials, one a worker
+    refs = run_cli(["git", "ls-remote", str(origin)], tmp_path)
+    assert "tune-clones-0" in refs and "tune-clones-1" in refs  # both experiments reached the remote
+
+    scored = run_cli(["peftpipe", "tune", "--trials", "0", "--push", "origin"], clones[0])  # the best, on test
+    assert "tune: 2 trials in study 'clones': 2 complete" in scored and "(scored once)" in scored
+    shown = json.loads(run_cli(["dvc", "exp", "show", "--json"], clones[0]))
+    best = next(rev["data"] for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
+                if rev["name"] == "tune-clones-best")
+    evaluated = best["metrics"]["metrics/eval.json"]["data"]
+
+    third = _clone(origin, tmp_path / "c")
+    run_cli(["dvc", "exp", "pull", "origin", "tune-clones-best"], third)
+    run_cli(["dvc", "exp", "apply", "tune-clones-best"], third)
+    pulled = json.loads((third / "metrics/eval.json").read_text())
+    assert pulled["overall"] == evaluated["overall"]
+    assert (third / "models/export/peftpipe.json").is_file()  # the outputs came from the DVC remote

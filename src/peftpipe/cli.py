@@ -358,20 +358,25 @@ def methods(to_queue: bool, only: tuple[str, ...], settings: tuple[str, ...], as
 @click.option("--timeout", "timeout_minutes", type=click.FloatRange(min=0), default=None,
               help="This worker's minutes (default: tune.timeout_minutes; 0: none).")
 @click.option("--no-best", is_flag=True, help="Do not score the best trial on test at the end (other workers run on).")
+@click.option("--push", "remote", metavar="GIT_REMOTE", default=None,
+              help="dvc exp push each experiment to this git remote (and its outputs to the DVC remote), so "
+                   "another clone pulls it: dvc exp pull GIT_REMOTE NAME.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, debug: bool) -> None:
+def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, remote: str | None, debug: bool) -> None:
     """Search tune.space with Optuna; every trial is a DVC experiment (tune-<study>-<n>) run up
     to the train stage and judged on validation only. At the end the best params run the whole
     pipeline once (tune-<study>-best) and are scored on test. Run it again to continue the
-    study; run it on more machines with a shared tune.storage to search in parallel."""
+    study; run it on more machines with a shared tune.storage to search in parallel (and
+    --push to gather their experiments in one git and DVC remote)."""
     from peftpipe import tune as search
     from peftpipe.params import load_params
 
+    push = (lambda name: search.push_experiment(name, remote)) if remote else None
     try:
         params = load_params("params.yaml")
         study = search.search(params, params.tune.trials if trials is None else trials,
                               params.tune.timeout_minutes if timeout_minutes is None else timeout_minutes,
-                              say=click.echo)
+                              say=click.echo, push=push)
         summary = search.record(study)
         click.echo(f"tune: {summary['trials']} trials in study {summary['study']!r}: {summary['complete']} complete, "
                    f"{summary['pruned']} pruned, {summary['fail']} failed -> {search.PLOTS}/")
@@ -384,6 +389,8 @@ def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, debug
             return
         scored = search.evaluate_best(params, study, say=click.echo)
         click.echo(search.scores_line(scored, params.tune.metric))
+        if push and (problem := push(search.experiment_name(search.study_name(params), "best"))):
+            click.echo(problem)
     except click.ClickException:
         raise
     except Exception as err:

@@ -167,6 +167,16 @@ def run_experiment(name: str, values: dict, link: TrialLink | None, target: str 
         raise RuntimeError(f"{name}: dvc exp run failed: {tail}")
 
 
+def push_experiment(name: str, remote: str) -> str | None:
+    """``dvc exp push``: the experiment's git ref to ``remote`` and its outputs to the DVC
+    remote, so a clone elsewhere pulls it (`dvc exp pull REMOTE NAME`); a line on failure."""
+    result = subprocess.run(["dvc", "exp", "push", remote, name], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = " ".join((result.stderr or result.stdout).split())[-300:]
+        return f"tune: {name}: dvc exp push {remote} failed, the experiment stays in this clone: {tail}"
+    return None
+
+
 def find_run(name: str) -> dict:
     """The named experiment in `dvc exp show`: params, eval metrics, train and export metrics."""
     for run in runs(exp_show(all_commits=True)):
@@ -186,9 +196,11 @@ def read_outcome(name: str, metric: str) -> Outcome:
 
 def search(params: Params, trials: int, timeout_minutes: float,
            run: Callable[[str, dict, TrialLink], None] = run_experiment,
-           read: Callable[[str, str], Outcome] = read_outcome, say: Callable[[str], None] = print):
+           read: Callable[[str, str], Outcome] = read_outcome, say: Callable[[str], None] = print,
+           push: Callable[[str], str | None] | None = None):
     """Run up to ``trials`` trials (or until ``timeout_minutes``) of the study; the study.
-    ``run`` and ``read`` are the DVC side (tests give their own)."""
+    ``run`` and ``read`` are the DVC side (tests give their own); ``push`` shares each
+    trial's experiment (workers in other clones, on other machines)."""
     from optuna.trial import TrialState
 
     check(params)
@@ -221,6 +233,8 @@ def search(params: Params, trials: int, timeout_minutes: float,
         try:
             run(experiment, {**values, "tune.trial": trial.number}, link)
             outcome = read(experiment, params.tune.metric)
+            if push and (problem := push(experiment)):
+                say(problem)
         except (RuntimeError, KeyboardInterrupt) as err:
             study.tell(trial, state=TrialState.FAIL)
             if isinstance(err, KeyboardInterrupt):
