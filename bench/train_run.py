@@ -54,6 +54,56 @@ class TokenCounter:
         self.attention_units += ids.shape[0] * ids.shape[1] ** 2  # sum over batches of B * S^2
 
 
+class EvalClock:
+    """Seconds since training began at each validation evaluation (so evaluation time is
+    inside them) and its F1; with a target, training stops at the first evaluation that
+    reaches it (time to quality, as MLPerf measures it)."""
+
+    def __init__(self, target: float | None = None, evals_per_epoch: int = 1):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                clock.started = time.perf_counter()
+                if evals_per_epoch > 1:  # the stage evaluates once an epoch
+                    per_epoch = max(1, round(state.max_steps / args.num_train_epochs))
+                    args.eval_strategy, state.eval_steps = "steps", max(1, per_epoch // evals_per_epoch)
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                f1 = (metrics or {}).get("eval_f1")
+                clock.points.append({"seconds": round(time.perf_counter() - clock.started, 2),
+                                     "step": state.global_step, "f1": f1, "loss": (metrics or {}).get("eval_loss")})
+                if clock.target is not None and f1 is not None and f1 >= clock.target:
+                    control.should_training_stop = True
+
+        self.callback, self.target, self.points, self.started = Callback(), target, [], time.perf_counter()
+
+    def reached(self) -> dict | None:
+        return next((p for p in self.points if self.target is not None and p["f1"] >= self.target), None)
+
+
+CLOCK: EvalClock | None = None  # set in main(); every style reports its evaluations' times
+
+
+def clocked_training() -> None:
+    """The train stage's Trainer, with CLOCK's callback added."""
+    from peftpipe import training
+
+    plain_trainer = training._trainer_class
+
+    def trainer_class():
+        class Clocked(plain_trainer()):
+            def __init__(self, *args, **kwargs):
+                kwargs["callbacks"] = [*kwargs.get("callbacks", []), CLOCK.callback]
+                super().__init__(*args, **kwargs)
+
+        return Clocked
+
+    training._trainer_class = trainer_class
+
+
 def flop_counts(model, counter: TokenCounter) -> dict:
     """Training FLOPs, counted from the linear layers the model runs (see bench/README.md).
 
@@ -211,13 +261,15 @@ def tutorial_run(params, epochs: float, fraction: float, max_length: int, out: P
     )
     trainer = Trainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
                       processing_class=tokenizer, data_collator=DataCollatorForTokenClassification(tokenizer=tokenizer),
-                      compute_metrics=compute_metrics)
+                      compute_metrics=compute_metrics, callbacks=[CLOCK.callback])
     started = time.perf_counter()
     result = trainer.train()
     if example:  # run_ner.py --do_eval: once, after training (the pipeline's time includes its evaluations too)
         trainer.evaluate()
     seconds = time.perf_counter() - started
     last = [h for h in trainer.state.log_history if "eval_f1" in h][-1]
+    if not example:  # load_best_model_at_end: the model it returns is the lowest validation loss's
+        last = min((h for h in trainer.state.log_history if "eval_f1" in h), key=lambda h: h["eval_loss"])
     return {"seconds": seconds, "validation_f1": last["eval_f1"], "steps": result.global_step,
             **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded,
             **(test_scores(trainer.model, tokenizer, params, label_list) if SCORE_TEST else {})}
@@ -285,13 +337,17 @@ def main() -> None:
                         help="pipeline with bench/fast_dropout.py's mask in every nn.Dropout (a probe, not a param)")
     parser.add_argument("--compile", action="store_true",
                         help="pipeline with the Trainer's torch_compile (inductor; a probe, not a param)")
+    parser.add_argument("--target-f1", type=float, default=None,
+                        help="pipeline: stop at the first validation F1 at or above it (time to quality)")
+    parser.add_argument("--evals-per-epoch", type=int, default=1, help="validation evaluations an epoch (the stage: 1)")
     parser.add_argument("--random-batches", action="store_true",
                         help="pipeline with train.group_by_length false (isolates what grouping does)")
     args = parser.parse_args()
 
     from peftpipe.params import load_params
 
-    global SPLIT, VALIDATION_FRACTION, SCORE_TEST, FAST_DROPOUT
+    global SPLIT, VALIDATION_FRACTION, SCORE_TEST, FAST_DROPOUT, CLOCK
+    CLOCK = EvalClock(args.target_f1, args.evals_per_epoch)
     VALIDATION_FRACTION, SCORE_TEST, FAST_DROPOUT = args.validation_fraction, not args.no_test, args.fast_dropout
     with tempfile.TemporaryDirectory(prefix="peftpipe-bench-") as out:
         if args.recipe:
@@ -308,6 +364,7 @@ def main() -> None:
         if args.compile:
             compile_training()
         if args.style == "pipeline":
+            clocked_training()
             result = pipeline_run(params, args.epochs, args.fraction, max_length, Path(out))
         else:
             result = tutorial_run(params, args.epochs, args.fraction, max_length, Path(out), args.style == "example")
@@ -315,9 +372,10 @@ def main() -> None:
     print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
                       "fast_dropout": args.fast_dropout,
                       "compile": args.compile,
-                      "mixed_precision": params.train.mixed_precision, "batch_tokens": params.train.batch_tokens, "epochs": args.epochs, "fraction": args.fraction,
+                      "mixed_precision": params.train.mixed_precision, "learning_rate": params.train.learning_rate, "batch_tokens": params.train.batch_tokens, "epochs": args.epochs, "fraction": args.fraction,
                       "max_length": args.max_length or params.model.max_length,
-                      "peak_rss_mib": round(peak_kib / 1024, 1), **result}))
+                      "peak_rss_mib": round(peak_kib / 1024, 1), "evaluations": CLOCK.points,
+                      "target_f1": args.target_f1, "reached": CLOCK.reached(), **result}))
 
 
 if __name__ == "__main__":
