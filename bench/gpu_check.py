@@ -60,7 +60,7 @@ TINY = {  # --dry-run: the same architectures, small enough for a CPU test
 
 
 def full_recipes() -> list[str]:
-    from peftpipe.recipes import known
+    from peftpipe.tools.recipes import known
 
     return [name for name in known() if "-full" in name]
 
@@ -173,7 +173,7 @@ def check_recipe(name: str, project: Path, steps: int, tiny: bool, hub: bool) ->
     import torch
 
     from peftpipe.params import load_params, write_params
-    from peftpipe.recipes import params_text
+    from peftpipe.tools.recipes import params_text
 
     project.mkdir(parents=True)
     (project / "params.yaml").write_text(params_text(name))

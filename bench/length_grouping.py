@@ -26,7 +26,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peftpipe.compare import Predictions, compare, load_predictions, table
+from peftpipe.tools.compare import Predictions, compare, load_predictions, table
 
 ARMS = {"grouped": "true", "random": "false"}
 
@@ -50,9 +50,9 @@ def run(arm: str, seed: int) -> None:
 def train_seconds(experiment: str) -> float:
     import dvc.api
 
-    from peftpipe.compare import _commit
+    from peftpipe.experiments import commit_of
 
-    return json.loads(dvc.api.read("metrics/train.json", rev=_commit(experiment)))["train_seconds"]
+    return json.loads(dvc.api.read("metrics/train.json", rev=commit_of(experiment)))["train_seconds"]
 
 
 def main() -> None:

@@ -142,7 +142,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def paired(baseline_runs: list[dict], ours: list[dict]) -> dict:
     """Test F1 of the first runs of each side, paired over the same test rows (peftpipe compare)."""
-    from peftpipe.compare import Meaning, Predictions, compare
+    from peftpipe.tools.compare import Meaning, Predictions, compare
 
     def predictions(run: dict) -> Predictions:
         meaning = run["test_meaning"]

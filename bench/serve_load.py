@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from peftpipe.server import wait_until_up
+from peftpipe.serve.app import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "models/export"

@@ -1,6 +1,6 @@
 """Memory of several adapters served on one base, against one adapter alone.
 
-Each measurement loads the models as `peftpipe serve` does (peftpipe.server.load), answers one
+Each measurement loads the models as `peftpipe serve` does (peftpipe.serve.app.load), answers one
 request per model, and reports the process's peak RSS, in a fresh process of its own:
 - one: the first adapter alone (the base and one adapter);
 - shared: every adapter given, on one base where they can share it.
@@ -22,7 +22,7 @@ from pathlib import Path
 PROBE = """
 import json, resource, sys
 from pathlib import Path
-from peftpipe import server
+from peftpipe.serve import app as server
 folders = {f"m{i}": Path(p) for i, p in enumerate(sys.argv[1:])}
 served = server.load(folders, "torch")
 for model in served.values():

@@ -293,11 +293,11 @@ def compile_training() -> None:
 
 def recipe_split(name: str, folder: Path):
     """The recipe's params, and its data split into ``folder`` as the download and split stages would."""
-    from peftpipe import recipes
     from peftpipe.io import write_json
     from peftpipe.params import parse_params
     from peftpipe.sources import load_raw
     from peftpipe.splitting import make_splits
+    from peftpipe.tools import recipes
 
     params = parse_params(recipes.compose(name), f"recipes/{name}.yaml")
     loaded = load_raw(params.data, params.task.kind, params.split.group_by)

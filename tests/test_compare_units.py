@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from peftpipe import intervals
-from peftpipe.compare import Difference, Meaning, Predictions, _signed, check_paired, compare, holm
 from peftpipe.errors import InputError
+from peftpipe.tools.compare import Difference, Meaning, Predictions, _signed, check_paired, compare, holm
 
 
 @pytest.mark.parametrize("p, adjusted, diff, verdict", [
@@ -141,7 +141,7 @@ def test_scores_with_single_counts_and_a_prediction_outside_the_labels():
 
 
 def test_table_lines_as_printed():
-    from peftpipe.compare import table
+    from peftpipe.tools.compare import table
 
     lines = table("A1", "B1", [Difference("precision", 0.5, 0.6, 0.01, 0.2, 0.01, 0.02),
                                Difference("f1", 0.5, 0.4, -0.2, 0.1, 0.5, 0.5)], 12, "later").splitlines()
@@ -156,7 +156,7 @@ def test_table_lines_as_printed():
 
 
 def test_reading_predictions_files(tmp_path):
-    from peftpipe.compare import Meaning, predictions_path, read_rows, rows_digest
+    from peftpipe.tools.compare import Meaning, predictions_path, read_rows, rows_digest
 
     assert read_rows('{"gold": 1, "predicted": 1}\n\n{"gold": 2, "predicted": 1}\n', "f") == [
         {"gold": 1, "predicted": 1}, {"gold": 2, "predicted": 1}]

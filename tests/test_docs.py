@@ -48,7 +48,7 @@ def test_the_init_example_is_what_init_prints(tmp_path):
 
 
 def test_the_compare_example_has_the_shape_compare_prints():
-    from peftpipe.compare import Difference, table
+    from peftpipe.tools.compare import Difference, table
 
     shown = block_after("Measured here (2026-12-05")
     made = table("HEAD", "r8", [Difference("f1", 0.5, 0.4, -0.2, 0.1, 0.5, 0.5),

@@ -157,7 +157,7 @@ def test_the_exported_model_is_a_registered_dvc_artifact(monkeypatch):
     registry tools), and `peftpipe serve --model NAME=artifact:peftpipe-model` resolves it."""
     from dvc.repo import Repo
 
-    from peftpipe.server import parse_models
+    from peftpipe.serve.app import parse_models
 
     monkeypatch.chdir(ROOT)
     with Repo(str(ROOT)) as repo:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peftpipe.errors import DataError
-from peftpipe.infer import infer
 from peftpipe.params import load_params, parse_params
 from peftpipe.sources import load_raw
+from peftpipe.tools.infer import infer
 
 ROOT = Path(__file__).resolve().parents[1]
 

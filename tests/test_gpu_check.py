@@ -12,7 +12,7 @@ GPU_CHECK = runpy.run_path(str(ROOT / "bench/gpu_check.py"))
 
 def test_every_full_recipe_has_a_model_shape():
     from peftpipe.params import load_params
-    from peftpipe.recipes import params_text
+    from peftpipe.tools.recipes import params_text
 
     names = GPU_CHECK["full_recipes"]()
     assert len(names) >= 7 and all("-full" in name for name in names)

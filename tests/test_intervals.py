@@ -81,7 +81,7 @@ def rows(gold, predicted):
 
 
 def ner_run(gold, predicted):
-    from peftpipe.compare import Meaning, Predictions
+    from peftpipe.tools.compare import Meaning, Predictions
 
     return Predictions(rows(gold, predicted), Meaning("token_classification", ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")))
 
@@ -95,7 +95,7 @@ def write_run(folder, name, data, task="token_classification", labels=("O", "B-P
 
 
 def test_compare_finds_a_planted_difference():
-    from peftpipe.compare import compare
+    from peftpipe.tools.compare import compare
 
     gold, worse = random_ner(300, seed=4, noise=0.4)
     _, better = random_ner(300, seed=4, noise=0.15)
@@ -107,7 +107,7 @@ def test_compare_finds_a_planted_difference():
 
 
 def test_compare_sees_no_difference_between_two_runs_that_differ_by_noise():
-    from peftpipe.compare import Meaning, Predictions, compare
+    from peftpipe.tools.compare import Meaning, Predictions, compare
 
     rng = random.Random(5)
     labels = ["neg", "neu", "pos"]
@@ -146,7 +146,7 @@ def test_compare_names_the_primary_metric_adjusts_the_others_and_prints_no_negat
     from click.testing import CliRunner
 
     from peftpipe.cli import main
-    from peftpipe.compare import holm
+    from peftpipe.tools.compare import holm
 
     assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]  # Holm: 3 x 0.01, max(2 x 0.03, .), max(1 x 0.04, .)
     assert holm([0.5]) == [0.5]
@@ -218,7 +218,7 @@ def exp(name, seed, r, f1):
 
 
 def test_summarize_groups_runs_by_params_without_the_seed():
-    from peftpipe import summarize
+    from peftpipe.tools import summarize
 
     shown = [{"rev": "workspace", **exp("workspace", 1, 16, 0.9)},  # repeats HEAD: left out
              {**exp("abc123", 1, 16, 0.50), "experiments": [

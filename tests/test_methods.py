@@ -250,7 +250,7 @@ def test_prefixes_reach_a_transformers_5_24_encoder(tiny_model_dir):
 
 
 def test_methods_command_queues_what_fits_and_tabulates_the_runs(tmp_path, monkeypatch):
-    from peftpipe import method_sweep
+    from peftpipe.tools import method_sweep
 
     queued = []
     names = method_sweep.queue(run=queued.append)
@@ -294,7 +294,7 @@ def test_methods_table_pairs_every_method_with_the_reference_and_records_plots(t
     same method ran under two commits, and metrics/methods/ for `dvc plots show`."""
     import yaml
 
-    from peftpipe import method_sweep
+    from peftpipe.tools import method_sweep
 
     def run(name, f1, seconds):
         return {"name": name, "data": {
@@ -315,7 +315,7 @@ def test_methods_table_pairs_every_method_with_the_reference_and_records_plots(t
 
     def load(experiment):
         loaded.append(experiment)
-        from peftpipe.compare import Meaning, Predictions
+        from peftpipe.tools.compare import Meaning, Predictions
 
         return Predictions([{"text": str(i), "gold": g, "predicted": p}
                             for i, (g, p) in enumerate(zip(gold, predictions[experiment]))],
@@ -345,8 +345,9 @@ def test_queued_and_temp_runs_get_paths_that_leave_the_repository_pinned(tmp_pat
     """DVC runs queued and --temp experiments in a copy of the repository (.dvc/tmp/exps):
     a recipe's ../shared/corpora path did not resolve there and every queued method run
     failed in download. methods --queue and tune pin such paths; paths inside stay relative."""
-    from peftpipe import experiments, method_sweep, tune
+    from peftpipe import experiments
     from peftpipe.io import unusable
+    from peftpipe.tools import method_sweep, tune
 
     repo = tmp_path / "project"
     repo.mkdir()

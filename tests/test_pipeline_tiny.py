@@ -232,7 +232,7 @@ def test_extra_test_sets_are_scored_like_test(finished_project, capsys):
     another set gets its own scores; both reach the model card and `compare --set`."""
     from conftest import make_sentences, write_jsonl
 
-    from peftpipe.compare import load_predictions, predictions_path
+    from peftpipe.tools.compare import load_predictions, predictions_path
 
     root = finished_project
     test_rows = [json.loads(line) for line in (root / "corpus/test.jsonl").read_text().splitlines()]

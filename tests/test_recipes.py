@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SHARED_CORPORA
 
-from peftpipe import recipes
 from peftpipe.cli import main as cli
 from peftpipe.models import load_tokenizer, resolve_model
 from peftpipe.params import Params, load_params, parse_params
+from peftpipe.tools import recipes
 
 FOLDER = ROOT / "recipes"
 NAMES = recipes.known(FOLDER)

@@ -55,7 +55,7 @@ def predict_json(folder: Path, texts: list[str]) -> list[dict]:
 def client(exported):
     from fastapi.testclient import TestClient
 
-    from peftpipe import server
+    from peftpipe.serve import app as server
 
     app = server.create_app(server.load({"ner": exported}, "torch"),
                             limits=server.Limits(max_body_bytes=4096, max_texts=8, max_chars=200))
@@ -106,7 +106,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_parsed(client):
 
 
 def test_the_batcher_runs_requests_together_and_routes_each_answer_back():
-    from peftpipe.server import Batcher
+    from peftpipe.serve.app import Batcher
 
     calls = []
 
@@ -135,7 +135,7 @@ def free_port() -> int:
 
 
 def start(args: list[str], port: int) -> subprocess.Popen:
-    from peftpipe.server import wait_until_up
+    from peftpipe.serve.app import wait_until_up
 
     process = subprocess.Popen([PEFTPIPE, "serve", "--port", str(port), *args], env=venv_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -267,7 +267,7 @@ def two_adapters(tmp_path_factory, tiny_model_dir) -> list[Path]:
 
 
 def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapters):
-    from peftpipe import server
+    from peftpipe.serve import app as server
     from peftpipe.serving import Predictor
 
     together = server.load({"one": two_adapters[0], "two": two_adapters[1]}, "torch")
@@ -282,7 +282,7 @@ def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapt
 
 
 def test_adapters_that_trained_biases_each_get_their_own_base(exported):
-    from peftpipe import server
+    from peftpipe.serve import app as server
 
     adapter = exported.parent / "adapter"  # lora.bias: all (the default)
     together = server.load({"one": adapter, "two": adapter}, "torch")

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 from conftest import copy_repo, git_repo, run_cli, run_stage, write_tiny_recipe
 
-from peftpipe import tune
 from peftpipe.errors import ParamsError
 from peftpipe.io import read_json
 from peftpipe.params import parse_params, write_params
+from peftpipe.tools import tune
 
 optuna = pytest.importorskip("optuna")
 
@@ -124,7 +124,7 @@ def test_a_pruned_or_failed_experiment_is_recorded_as_such(tmp_path):
 
 WORKER = textwrap.dedent("""
     import sys, time
-    from peftpipe import tune
+    from peftpipe.tools import tune
     from peftpipe.params import parse_params
 
     params = parse_params({"recipe": "toy", "tune": {"sampler": "random", "study": "shared",

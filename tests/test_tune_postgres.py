@@ -24,7 +24,7 @@ pytest.importorskip("psycopg2")
 
 WORKER = textwrap.dedent("""
     import sys, time
-    from peftpipe import tune
+    from peftpipe.tools import tune
     from peftpipe.params import parse_params
 
     storage, trials, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -115,7 +115,7 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
           token_file: Path | None, max_batch: int, max_wait_ms: float, debug: bool) -> None:
     """Serve exported models over HTTP: POST /v1/predict answers as `predict --json`;
     GET /v1/models, /health, /ready, /docs; a page to try it at /."""
-    from peftpipe import server
+    from peftpipe.serve import app as server
 
     try:
         folders = server.parse_models(models) if models or not experiments else {}
@@ -141,11 +141,11 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
 def check(files: tuple[Path, ...], debug: bool) -> None:
     """Validate params files (default: params.yaml and recipes/*.yaml): every key, and what
     can be known of the model and data they name without loading them."""
-    from peftpipe import recipes
     from peftpipe.methods import check_options, get_method
     from peftpipe.models import check_model
     from peftpipe.params import load_params, parse_params
     from peftpipe.sources import check_data
+    from peftpipe.tools import recipes
 
     paths = list(files) or [Path("params.yaml"), *sorted(recipes.FOLDER.glob("*.yaml"))]
     for path in paths:
@@ -177,8 +177,8 @@ def init(files: tuple[Path, ...], text_columns: str | None, text: tuple[str, ...
          params_path: Path, debug: bool) -> None:
     """Write params.yaml for your data FILES (one file: train, the rest is carved from it;
     or files named *train*, *valid*/*dev*, *test*), and say what was inferred."""
-    from peftpipe.infer import infer
     from peftpipe.params import load_params, write_params
+    from peftpipe.tools.infer import infer
 
     try:
         inferred = infer(list(files), text_columns, text=text, label=label)
@@ -219,8 +219,15 @@ def init(files: tuple[Path, ...], text_columns: str | None, text: tuple[str, ...
 def compare(a: str, b: str, as_json: bool, seed: int, test_set: str, debug: bool) -> None:
     """Is B better than A? A paired test on the same test rows, per headline metric. A and B
     are experiment names, branches, commits, `workspace`, or predictions files."""
-    from peftpipe.compare import PRIMARY, check_paired, load_predictions, predictions_path, same_predictions, table
-    from peftpipe.compare import compare as paired
+    from peftpipe.tools.compare import (
+        PRIMARY,
+        check_paired,
+        load_predictions,
+        predictions_path,
+        same_predictions,
+        table,
+    )
+    from peftpipe.tools.compare import compare as paired
 
     try:
         path = predictions_path(test_set)
@@ -250,7 +257,7 @@ def compare(a: str, b: str, as_json: bool, seed: int, test_set: str, debug: bool
 def summarize(metrics: tuple[str, ...], as_json: bool, all_commits: bool, debug: bool) -> None:
     """Experiments grouped by their params minus the seed: each metric's mean +- sd over
     the seeds. Run a recipe over seeds first: dvc exp run --queue -S seed=1,2,3 && dvc queue start"""
-    from peftpipe import summarize as summary
+    from peftpipe.tools import summarize as summary
 
     try:
         groups = summary.group(summary.runs(summary.exp_show(all_commits)))
@@ -272,10 +279,10 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
     """Make recipe NAME the active params.yaml: the schema's defaults + recipes/NAME.yaml
     (no NAME: list the recipes). Then `dvc exp run -n NAME` (or `dvc repro`) reruns only the
     stages whose params changed. Your edits to params.yaml are never dropped silently."""
-    from peftpipe import recipes
     from peftpipe.errors import ParamsError
     from peftpipe.io import atomic_copy, atomic_path
     from peftpipe.params import read_yaml
+    from peftpipe.tools import recipes
 
     if not name:
         for stem in recipes.known():
@@ -328,8 +335,8 @@ def methods(to_queue: bool, only: tuple[str, ...], settings: tuple[str, ...], as
             against: str, all_commits: bool, as_json: bool, debug: bool) -> None:
     """The PEFT methods and their comparison on your data: --queue, then
     `dvc queue start -j 1`, then --table."""
-    from peftpipe import method_sweep
     from peftpipe.params import load_params
+    from peftpipe.tools import method_sweep
 
     try:
         load_params("params.yaml")  # a broken params.yaml stops here, not in every queued run
@@ -368,8 +375,8 @@ def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, remot
     pipeline once (tune-<study>-best) and are scored on test. Run it again to continue the
     study; run it on more machines with a shared tune.storage to search in parallel (and
     --push to gather their experiments in one git and DVC remote)."""
-    from peftpipe import tune as search
     from peftpipe.params import load_params
+    from peftpipe.tools import tune as search
 
     push = (lambda name: search.push_experiment(name, remote)) if remote else None
     try:

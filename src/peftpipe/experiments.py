@@ -40,3 +40,13 @@ def set_options(values: dict) -> list[str]:
 
 def _yaml(value) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def commit_of(rev: str) -> str:
+    """An experiment name as its commit (dvc.api reads git revisions); others as given."""
+    from dvc.repo import Repo
+    from dvc.repo.experiments.utils import resolve_name
+
+    with Repo(".") as repo:
+        ref = resolve_name(repo.scm, rev).get(rev)
+        return repo.scm.get_ref(str(ref)) if ref else rev

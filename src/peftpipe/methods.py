@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftpipe.errors import ModelError, ParamsError
+from peftpipe.wording import describe
 
 if TYPE_CHECKING:
     from peftpipe.params import Params
@@ -341,7 +342,6 @@ def check_options(method: Method, options: dict) -> None:
 
     import peft
 
-    from peftpipe.params import describe
 
     config_class = getattr(peft, method.config_class)
     hints = typing.get_type_hints(config_class)

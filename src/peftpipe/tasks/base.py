@@ -47,7 +47,7 @@ class Task:
     reads_pairs: ClassVar[bool] = False
     # Serving writes the label as text (no classification pipeline, no ONNX graph).
     writes_labels: ClassVar[bool] = False
-    # Training options it admits (params.py checks them against these).
+    # Training options it admits (the params schema checks them against these).
     samples_per_class: ClassVar[bool] = False
     loops: ClassVar[tuple[str, ...]] = ("trainer", "accelerate")
     class_weights: ClassVar[bool] = True

@@ -13,15 +13,13 @@ it names (`recipe:`); switching recipes carries them over or drops them only whe
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from peftpipe.errors import ParamsError
-from peftpipe.params import Params, parse_params, read_yaml
+from peftpipe.params import Params, parse_params, read_yaml, yaml_writer
 
 FOLDER = Path("recipes")
 DEFAULT = "default"
@@ -115,41 +113,6 @@ def header(name: str, folder: Path = FOLDER) -> list[str]:
     return lines[:end]
 
 
-def scalar(value: Any) -> str:
-    """One value in YAML flow style that YAML 1.1 and 1.2 readers take the same way."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))  # 5, not 5.0: as a person writes it (the schema reads it as a float)
-        text = repr(value)
-        if "e" in text and "." not in text.split("e")[0]:
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}.0e{exponent}"
-        return text
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        plain = re.fullmatch(r"[A-Za-z_./][A-Za-z0-9_./@ -]*", value) and value == value.strip()
-        special = value.lower() in {"yes", "no", "on", "off", "y", "n", "true", "false", "null", "~"}
-        return value if plain and not special and ": " not in value and " #" not in value else json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(scalar(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{scalar(k) if not isinstance(k, int) else k}: {scalar(v)}"
-                               for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r}")
-
-
-def _line(indent: int, key: str, value: str | None, comment: str | None) -> str:
-    text = " " * indent + f"{key}:" + (f" {value}" if value is not None else "")
-    if comment:
-        text = text.ljust(COMMENT_COLUMN - 1) + f" # {comment}"
-    return text
-
-
 def own_comments(name: str, folder: Path = FOLDER) -> dict[str, str]:
     """The end-of-line comments recipes/<name>.yaml writes beside its keys ({dotted key: text})."""
     from ruamel.yaml import YAML
@@ -185,33 +148,50 @@ def _comment(field, value, default, own: str | None) -> str | None:
     return field.description
 
 
-def _body(data: dict, section: type[BaseModel], indent: int, defaults: dict | None = None,
-          comments: dict[str, str] | None = None, prefix: str = "") -> list[str]:
-    lines = []
-    defaults, comments = defaults or {}, comments or {}
+def _document(data: dict, section: type[BaseModel], defaults: dict, own: dict[str, str], prefix: str = ""):
+    """``data`` as ruamel's commented mapping in the schema's key order: sections as blocks
+    (a blank line before each at the top), lists and small mappings in flow style, each key
+    with the recipe's own comment or the schema's description."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    def flow(value):
+        if isinstance(value, list):
+            seq = CommentedSeq(flow(v) for v in value)
+            seq.fa.set_flow_style()
+            return seq
+        if isinstance(value, dict):
+            mapping = CommentedMap((k, flow(v)) for k, v in value.items())
+            if not (value and all(isinstance(v, dict) for v in value.values())):  # tune.space: an entry a line
+                mapping.fa.set_flow_style()
+            return mapping
+        return value
+
+    mapping = CommentedMap()
     for key, field in section.model_fields.items():
         if key not in data:
             continue
         value, inner = data[key], field.annotation
-        comment = _comment(field, value, defaults.get(key), comments.get(prefix + key))
         if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
-            if indent == 0:
-                lines.append("")
-            lines.append(_line(indent, key, None, field.description))
-            lines.extend(_body(value, inner, indent + 2, defaults.get(key) or {}, comments, f"{prefix}{key}."))
-        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            # A mapping of mappings (tune.space): one entry a line.
-            lines.append(_line(indent, key, None, comment))
-            lines.extend(_line(indent + 2, scalar(k), scalar(v), None) for k, v in value.items())
+            mapping[key] = _document(value, inner, defaults.get(key) or {}, own, f"{prefix}{key}.")
+            comment = field.description
+            if not prefix:
+                mapping.yaml_set_comment_before_after_key(key, before="\n")
         else:
-            lines.append(_line(indent, key, scalar(value), comment))
-    return lines
+            mapping[key] = flow(value)
+            comment = _comment(field, value, defaults.get(key), own.get(prefix + key))
+        if comment:
+            mapping.yaml_add_eol_comment(comment, key, column=COMMENT_COLUMN)
+    return mapping
 
 
 def render(data: dict, comments: list[str], own: dict[str, str] | None = None) -> str:
     """A params file: ``comments`` on top, then every key in the schema's order, each with
-    the recipe's own comment or the schema's one-line description."""
-    return "\n".join([*comments, *_body(data, Params, 0, Params().model_dump(), own)]) + "\n"
+    the recipe's own comment or the schema's one-line description (params' one YAML writer)."""
+    import io
+
+    text = io.StringIO()
+    yaml_writer().dump(_document(data, Params, Params().model_dump(), own or {}), text)
+    return "\n".join(comments) + "\n" + text.getvalue()
 
 
 def params_text(name: str, folder: Path = FOLDER, changes: dict | None = None) -> str:
@@ -221,7 +201,7 @@ def params_text(name: str, folder: Path = FOLDER, changes: dict | None = None) -
     if changes:
         data = merge(data, changes)
         parse_params(data, "params.yaml")
-    note = [f"# params.yaml: recipe {name!r} = the schema's defaults (src/peftpipe/params.py) + "
+    note = [f"# params.yaml: recipe {name!r} = the schema's defaults (src/peftpipe/params/schema.py) + "
             f"recipes/{name}.yaml" + (", with your edits" if changes else "") + ".",
             "# Edit freely: `peftpipe recipe OTHER` refuses to drop your edits unless told (see --help)."]
     return render(data, [*header(name, folder), *note, ""], own_comments(name, folder))

@@ -32,7 +32,7 @@ from peftpipe import experiments
 from peftpipe.errors import ParamsError
 from peftpipe.io import write_json
 from peftpipe.params import Params, SearchRange, TuneParams, load_params
-from peftpipe.summarize import exp_show, runs
+from peftpipe.tools.summarize import exp_show, runs
 from peftpipe.trial import TrialLink, make_pruner
 
 PLOTS = Path("metrics/tune")

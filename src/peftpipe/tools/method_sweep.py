@@ -24,7 +24,7 @@ from peftpipe.errors import ParamsError
 from peftpipe.io import atomic_path, write_json
 from peftpipe.methods import METHODS
 from peftpipe.params import load_params
-from peftpipe.summarize import exp_show, runs
+from peftpipe.tools.summarize import exp_show, runs
 
 PREFIX = "method-"
 RECORD = Path("metrics/methods")
@@ -70,7 +70,7 @@ def rows(shown: list, metric: str = "f1") -> list[dict]:
 def add_paired(found: list[dict], against: str, metric: str = "f1", load=None) -> None:
     """Each row's paired difference from the ``against`` method on the same test rows (the
     bootstrap interval and p-value of `peftpipe compare`), in ``row["vs"]``."""
-    from peftpipe.compare import compare, holm, load_predictions
+    from peftpipe.tools.compare import compare, holm, load_predictions
 
     load = load or load_predictions
     reference = next((row for row in found if row["method"] == against), None)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftpipe import intervals
+from peftpipe import experiments, intervals
 from peftpipe.errors import InputError
 from peftpipe.evaluation import PREDICTIONS_MEANING
 from peftpipe.params import SET_NAME
@@ -138,7 +138,7 @@ def load_predictions(rev: str, path: str = PREDICTIONS) -> Predictions:
         return Predictions(read_rows(Path(path).read_text(), path), _read_meaning(meaning_path(path), path))
     import dvc.api
 
-    commit = _commit(rev)
+    commit = experiments.commit_of(rev)
     texts = []
     for wanted in (path, str(meaning_path(path))):
         try:
@@ -156,16 +156,6 @@ def _read_meaning(where: Path, rows_file: str) -> Meaning:
         raise InputError(f"{rows_file}: no {where.name} beside it (the task and the labels in data.labels order, "
                          f"which the evaluate stage writes); without it a binary f1 could be the other class's")
     return Meaning.parse(where.read_text(), str(where))
-
-
-def _commit(rev: str) -> str:
-    """An experiment name as its commit (dvc.api reads git revisions); others as given."""
-    from dvc.repo import Repo
-    from dvc.repo.experiments.utils import resolve_name
-
-    with Repo(".") as repo:
-        ref = resolve_name(repo.scm, rev).get(rev)
-        return repo.scm.get_ref(str(ref)) if ref else rev
 
 
 def rows_digest(rows: list[dict]) -> str:

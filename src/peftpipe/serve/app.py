@@ -240,7 +240,7 @@ def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str 
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
-        from peftpipe.serve_page import PAGE
+        from peftpipe.serve.page import PAGE
 
         return PAGE
 
@@ -343,10 +343,10 @@ def experiment_export(name: str) -> Path:
 
     from dvc.api import DVCFileSystem
 
-    from peftpipe.compare import _commit
+    from peftpipe.experiments import commit_of
 
     try:
-        fs = DVCFileSystem(".", rev=_commit(name))
+        fs = DVCFileSystem(".", rev=commit_of(name))
         target = Path(tempfile.mkdtemp(prefix=f"peftpipe-serve-{name}-")) / "export"
         fs.get("models/export", str(target), recursive=True)
     except Exception as err:  # dvc raises many types for an unknown revision or a missing output

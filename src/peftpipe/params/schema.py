@@ -1,22 +1,15 @@
-"""The params schema: params.yaml is validated here, once, into typed objects.
-
-Each section is a pydantic model (strict types, unknown keys refused, bounds declared on the
-field); the defaults and the one-line descriptions that params.yaml carries as comments live
-here and nowhere else (recipes.py writes params.yaml from them). ``explain`` turns pydantic's
-errors into our one-line messages: the file, the key, the value and what is allowed, with a
-did-you-mean for a misspelt key.
-"""
+"""The params schema: each section of params.yaml a pydantic model (strict types, unknown
+keys refused, bounds declared on the field), their defaults and the one-line descriptions
+params.yaml carries as comments, and the rules that tie sections together. Sections also
+record which leaves a stage reads (``reads``), for the check of dvc.yaml's params lists."""
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import difflib
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,9 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from peftpipe import limits
-from peftpipe.errors import ParamsError
-from peftpipe.io import atomic_copy, atomic_path, decode, url_problem
+from peftpipe.io import url_problem
 from peftpipe.methods import METHODS
 from peftpipe.tasks import KINDS, get_task
 
@@ -558,113 +549,8 @@ class Params(Section):
         return self.model.source == "hub" or self.data.source == "hub"
 
 
-# --------------------------------------------------------------------------- messages
-
-
-def describe(annotation: Any) -> str:
-    """A type as a user reads it: 'an integer', "one of 'a', 'b'", 'a list of strings'."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return describe(typing.get_args(annotation)[0])
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if origin in (Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        nullable = type(None) in typing.get_args(annotation)
-        return " or ".join(describe(a) for a in inner) + (" or null" if nullable else "")
-    if origin is list:
-        item = typing.get_args(annotation)[0]
-        items = typing.get_args(item) if typing.get_origin(item) in (Union, types.UnionType) else (item,)
-        plural = {str: "strings", int: "integers", float: "numbers"}
-        return "a list of " + " or ".join(plural.get(i, describe(i)) for i in items)
-    if origin is dict:
-        key, value = typing.get_args(annotation)
-        return f"a mapping of {describe(key).split(' ', 1)[1]}s to {describe(value).split(' ', 1)[1]}s"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "a mapping of its keys (or nothing: its defaults)"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _locate(loc: tuple, data: Any) -> tuple[list[str], Any, Any, dict]:
-    """Follow an error's location through the schema and the input: (the key's parts, the
-    annotation there, the value given, the field's extra schema). The walk stops at a union:
-    the whole field is then described, not one of its alternatives."""
-    parts, annotation, value, extra = [], Params, data, {}
-    for step in loc:
-        origin = typing.get_origin(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and step in annotation.model_fields:
-            field = annotation.model_fields[step]
-            annotation, extra = field.annotation, field.json_schema_extra or {}
-        elif origin is dict and isinstance(value, dict) and step in value:
-            annotation, extra = typing.get_args(annotation)[1], {}
-        elif origin is list and isinstance(step, int):
-            annotation = typing.get_args(annotation)[0]
-            parts[-1] += f"[{step}]"
-            value = value[step] if isinstance(value, list) and step < len(value) else None
-            continue
-        else:
-            break
-        parts.append(str(step))
-        value = value.get(step) if isinstance(value, dict) else None
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return parts, annotation, value, extra
-
-
-def _range(annotation: Any, error: dict, extra: dict, metadata: list) -> str:
-    """What a bounded field allows, from its declared bounds (``metadata``: the field's)."""
-    kind, ctx = error["type"], error.get("ctx", {})
-    if "allowed" in extra:
-        return extra["allowed"]
-    number = "an integer" if annotation is int else "a number"
-    if kind in ("greater_than", "greater_than_equal"):
-        return extra.get("too_low") or (f"{number} > {ctx['gt']:.15g}" if "gt" in ctx else f"{number} >= {ctx['ge']:.15g}")
-    if extra.get("too_high"):
-        return extra["too_high"]
-    high = f"{ctx['le']:.15g}]" if "le" in ctx else f"{ctx['lt']:.15g})"
-    low = next((m for m in metadata if getattr(m, "gt", None) is not None or getattr(m, "ge", None) is not None), None)
-    if low is None:
-        return f"{number} {'<=' if 'le' in ctx else '<'} {high[:-1]}"
-    if getattr(low, "gt", None) is not None:
-        return f"{number} in {f'[{low.gt + 1:.15g}' if annotation is int else f'({low.gt:.15g}'}, {high}"
-    return f"{number} in [{low.ge:.15g}, {high}"
-
-
-def explain(err: ValidationError, data: Any, file: str) -> str:
-    """The first of pydantic's errors as our one line."""
-    error = err.errors(include_url=False)[0]
-    loc, kind = tuple(error["loc"]), error["type"]
-    parts, annotation, value, extra = _locate(loc, data)
-    key = ".".join(parts)
-    if kind == "extra_forbidden":  # the walk stopped at the section that lacks the key
-        section_key, unknown = key, str(loc[-1])
-        section = _section_at(section_key)
-        valid = list(section.model_fields)
-        close = difflib.get_close_matches(unknown, valid, n=1) or [n for n in valid if unknown.startswith(n)]
-        where = f"{section_key}." if section_key else ""
-        hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
-        return (f"{file}: unknown key '{where}{unknown}'{hint}; valid keys"
-                f"{' in ' + section_key if section_key else ''}: {', '.join(valid)}")
-    if kind == "allowed":
-        ctx = error["ctx"]
-        # A field's own rule names the field again (its loc ends there); a section's rule names
-        # a key inside the section.
-        inside = parts[:-1] if parts and ctx["key"].split(".")[0] == parts[-1] else parts
-        full = ".".join([*inside, ctx["key"]])
-        return f"{file}: {full}: got {ctx['value']!r}, expected {ctx['allowed']}"
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind == "finite_number":
-        return f"{file}: {key}: got {value!r}, expected a finite number"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        field = _field_at(parts)
-        metadata = list(field.metadata) if field is not None else []
-        return f"{file}: {key}: got {value!r}, expected {_range(annotation, error, extra, metadata)}"
-    return f"{file}: {key}: expected {describe(annotation)}, got {value!r} ({type(value).__name__})"
-
-
 def _section_at(key: str) -> type[BaseModel]:
+    """The section class at a dotted key ('' for the whole file)."""
     section: type[BaseModel] = Params
     for part in filter(None, key.split(".")):
         section = section.model_fields[part].annotation
@@ -672,6 +558,7 @@ def _section_at(key: str) -> type[BaseModel]:
 
 
 def _field_at(parts: list[str]):
+    """The field at a key's parts, or None where the schema has no such key."""
     section: Any = Params
     field = None
     for part in parts:
@@ -680,162 +567,3 @@ def _field_at(parts: list[str]):
         field = section.model_fields[part]
         section = field.annotation
     return field
-
-
-def parse_params(data: Any, file: str = "params.yaml") -> Params:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"{file}: expected a mapping of sections at the top level")
-    try:
-        return Params.model_validate(data, context={"root": str(Path(file).parent)})
-    except ValidationError as err:
-        raise ParamsError(explain(err, data, file)) from None
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _yaml_problem(err: Exception) -> str:
-    """The parser's complaint on one line, with the line and column it points at."""
-    problem = getattr(err, "problem", None)
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    if not problem:
-        return " ".join(str(err).split())
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    context = getattr(err, "context", None)
-    return f"{problem}{where}" + (f" ({context})" if context else "")
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content (YAML 1.2, as DVC writes it: 1e-3 is a number), or a ParamsError
-    naming the file and, for a syntax error, the line and column."""
-    from ruamel.yaml import YAML, YAMLError
-
-    if path.is_dir():
-        raise ParamsError(f"{path}: is a folder, not a file")
-    if not path.exists():
-        raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
-    size = path.stat().st_size
-    if size > limits.PARAMS_FILE_BYTES:
-        raise ParamsError(f"{path}: {size:,} bytes, over the {limits.PARAMS_FILE_BYTES:,} a params file may have "
-                          f"(limit PARAMS_FILE_BYTES); data belongs in data files, not in params")
-    text = decode(path.read_bytes(), "utf-8", str(path), ParamsError, "save it as UTF-8")
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
-    except RecursionError:
-        raise ParamsError(f"{path}: nested too deep to read (limit PARAMS_DEPTH, {limits.PARAMS_DEPTH} levels)") from None
-    limits.expanded_size(data, str(path), ParamsError)
-    return data
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file."""
-    path = Path(path)
-    data = read_yaml(path)
-    if data is None:  # DVC cannot even parse dvc.yaml's ${...} against an empty file
-        raise ParamsError(f"{path}: the file is empty; start from a recipe (peftpipe recipe NAME) or the README's")
-    params = parse_params(data, str(path))
-    _check_interpolated(data, path)
-    return params
-
-
-def _check_interpolated(data: dict, path: Path) -> None:
-    """The keys dvc.yaml reads from this file itself (``${train.launcher}``) are written in
-    it: DVC does not know the schema's defaults, so without them every dvc command fails."""
-    pipeline = path.parent / "dvc.yaml"
-    if not pipeline.is_file():
-        return
-    for key in sorted(set(re.findall(r"\$\{\s*([\w.]+)\s*\}", pipeline.read_text(errors="replace")))):
-        value: Any = data
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            section, _, leaf = key.rpartition(".")
-            default = Params().model_dump()
-            for part in key.split("."):
-                default = default.get(part) if isinstance(default, dict) else None
-            raise ParamsError(f"{path}: {key}: missing, and dvc.yaml reads it from this file (${{{key}}}); "
-                              f"write it{' under ' + section if section else ''}: {leaf}: {default}")
-
-
-# Words YAML 1.1 readers (PyYAML, many tools) read as booleans or null: written quoted, so
-# every reader reads the string that was meant ("no" is a class name, not false).
-_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
-
-
-def _read_alike(yaml) -> None:
-    """A writer whose output every YAML reader reads the same: YAML 1.1's boolean words quoted,
-    null written as null (not left blank)."""
-
-    def string(representer, value: str):
-        style = '"' if value.lower() in _YAML11_WORDS else None
-        return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-    def null(representer, value):
-        return representer.represent_scalar("tag:yaml.org,2002:null", "null")
-
-    yaml.representer.add_representer(str, string)
-    yaml.representer.add_representer(type(None), null)
-
-
-def _schema_at(path: str) -> type[BaseModel] | None:
-    """The schema section at a dotted path (``data.columns``), or None where the value there is
-    not a section (a mapping of the user's own, like tune.space or data.files)."""
-    field = _field_at(path.split(".")) if path else None
-    schema = field.annotation if field is not None else Params if not path else None
-    return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
-
-
-def _describes(comment, section: str | None, key: str) -> bool:
-    """Whether an end-of-line comment is the schema's description of ``section.key``."""
-    schema = _schema_at(section) if section else Params
-    field = getattr(schema, "model_fields", {}).get(key)
-    text = " ".join(str(getattr(part, "value", part)) for part in (comment or []) if part is not None)
-    return bool(field is not None and field.description and field.description in text)
-
-
-def write_params(path: Path, changes: dict) -> Path | None:
-    """Set ``changes`` ({section: {key: value}}, or {key: value} at the top) in a params
-    file, keeping its comments and every other key (the schema's defaults where there is no
-    file), check the result, and write it atomically. A file that changes is kept first as
-    <name>.bak, whose path is returned: a user's edits are never dropped without a copy."""
-    import io
-
-    from ruamel.yaml import YAML
-
-    yaml = YAML()  # round trip: comments and key order stay
-    _read_alike(yaml)
-    old = path.read_text() if path.exists() else None
-    document = None
-    if old is not None:
-        read_yaml(path)  # a broken file stops here, with its line and column
-        document = yaml.load(old)
-    if not isinstance(document, dict):
-        document = Params().model_dump()
-
-    def put(mapping, key, value, section: str | None = None) -> None:
-        path = f"{section}.{key}" if section else key
-        if isinstance(value, dict) and value and isinstance(mapping.get(key), dict) and _schema_at(path) is not None:
-            for inner, setting in value.items():  # a section is edited in place: its comments stay
-                put(mapping[key], inner, setting, f"{section}.{key}" if section else key)
-            return
-        mapping[key] = value
-        comments = getattr(mapping, "ca", None)  # a comment about the old value would now mislead,
-        if comments is not None and key in comments.items and not _describes(comments.items[key], section, key):
-            del comments.items[key]  # but the schema's description of the key stays
-
-    for key, value in changes.items():
-        put(document, key, value)
-    text = io.StringIO()
-    yaml.dump(document, text)
-    parse_params(YAML(typ="safe", pure=True).load(text.getvalue()), str(path))
-    backup = None
-    if old is not None and old != text.getvalue():
-        backup = path.with_name(path.name + ".bak")
-        atomic_copy(path, backup)  # whole or not at all: a failed copy keeps the previous backup
-    with atomic_path(path) as tmp:
-        tmp.write_text(text.getvalue())
-    return backup

@@ -1,0 +1,69 @@
+"""The package's layout is its architecture, and imports point one way:
+
+    peftpipe.cli  ->  peftpipe.tools, peftpipe.serve  ->  the pipeline library
+    (the package root, peftpipe.tasks, peftpipe.params: what the stages run)
+
+The stages run the library only (so dvc.yaml's deps hold no user tool and no server); the
+tools and the server do not import each other. Function-level imports count too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+SRC = ROOT / "src" / "peftpipe"
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ("tools", "serve", "cli"):
+        return parts[1]
+    return "library"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The peftpipe modules (or packages) a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "peftpipe"}
+
+
+ALLOWED = {  # layer -> the layers it may import
+    "library": {"library"},
+    "tools": {"library", "tools"},
+    "serve": {"library", "serve"},
+    "cli": {"library", "tools", "serve", "cli"},
+}
+SOURCES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(SRC).as_posix())
+def test_imports_point_from_the_commands_to_the_library(path):
+    own = layer(module_name(path))
+    wrong = sorted(name for name in imports(path) if layer(name) not in ALLOWED[own])
+    assert not wrong, f"{module_name(path)} ({own}) imports {wrong}: {own} may import only {sorted(ALLOWED[own])}"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "stages").glob("*.py")), ids=lambda p: p.name)
+def test_stages_import_the_library_only(script):
+    wrong = sorted(name for name in imports(script) if layer(name) != "library")
+    assert not wrong, f"stages/{script.name} imports {wrong}"
+
+
+def test_the_layers_are_where_the_layout_says():
+    assert {layer(module_name(p)) for p in SOURCES} == {"library", "tools", "serve", "cli"}
+    assert layer("peftpipe.tools.compare") == "tools" and layer("peftpipe.serve.app") == "serve"
+    assert layer("peftpipe.tasks.base") == layer("peftpipe.params.schema") == "library"
+    # The rule bites: a library module that imported a tool would be named.
+    assert "tools" not in ALLOWED["library"] and "serve" not in ALLOWED["tools"]
