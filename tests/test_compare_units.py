@@ -179,3 +179,50 @@ def test_reading_predictions_files(tmp_path):
     assert same == rows_digest([{"text": "a", "gold": "x", "predicted": "z"}])  # the predictions do not count
     assert same != rows_digest([{"text": "b", "gold": "x", "predicted": "y"}])
     assert same != rows_digest([{"text": "a", "gold": "w", "predicted": "y"}])
+
+
+def test_predictions_are_read_from_a_file_the_workspace_or_a_commit(tmp_path, monkeypatch):
+    """load_predictions: a file path with its task.json, the workspace, any git revision (read
+    through DVC), each with a one-line error naming what is missing."""
+    import json
+    import subprocess
+
+    from peftpipe.evaluation import describe_predictions
+    from peftpipe.tools.compare import load_predictions
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    def save(predicted):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "test.jsonl").write_text("".join(json.dumps({"gold": g, "predicted": p}) + "\n"
+                                                   for g, p in zip(["pos", "neg"], predicted)))
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data/predictions"
+    git("init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    save(["pos", "pos"])
+    git("add", "-A")
+    git("commit", "-qm", "predictions without their meaning (before task.json existed)")
+    describe_predictions(folder, "sequence_classification", ["neg", "pos"])
+    git("add", "-A")
+    git("commit", "-qm", "scored")
+    save(["neg", "neg"])  # the workspace moves on
+
+    committed, here = load_predictions("HEAD"), load_predictions("workspace")
+    assert [r["predicted"] for r in committed.rows] == ["pos", "pos"]
+    assert [r["predicted"] for r in here.rows] == ["neg", "neg"] == \
+        [r["predicted"] for r in load_predictions(str(folder / "test.jsonl")).rows]
+    assert committed.meaning == here.meaning == Meaning("sequence_classification", ("neg", "pos"))
+    with pytest.raises(InputError, match=r"^nope: cannot read its data/predictions/test\.jsonl .*give a commit"):
+        load_predictions("nope")
+    with pytest.raises(InputError, match=r"^HEAD~1: cannot read its data/predictions/task\.json .*`dvc exp run` again"):
+        load_predictions("HEAD~1")
+    (folder / "task.json").unlink()
+    with pytest.raises(InputError, match=r"^data/predictions/test\.jsonl: no task\.json beside it"):
+        load_predictions("workspace")
+    (folder / "test.jsonl").unlink()
+    with pytest.raises(InputError, match=r"^data/predictions/test\.jsonl: not in the workspace; run `dvc repro"):
+        load_predictions(".")
