@@ -185,6 +185,29 @@ def stage_args(script: str) -> list[str]:
     raise KeyError(f"no stage runs stages/{script}.py in dvc.yaml")
 
 
+def module_file(name: str) -> Path | None:
+    """The source file of a dotted peftpipe module or package name, or None."""
+    path = ROOT / "src" / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The peftpipe modules a file imports, anywhere in it (function-level imports too)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return {n for n in names if n.split(".")[0] == "peftpipe" and module_file(n)}
+
+
 def dvc_stage_of(script: str) -> dict:
     """dvc.yaml's entry for the stage that runs stages/<script>.py."""
     from ruamel.yaml import YAML

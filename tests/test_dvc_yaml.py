@@ -1,6 +1,5 @@
 """dvc.yaml declares exactly what each stage reads, so `dvc repro` reruns what a change affects."""
 
-import ast
 import json
 import runpy
 import shlex
@@ -8,31 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import imported_modules, module_file
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
 PIPELINE = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text())
-
-
-def module_file(name: str) -> Path | None:
-    path = SRC / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return {n for n in names if n.split(".")[0] == "peftpipe" and module_file(n)}
 
 
 def code_closure(script: Path) -> set[Path]:

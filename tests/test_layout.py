@@ -6,11 +6,10 @@
 The stages run the library only (so dvc.yaml's deps hold no user tool and no server); the
 tools and the server do not import each other. Function-level imports count too."""
 
-import ast
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, imported_modules
 
 SRC = ROOT / "src" / "peftpipe"
 
@@ -27,18 +26,6 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """The peftpipe modules (or packages) a file imports, anywhere in it."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "peftpipe"}
-
-
 ALLOWED = {  # layer -> the layers it may import
     "library": {"library"},
     "tools": {"library", "tools"},
@@ -51,13 +38,13 @@ SOURCES = sorted(SRC.rglob("*.py"))
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(SRC).as_posix())
 def test_imports_point_from_the_commands_to_the_library(path):
     own = layer(module_name(path))
-    wrong = sorted(name for name in imports(path) if layer(name) not in ALLOWED[own])
+    wrong = sorted(name for name in imported_modules(path) if layer(name) not in ALLOWED[own])
     assert not wrong, f"{module_name(path)} ({own}) imports {wrong}: {own} may import only {sorted(ALLOWED[own])}"
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "stages").glob("*.py")), ids=lambda p: p.name)
 def test_stages_import_the_library_only(script):
-    wrong = sorted(name for name in imports(script) if layer(name) != "library")
+    wrong = sorted(name for name in imported_modules(script) if layer(name) != "library")
     assert not wrong, f"stages/{script.name} imports {wrong}"
 
 
