@@ -171,9 +171,21 @@ def test_prefix_tuning_an_encoder_decoder_trains_and_generates(tmp_path, tiny_t5
 
     test = load_from_disk(str(tmp_path / "data/tokenized"))["test"]
     assert test[0]["labels"][-1] == 1  # the target ends with </s>, unshifted (T5 shifts it itself)
+    # The encoder reads the text alone and the decoder is scored on every target token
+    # (a decoder-only layout would prompt with text + cue and hide it from the loss).
+    assert all(-100 not in row["labels"] for row in test) and test[0]["prompt_ids"] == test[0]["input_ids"]
     losses = validation_losses(tmp_path)
     assert losses[-1] < losses[0]
     assert read_json("metrics/eval.json")["examples"] == 24
+    # Serving writes what evaluate wrote, for each test text, with the probability of it.
+    from peftpipe.artifacts import load_trained
+    from peftpipe.tasks.generation import write_labels
+
+    model, tokenizer, info = load_trained(tmp_path / "models/adapter")
+    rows = [json.loads(line) for line in (tmp_path / "data/predictions/test.jsonl").read_text().splitlines()]
+    written = write_labels(model, tokenizer, [row["text"] for row in rows], info.labels, 24, batch_size=5)
+    assert [label for label, _ in written] == [row["predicted"] for row in rows]
+    assert all(0 < probability <= 1 for _, probability in written)
 
 
 GENERATION_METHODS = [name for name in METHODS if name not in ("qlora", "prefix_tuning", "lora")]  # those: above
