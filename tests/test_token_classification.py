@@ -65,3 +65,24 @@ def test_a_model_without_a_token_head_is_refused(tmp_path):
     CLIPVisionModel(config).save_pretrained(tmp_path / "clip")
     with pytest.raises(ModelError, match=r"\(CLIPVisionConfig\) has no token-classification head"):
         tc.load_model(str(tmp_path / "clip"), LABELS)
+
+
+def test_word_rows_become_sentences_in_file_order():
+    """One word a row (Kaggle's ner_dataset.csv): a blank sentence cell continues the
+    sentence above, a name seen again later starts a new sentence, `group` keeps its first value."""
+    from peftpipe.errors import DataError
+    from peftpipe.params import ColumnsParams
+
+    frame = pd.DataFrame({"s": ["a", None, " ", "b", "a", ""], "w": list("uvwxyz"),
+                          "t": ["O", "B-X", "I-X", "O", "O", "B-Y"], "group": ["g1", "g2", "g3", "g4", "g5", "g6"]})
+    columns = ColumnsParams(tokens="w", tags="t", sentence="s")
+    out = tc.sentences_from_word_rows(frame, columns, "f.csv")
+    assert out["w"].tolist() == [["u", "v", "w"], ["x"], ["y", "z"]]
+    assert out["t"].tolist() == [["O", "B-X", "I-X"], ["O"], ["O", "B-Y"]]
+    assert out["group"].tolist() == ["g1", "g4", "g5"] and out.index.tolist() == [0, 1, 2]
+    assert "group" not in tc.sentences_from_word_rows(frame.drop(columns="group"), columns, "f.csv")
+    with pytest.raises(DataError, match=r"^f\.csv: row 0 names no sentence in 's', and no row above does$"):
+        tc.sentences_from_word_rows(frame.assign(s=[None, "a", "a", "b", "b", "b"]), columns, "f.csv")
+    with pytest.raises(DataError, match=r"^f\.csv: missing column\(s\) s, t; found w \(set data\.columns\.sentence / "
+                                        r"data\.columns\.tokens / data\.columns\.tags\)$"):
+        tc.sentences_from_word_rows(frame[["w"]], columns, "f.csv")
