@@ -86,3 +86,20 @@ def test_word_rows_become_sentences_in_file_order():
     with pytest.raises(DataError, match=r"^f\.csv: missing column\(s\) s, t; found w \(set data\.columns\.sentence / "
                                         r"data\.columns\.tokens / data\.columns\.tags\)$"):
         tc.sentences_from_word_rows(frame[["w"]], columns, "f.csv")
+
+
+def test_truncation_counts_the_rows_and_words_a_max_length_cut():
+    dataset = {"tokens": [["a", "b", "c"], ["a", "b", "c", "d", "e"], ["a", "b"]],
+               "word_ids": [[0, 1, 2], [0, 0, 1, 2], [0, 1]]}  # the second lost its last two words
+    assert tc.truncation(dataset) == {"rows": 3, "rows_cut": 1, "words_cut": 2}
+    assert tc.truncation({"tokens": [["a", "b"]], "word_ids": [[0]]}) == {"rows": 1, "rows_cut": 1, "words_cut": 1}
+
+
+def test_confusion_rows_are_word_level_entity_types():
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC"]]
+    predicted = [["B-PER", "B-LOC", "O"], ["O"]]
+    assert tc.confusion_rows(gold, predicted) == [
+        {"actual": "PER", "predicted": "PER"}, {"actual": "PER", "predicted": "LOC"},
+        {"actual": "O", "predicted": "O"}, {"actual": "LOC", "predicted": "O"}]
+    assert tc.confusion_rows([["I-MISC", "b-x"]], [["B-MISC", "O"]]) == [
+        {"actual": "MISC", "predicted": "MISC"}, {"actual": "b-x", "predicted": "O"}]  # only B-/I- are prefixes
