@@ -380,3 +380,24 @@ def test_queued_and_temp_runs_get_paths_that_leave_the_repository_pinned(tmp_pat
     monkeypatch.chdir(copy)
     assert "runs in a copy of the repository" in unusable(Path("../corpora/train.jsonl"))
     assert unusable(Path("inputs/missing.jsonl")) == "file not found"
+
+
+def test_each_methods_settings_from_params():
+    """What each method hands its peft config, exactly (mutation testing: AdaLoRA's schedule,
+    IA3's feed-forward layers and prefix tuning's head survived the training tests)."""
+    from peftpipe.methods import get_method
+
+    params = parse_params({"lora": {"r": 16, "alpha": 32, "dropout": 0.05, "bias": "all"},
+                           "prompt": {"num_virtual_tokens": 7}})
+    adalora = get_method("adalora").settings(params, ["classifier"], 250)
+    assert adalora == {"lora_alpha": 32, "lora_dropout": 0.05, "target_modules": None,
+                       "modules_to_save": ["classifier"], "init_r": 16, "target_r": 8, "total_step": 250,
+                       "tinit": 25, "tfinal": 25, "deltaT": 12}
+    short = get_method("adalora").settings(parse_params({"lora": {"r": 1}}), [], 5)
+    assert (short["tinit"], short["deltaT"], short["target_r"]) == (1, 1, 1)  # never a zero-step schedule
+    assert get_method("ia3").settings(params, [], 0) == {"target_modules": None, "modules_to_save": []}
+    targeted = parse_params({"lora": {"target_modules": ["query"]}})
+    assert get_method("ia3").settings(targeted, [], 0) == {"target_modules": ["query"], "feedforward_modules": [],
+                                                           "modules_to_save": []}
+    assert get_method("prefix_tuning").settings(params, [], 0) == {"num_virtual_tokens": 7, "modules_to_save": None}
+    assert get_method("prefix_tuning").settings(params, ["score"], 0)["modules_to_save"] == ["score"]
