@@ -103,3 +103,48 @@ def test_confusion_rows_are_word_level_entity_types():
         {"actual": "O", "predicted": "O"}, {"actual": "LOC", "predicted": "O"}]
     assert tc.confusion_rows([["I-MISC", "b-x"]], [["B-MISC", "O"]]) == [
         {"actual": "MISC", "predicted": "MISC"}, {"actual": "b-x", "predicted": "O"}]  # only B-/I- are prefixes
+
+
+def test_tokenize_cuts_at_max_length_and_labels_continuations_when_asked(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = pd.DataFrame({"tokens": [["alices", "visited", "paris"]], "tags": [["B-PER", "O", "B-LOC"]]})
+
+    def row(**params):
+        return tc.tokenize(frame, tokenizer, LABELS, parse_params(params))[0]
+
+    every = row(model={"max_length": 16}, tokenize={"label_all_tokens": True})
+    assert tokenizer.convert_ids_to_tokens(every["input_ids"]) == ["[CLS]", "alice", "##s", "visited", "paris", "[SEP]"]
+    assert every["labels"] == [-100, 1, 2, 0, 3, -100]  # B-PER's continuation is I-PER
+    assert row(model={"max_length": 16})["labels"] == [-100, 1, -100, 0, 3, -100]
+    long = pd.DataFrame({"tokens": [["alices", "visited", "paris", "and", "london", "went", "to", "berlin"]],
+                         "tags": [["B-PER", "O", "B-LOC", "O", "B-LOC", "O", "O", "B-LOC"]]})
+    cut = tc.tokenize(long, tokenizer, LABELS, parse_params({"model": {"max_length": 8}}))
+    assert cut[0]["word_ids"] == [-1, 0, 0, 1, 2, 3, 4, -1] and cut[0]["labels"] == [-100, 1, -100, 0, 3, 0, 3, -100]
+    assert tc.truncation(cut) == {"rows": 1, "rows_cut": 1, "words_cut": 3}
+
+
+def test_tag_schemes_become_iob2():
+    from peftpipe.errors import DataError
+
+    assert tc.to_iob2(["PER", "PER", "O", "LOC", "LOC", "ORG", "PER"], "io", "f") == \
+        ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "B-ORG", "B-PER"]
+    assert tc.to_iob2(["B-PER", "I-PER", "O", "I-LOC"], "io", "f") == ["B-PER", "I-PER", "O", "B-LOC"]
+    assert tc.to_iob2(["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "U-ORG", "B-X", "L-X"], "bioes", "f") == \
+        ["B-PER", "O", "B-LOC", "I-LOC", "I-LOC", "B-ORG", "B-X", "I-X"]
+    assert tc.to_iob2(["B-PER", "O"], "iob2", "f") == ["B-PER", "O"]
+    with pytest.raises(DataError, match=r"^f: tag 'PER' at token 1 has no B-/I- prefix \(data\.tag_scheme is iob2\); "
+                                        r"set data\.tag_scheme: io if the tags are bare entity types"):
+        tc.to_iob2(["O", "PER"], "iob2", "f")
+
+
+def test_entity_scores_name_every_type_and_refuse_an_empty_split():
+    from peftpipe.errors import DataError
+
+    scores = tc.compute_metrics([["B-PER", "O", "B-LOC"]], [["B-PER", "O", "O"]])
+    assert scores["overall"]["f1"] == pytest.approx(2 / 3) and scores["overall"]["macro_f1"] == pytest.approx(0.5)
+    assert scores["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}  # 0, not a warning
+    assert set(scores["per_type"]) == {"PER", "LOC"}
+    with pytest.raises(DataError, match=r"^cannot score an empty split$"):
+        tc.compute_metrics([], [])
