@@ -202,3 +202,29 @@ def test_tune_runs_trials_as_dvc_experiments_and_scores_the_best_once_on_test(tm
     assert best["extra"]["validation"]["overall"]["f1_ci"]["low"] <= best["extra"]["validation"]["overall"]["f1"]
     study = read_json(repo / "metrics/tune/study.json")
     assert study["best"]["params"]["train.learning_rate"] == 0.02 and study["complete"] == 4
+
+
+def test_a_worker_that_loses_the_race_to_create_the_study_joins_it(tmp_path, monkeypatch):
+    """Two workers starting on a new study both create it; on PostgreSQL the second one's
+    insert fails (sqlalchemy's IntegrityError): it loads the study the first one made."""
+    import optuna
+
+    params = toy_params(tmp_path, sampler="random", study="raced")
+    made = tune.open_study(params)
+
+    class IntegrityError(Exception):
+        pass
+
+    def collide(**kwargs):
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(optuna, "create_study", collide)
+    joined = tune.open_study(params)
+    assert joined.study_name == made.study_name == "raced" and joined._study_id == made._study_id
+
+    def broken(**kwargs):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr(optuna, "create_study", broken)
+    with pytest.raises(RuntimeError, match="database is down"):  # any other failure is not a race
+        tune.open_study(params)

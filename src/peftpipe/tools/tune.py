@@ -81,9 +81,21 @@ def open_study(params: Params):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=storage_url(params.tune), study_name=study_name(params),
-                               sampler=make_sampler(params.tune), pruner=make_pruner(params.tune.pruner),
-                               direction="maximize", load_if_exists=True)
+    where = {"storage": storage_url(params.tune), "study_name": study_name(params),
+             "sampler": make_sampler(params.tune), "pruner": make_pruner(params.tune.pruner)}
+    try:
+        return optuna.create_study(**where, direction="maximize", load_if_exists=True)
+    except Exception as err:
+        # Workers started together on a new study: each finds none and creates it, and on a
+        # database the loser's insert collides with the winner's rows. The study exists now.
+        if type(err).__name__ not in ("IntegrityError", "DuplicatedStudyError"):
+            raise
+    for attempt in range(10):
+        try:
+            return optuna.load_study(**where)
+        except KeyError:  # the winner's rows not visible yet
+            time.sleep(0.1 * (attempt + 1))
+    return optuna.load_study(**where)
 
 
 def worker_identity() -> str:
