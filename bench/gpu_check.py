@@ -129,7 +129,9 @@ def write_rows(params, folder: Path, rows: int) -> dict[str, str]:
     from peftpipe.tasks import get_task
 
     rng = random.Random(0)
-    columns, labels = params.data.columns, params.data.label_names
+    columns, per_token = params.data.columns, get_task(params.task.kind).per_token
+    labels = params.data.label_names or (["O", "B-PER", "I-PER", "B-LOC", "I-LOC"] if per_token
+                                          else ["positive", "negative", "neutral"])
     files = {}
     for split, count in (("train", rows), ("test", max(rows // 4, 8))):
         path = folder / "inputs" / f"{split}.jsonl"
@@ -137,13 +139,11 @@ def write_rows(params, folder: Path, rows: int) -> dict[str, str]:
         with open(path, "w") as fh:
             for i in range(count):
                 words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
-                if get_task(params.task.kind).per_token:
-                    tags = labels or ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-                    row = {columns.tokens: words, columns.tags: [rng.choice([t for t in tags if not t.startswith("I-")])
+                if per_token:
+                    row = {columns.tokens: words, columns.tags: [rng.choice([t for t in labels if not t.startswith("I-")])
                                                                  for _ in words]}
                 else:
-                    row = {columns.text[0] if isinstance(columns.text, list) else columns.text: " ".join(words),
-                           columns.label: (labels or ["positive", "negative", "neutral"])[i % len(labels or "abc")]}
+                    row = {columns.text_columns[0]: " ".join(words), columns.label: labels[i % len(labels)]}
                     if columns.text_pair:
                         row[columns.text_pair] = " ".join(rng.choice(WORDS) for _ in range(6))
                 fh.write(json.dumps(row) + "\n")
@@ -190,10 +190,10 @@ def check_recipe(name: str, project: Path, steps: int, tiny: bool, hub: bool) ->
         "train": {"max_steps": steps, "logging_steps": 1, "checkpoint_steps": 0, "launcher": "python",
                   **({"mixed_precision": "no", "batch_size": 4} if tiny else {})},
         "eval": {"extra": {}}})
-    row = {"recipe": name, "model": model_name + ("" if hub else " (random)"), "params_m": None,
+    row = {"recipe": name, "model": model_name + ("" if hub else " (random)"),
+           "params_m": round(model_params / 1e6, 1) if model_params else None,
            "method": params.peft.method, "precision": "no" if tiny else params.train.mixed_precision,
            "four_bit": params.peft.method == "qlora", "processes": 1}
-    row["params_m"] = round(model_params / 1e6, 1) if model_params else None
     return run_pipeline(project, row, ["download", "split", "tokenize_align", "settings", "train"], torch)
 
 

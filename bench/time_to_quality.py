@@ -90,8 +90,8 @@ def main() -> None:
         args.pairs = [name for name in args.pairs if name != "conll"]
     results = [run_pair(name, args.peer_rates, args.evals_per_epoch, args.epochs) for name in args.pairs]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"Time to equal quality on {cpu_model()}, {stamp}: `python bench/time_to_quality.py "
-             f"{' '.join(sys.argv[1:])}`".rstrip() + "", "",
+    command = " ".join(["python bench/time_to_quality.py", *sys.argv[1:]])
+    lines = [f"Time to equal quality on {cpu_model()}, {stamp}: `{command}`", "",
              "| pair | peer | peer's time | target (peer's validation F1) | pipeline to the target | "
              "test F1 peer vs pipeline, difference [95% CI], p |", "|---|---|---|---|---|---|",
              *map(row, results)]

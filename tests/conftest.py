@@ -224,7 +224,12 @@ def undeclared_reads(script: str, read: list[str], settings: dict | None = None)
     declared = [str(entry) for entry in stage.get("params", [])]
     if SETTINGS_FILE in stage.get("deps", []):
         declared += list(settings or {})
-    return [leaf for leaf in read if not any(leaf == key or leaf.startswith(key + ".") for key in declared)]
+    return [leaf for leaf in read if not any(under(leaf, key) for key in declared)]
+
+
+def under(leaf: str, key: str) -> bool:
+    """Whether a params entry (``data.columns``) covers a leaf (``data.columns.tokens``)."""
+    return leaf == key or leaf.startswith(key + ".")
 
 
 SETTINGS_FILE = "data/train_settings.json"

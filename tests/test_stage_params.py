@@ -12,9 +12,18 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import dvc_stage_of, run_stage, undeclared_reads, write_jsonl, write_tiny_classifier, write_tiny_recipe
+from conftest import (
+    dvc_stage_of,
+    run_stage,
+    undeclared_reads,
+    under,
+    write_jsonl,
+    write_tiny_classifier,
+    write_tiny_recipe,
+)
 
-from peftpipe.params import Params, Section, only_checking, reads, write_params
+from peftpipe.params import Params, only_checking, reads, write_params
+from peftpipe.tools import recipes
 
 # Listed, but read only in configurations the runs below cannot have here, and why.
 READ_ELSEWHERE = {
@@ -38,16 +47,15 @@ READ_ELSEWHERE = {
 }
 
 
+# Every params key, dotted, in the schema's order (sections opened, users' own mappings not).
+SCHEMA_LEAVES = list(recipes.leaves(Params().model_dump()))
+
+
 def leaves(key: str) -> list[str]:
     """A dvc.yaml params entry as the schema's leaves under it (`data.columns` -> its six)."""
-    node: type[Section] | None = Params
-    for part in key.split("."):
-        field = node.model_fields[part]
-        node = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, Section) \
-            else None
-    if node is None:
-        return [key]
-    return [leaf for name in node.model_fields for leaf in leaves(f"{key}.{name}")]
+    found = [leaf for leaf in SCHEMA_LEAVES if under(leaf, key)]
+    assert found, f"dvc.yaml lists {key!r}, which is no key of the schema"
+    return found
 
 
 def declared(script: str) -> set[str]:

@@ -87,8 +87,7 @@ class Section(BaseModel):
     def model_dump(self, **kwargs) -> dict[str, Any]:
         if _read_leaves is not None and id(self) in _section_paths:  # a dump reads every leaf
             for name in type(self).model_fields:
-                getattr(self, name)
-                if isinstance(part := getattr(self, name), Section):
+                if isinstance(part := getattr(self, name), Section):  # a leaf's getattr records it
                     part.model_dump()
         return super().model_dump(**kwargs)
 
