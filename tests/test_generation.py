@@ -9,14 +9,11 @@ import json
 import random
 
 import pytest
-from conftest import ENTITIES, run_stage, write_jsonl
+from conftest import TOPIC_WORDS, run_stage, write_jsonl
 from test_sequence_classification import STAGES, write_params
 
 from peftpipe.io import read_json
 from peftpipe.methods import METHODS, get_method
-
-TOPIC_WORDS = {"people": [w for w, t in ENTITIES.items() if t == "PER"],
-               "places": [w for w, t in ENTITIES.items() if t == "LOC"]}
 
 
 def sentiment_rows(n: int, seed: int) -> list[dict]:
@@ -28,52 +25,6 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
         rows.append({"text": " ".join(rng.choice(TOPIC_WORDS[label] + ["the", "and"]) for _ in range(rng.randint(3, 7))),
                      "label": label})
     return rows
-
-
-def word_tokenizer(extra: list[str], pad: str, eos: str, template: bool):
-    from conftest import WORDS
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = [pad, eos, "<unk>", *WORDS, *TOPIC_WORDS, "Label", ":", *extra]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    if template:  # T5 style: every encoded text ends with </s>
-        backend.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token=pad, eos_token=eos), vocab
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt_dir(tmp_path_factory):
-    """A 2-layer Llama language model with random weights."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer, vocab = word_tokenizer([], "<pad>", "</s>", template=False)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory):
-    """A 2-layer T5 with random weights."""
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer, vocab = word_tokenizer([], "<pad>", "</s>", template=True)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def generation_params(folder, model_dir, epochs: int, method: str = "prefix_tuning", learning_rate: float = 2e-1) -> None:
