@@ -234,3 +234,14 @@ def test_summarize_groups_runs_by_params_without_the_seed():
     assert by_r[8].stats()["f1"]["mean"] == 0.48
     text = summarize.table(groups, ["f1"])
     assert "lora.r=16: 3 run(s), seeds 1, 2, 3" in text and "f1                 0.5000 +- 0.0400" in text
+
+
+def test_summarize_takes_a_mapping_valued_param_as_one_value():
+    from peftpipe.tools import summarize
+
+    runs = [exp(name, 1, 16, 0.5) for name in ("a", "b")]
+    for run, train in zip(runs, ("a.csv", "b.csv")):
+        run["data"]["params"]["params.yaml"]["data"]["data"] = {"files": {"train": train, "test": "t.csv"}}
+    groups = summarize.group(summarize.runs(runs))
+    assert summarize.differing(groups) == ["data.files"]
+    assert groups[0].params["data.files"] == {"train": "a.csv", "test": "t.csv"}

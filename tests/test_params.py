@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from peftpipe.errors import ParamsError
-from peftpipe.params import Params, load_params
+from peftpipe.params import Params, leaves, load_params, nest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +32,13 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     bad.write_text("lora: [r: 1\n")
     with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_leaves_are_dotted_keys_down_to_the_schemas_sections_and_nest_undoes_them():
+    tree = {"lora": {"r": 8, "target_modules": ["query"]}, "seed": 3,
+            "data": {"files": {"train": "a.csv"}, "labels": {1: "World"}, "columns": {"label": "y"}},
+            "unknown": {"k": 1}}
+    flat = leaves(tree)
+    assert flat == {"lora.r": 8, "lora.target_modules": ["query"], "seed": 3, "data.files": {"train": "a.csv"},
+                    "data.labels": {1: "World"}, "data.columns.label": "y", "unknown": {"k": 1}}
+    assert nest(flat) == tree

@@ -10,7 +10,7 @@ from conftest import ROOT, SHARED_CORPORA
 
 from peftpipe.cli import main as cli
 from peftpipe.models import load_tokenizer, resolve_model
-from peftpipe.params import Params, load_params, parse_params
+from peftpipe.params import Params, leaves, load_params, parse_params
 from peftpipe.tools import recipes
 
 FOLDER = ROOT / "recipes"
@@ -30,8 +30,8 @@ def test_the_reference_recipes_exist():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_holds_only_its_changes_and_says_how_to_run_it(name):
-    overlay = recipes.leaves(recipes.overlay(name, FOLDER))
-    defaults = recipes.leaves(Params().model_dump())
+    overlay = leaves(recipes.overlay(name, FOLDER))
+    defaults = leaves(Params().model_dump())
     same = sorted(key for key, value in overlay.items() if key != "recipe" and defaults.get(key) == value)
     assert not same, f"recipes/{name}.yaml repeats defaults: {same}"
     assert overlay["recipe"] == name

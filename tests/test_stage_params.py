@@ -22,8 +22,8 @@ from conftest import (
     write_tiny_recipe,
 )
 
+from peftpipe import params
 from peftpipe.params import Params, only_checking, reads, write_params
-from peftpipe.tools import recipes
 
 # Listed, but read only in configurations the runs below cannot have here, and why.
 READ_ELSEWHERE = {
@@ -48,7 +48,7 @@ READ_ELSEWHERE = {
 
 
 # Every params key, dotted, in the schema's order (sections opened, users' own mappings not).
-SCHEMA_LEAVES = list(recipes.leaves(Params().model_dump()))
+SCHEMA_LEAVES = list(params.leaves(Params().model_dump()))
 
 
 def leaves(key: str) -> list[str]:

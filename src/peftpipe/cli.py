@@ -281,7 +281,7 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
     stages whose params changed. Your edits to params.yaml are never dropped silently."""
     from peftpipe.errors import ParamsError
     from peftpipe.io import atomic_copy, atomic_path
-    from peftpipe.params import read_yaml
+    from peftpipe.params import nest, read_yaml
     from peftpipe.tools import recipes
 
     if not name:
@@ -304,7 +304,7 @@ def recipe(name: str | None, keep_edits: bool, drop_edits: bool, debug: bool) ->
             raise ParamsError(
                 f"params.yaml has edits to its recipe: {shown}{more}; rerun with --keep-edits to carry them "
                 f"into {name!r}, or --drop-edits (params.yaml.bak keeps them)")
-        changes = recipes.nest({k: ours for k, (ours, _) in edited.items()}) if keep_edits else None
+        changes = nest({k: ours for k, (ours, _) in edited.items()}) if keep_edits else None
         text = recipes.params_text(name, changes=changes)
         if current.exists() and current.read_text() != text:
             # The backup is whole before params.yaml is touched, and a failed one keeps the old backup.

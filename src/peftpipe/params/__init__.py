@@ -8,7 +8,7 @@
 Everything is imported from here: ``from peftpipe.params import Params, load_params``.
 """
 
-from peftpipe.params.files import load_params, parse_params, read_yaml, write_params, yaml_writer
+from peftpipe.params.files import leaves, load_params, nest, parse_params, read_yaml, write_params, yaml_writer
 from peftpipe.params.messages import explain
 from peftpipe.params.schema import (
     SET_NAME,
@@ -39,6 +39,6 @@ from peftpipe.wording import describe
 __all__ = [
     "SET_NAME", "SPLITS", "ColumnsParams", "DataParams", "EvalParams", "ExportParams", "LoraParams", "ModelParams",
     "Params", "PeftParams", "PromptParams", "QuantizationParams", "SearchRange", "Section", "SplitParams", "TaskKind",
-    "TaskParams", "TokenizeParams", "TrainParams", "TuneParams", "describe", "explain", "load_params", "only_checking",
-    "parse_params", "read_yaml", "reads", "write_params", "yaml_writer",
+    "TaskParams", "TokenizeParams", "TrainParams", "TuneParams", "describe", "explain", "leaves", "load_params",
+    "nest", "only_checking", "parse_params", "read_yaml", "reads", "write_params", "yaml_writer",
 ]

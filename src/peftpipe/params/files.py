@@ -186,3 +186,29 @@ def write_params(path: Path, changes: dict) -> Path | None:
     with atomic_path(path) as tmp:
         tmp.write_text(text.getvalue())
     return backup
+
+
+def leaves(data: dict, section: type[BaseModel] = Params, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a params tree (params.yaml's, a recipe's, a run's in `dvc exp
+    show`), descending into the schema's sections only: a mapping-valued param (data.files,
+    data.labels) is one value. A key the schema does not know is a leaf as it stands."""
+    flat = {}
+    for key, value in data.items():
+        field = section.model_fields.get(key)
+        inner = field.annotation if field is not None else None
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
+            flat.update(leaves(value, inner, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def nest(flat: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        target = nested
+        for part in path:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return nested

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from peftpipe.errors import ParamsError
-from peftpipe.params import Params, parse_params, read_yaml, yaml_writer
+from peftpipe.params import Params, leaves, parse_params, read_yaml, yaml_writer
 
 FOLDER = Path("recipes")
 DEFAULT = "default"
@@ -65,30 +65,6 @@ def compose(name: str, folder: Path = FOLDER) -> dict:
     data = merge(Params().model_dump(), {"recipe": name, **overlay(name, folder)})
     parse_params(data, str(folder / f"{name}.yaml"))
     return data
-
-
-def leaves(data: dict, section: type[BaseModel] = Params, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value}, descending into sections only."""
-    flat = {}
-    for key, value in data.items():
-        field = section.model_fields.get(key)
-        inner = field.annotation if field is not None else None
-        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
-            flat.update(leaves(value, inner, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def nest(flat: dict[str, Any]) -> dict:
-    nested: dict = {}
-    for key, value in flat.items():
-        *path, last = key.split(".")
-        target = nested
-        for part in path:
-            target = target.setdefault(part, {})
-        target[last] = value
-    return nested
 
 
 def edits(current: dict, folder: Path = FOLDER) -> dict[str, tuple[Any, Any]]:

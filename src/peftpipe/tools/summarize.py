@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from peftpipe.errors import InputError
+from peftpipe.params import leaves
 
 METRICS_FILE = "metrics/eval.json"
 
@@ -29,16 +30,6 @@ class Group:
         return {metric: {"mean": round(statistics.fmean(v), 4),
                          "sd": round(statistics.stdev(v), 4) if len(v) > 1 else None, "n": len(v)}
                 for metric, v in self.values.items()}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def runs(shown: list) -> list[dict]:
@@ -70,14 +61,14 @@ def runs(shown: list) -> list[dict]:
 def group(found: list[dict], seed_key: str = "seed") -> list[Group]:
     groups: dict[str, Group] = {}
     for run in found:
-        params = flatten(run["params"])
+        params = leaves(run["params"])
         seed = params.pop(seed_key, None)
         key = json.dumps(params, sort_keys=True, default=str)
         entry = groups.setdefault(key, Group(params))
         entry.names.append(run["name"])
         entry.seeds.append(seed)
-        for metric, value in flatten(run["metrics"].get("overall", {})).items():
-            if isinstance(value, (int, float)) and "_ci" not in metric:
+        for metric, value in run["metrics"].get("overall", {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # not the intervals
                 entry.values.setdefault(metric, []).append(float(value))
     return list(groups.values())
 
