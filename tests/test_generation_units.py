@@ -273,11 +273,12 @@ def _softmax(row: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("seq2seq", [True, False])
 def test_write_labels_prompts_as_in_training_and_scores_the_continuation_up_to_its_end(monkeypatch, seq2seq):
     tokenizer = t5_tokenizer() if seq2seq else decoder_tokenizer()
-    people, end = tokenizer.convert_tokens_to_ids("people"), tokenizer.eos_token_id
+    people, places, end = (tokenizer.convert_tokens_to_ids(t) for t in ("people", "places", "</s>"))
     vocab = len(tokenizer)
-    ended = np.random.default_rng(0).normal(size=(2, vocab))
-    ended[0, people], ended[1, end] = 6.0, 6.0
-    unended = np.random.default_rng(1).normal(size=(2, vocab))
+    labels = ["people", "places people"]  # three steps: two words and the end
+    ended = np.random.default_rng(0).normal(size=(3, vocab))
+    ended[0, people], ended[1, end], ended[2, places] = 6.0, 6.0, 6.0  # what follows the end is not scored
+    unended = np.random.default_rng(1).normal(size=(3, vocab))
     unended[:, people] = 6.0
     asked = []
 
@@ -287,16 +288,16 @@ def test_write_labels_prompts_as_in_training_and_scores_the_continuation_up_to_i
 
     monkeypatch.setattr(generation, "generate_logits", generate_logits)
     model = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=seq2seq))
-    written = generation.write_labels(model, tokenizer, [LONG_TEXT, "alice"], LABELS, 6, batch_size=5)
+    written = generation.write_labels(model, tokenizer, [LONG_TEXT, "alice"], labels, 7, batch_size=5)
     if seq2seq:
-        prompts = [ids(tokenizer, LONG_TEXT)[:5] + [end], ids(tokenizer, "alice") + [end]]
-    else:  # 6 - 2 generated steps - 2 cue tokens: two words
+        prompts = [ids(tokenizer, LONG_TEXT)[:6] + [end], ids(tokenizer, "alice") + [end]]
+    else:  # 7 - 3 generated steps - 2 cue tokens: two words
         prompts = [generation.causal_prompt(tokenizer, LONG_TEXT, 4), generation.causal_prompt(tokenizer, "alice", 4)]
         assert len(prompts[0]) == 4
-    assert asked == [(prompts, 2, 5)]
-    assert [label for label, _ in written] == ["people", "people people"]
+    assert asked == [(prompts, 3, 5)]
+    assert [label for label, _ in written] == ["people", "people people people"]
     assert written[0][1] == pytest.approx(_softmax(ended[0])[people] * _softmax(ended[1])[end])
-    assert written[1][1] == pytest.approx(_softmax(unended[0])[people] * _softmax(unended[1])[people])
+    assert written[1][1] == pytest.approx(np.prod([_softmax(step)[people] for step in unended]))
 
 
 # --------------------------------------------------------------------------- scores

@@ -242,3 +242,32 @@ def test_batches_go_to_the_device_the_model_is_on():
     model = _EchoModel(per_position=False, num_labels=3, device="meta")
     heads.predict_in_length_order(model, _features(ROWS), 8, _pad)
     assert model.seen[1:] == [("meta", (5, 4))]
+
+
+# --------------------------------------------------------------------------- token classification's answers
+
+
+def test_entities_are_served_as_written_with_their_offsets_and_scores():
+    from peftpipe.tasks import get_task
+
+    task = get_task("token_classification", ["O", "B-PER", "I-PER"])
+    text = "Alice Smith visited Paris"
+    output = [{"entity_group": "PER", "score": np.float32(0.987654), "start": 0, "end": 11, "word": "alice smith"},
+              {"entity_group": "LOC", "score": 0.5, "start": np.int64(20), "end": np.int64(25), "word": "paris"}]
+    answer = task.answer(text, output, tokens=6, limit=4)  # a long text is read in windows: no truncation note
+    assert answer == [{"word": "Alice Smith", "type": "PER", "score": 0.9877, "start": 0, "end": 11},
+                      {"word": "Paris", "type": "LOC", "score": 0.5, "start": 20, "end": 25}]
+    assert all(type(v) in (str, int, float) for span in answer for v in span.values())  # JSON-ready
+    assert task.answer_row(text, answer) == {"text": text, "entities": answer}
+
+
+@pytest.mark.parametrize("max_length, options", [
+    (512, {"aggregation_strategy": "simple", "stride": 128}),
+    (2, {"aggregation_strategy": "simple"}),  # a quarter of 2 is no overlap
+])
+def test_token_classification_reads_long_texts_in_overlapping_windows(max_length, options):
+    from peftpipe.tasks import get_task
+
+    task = get_task("token_classification", ["O"])
+    assert task.pipeline_options(type("Tokenizer", (), {"model_max_length": max_length})()) == options
+    assert task.pipeline_options(None) == {"aggregation_strategy": "simple"}
