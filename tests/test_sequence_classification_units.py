@@ -58,12 +58,23 @@ def test_canonical_names_the_first_row_without_a_label():
     assert str(caught.value) == "f.csv: row 1 has no label (2 of 3 rows have none); give those rows a class or remove them"
 
 
+def test_canonical_names_the_row_and_column_of_a_bad_text_or_label():
+    frame = pd.DataFrame({"title": ["a", ["b"]], "y": ["World", "World"]})
+    with pytest.raises(DataError) as caught:
+        sc.canonical(frame, data(text="title", label="y"), {}, "f.csv")
+    assert str(caught.value) == "f.csv: row 1: title is a list, expected a string"
+    frame = pd.DataFrame({"title": ["a", "b"], "y": ["World", 2]})
+    with pytest.raises(DataError, match=r"^f.csv: row 1: label 2 is an id, but other rows give names"):
+        sc.canonical(frame, data(text="title", label="y"), {}, "f.csv")
+
+
 @pytest.mark.parametrize("values, labels, names", [
     ([True, False, np.bool_(True)], {}, ["true", "false", "true"]),
     (["pos ", " neg"], {}, ["pos", "neg"]),
     ([1, 0, 2.0, np.int64(1)], {0: "a", 1: "b", 2: "c"}, ["b", "a", "c", "b"]),
     (["World", "Sports"], {}, ["World", "Sports"]),
     (["1", "2"], {}, ["1", "2"]),  # digits throughout are names (a CSV of class names that are numbers)
+    (["World", "X1"], {}, ["World", "X1"]),  # a name with digits in it is a name
 ])
 def test_labels_are_names_ids_or_true_false(values, labels, names):
     assert sc._label_names(values, labels, "f.csv") == names
@@ -76,6 +87,8 @@ def test_labels_are_names_ids_or_true_false(values, labels, names):
                    "data.labels, throughout"),
     (["World", "Sports", "+1"], "f.csv: row 2: label '+1' is a number, but other rows give names ('World'); use "
                                 "class names, or ids into data.labels, throughout"),
+    (["+1", "-2", "X5", "World"], "f.csv: row 0: label '+1' is a number, but other rows give names ('X5'); use "
+                                  "class names, or ids into data.labels, throughout"),
     (["World", 2.5], "f.csv: row 1: label 2.5 is not a class name or id (a fraction)"),
     (["World", [1]], "f.csv: row 1: label [1] is not a class name or id (a list)"),
     (["World", True], "f.csv: row 1: label True is not a class name or id (true/false)"),
@@ -130,6 +143,7 @@ def test_tokenize_cuts_to_max_length_and_counts_what_was_cut(tokenizer, capsys):
     datasets.enable_progress_bars()  # the default; tokenize names its progress bar
     frame = pd.DataFrame({"text": ["alice visited paris", "bob " * 20, "carol"], "label": ["x", "y", "x"]},
                          index=[4, 9, 11])  # as a filter leaves it
+    tokenizer.model_max_length = 12  # the length before the cut is counted past the tokenizer's own limit too
     dataset = sc.tokenize(frame, tokenizer, ["y", "x"], parse_params({"model": {"max_length": 8}}))
     assert set(dataset.column_names) == {"text", "label", "input_ids", "token_type_ids", "attention_mask", "labels",
                                          "full_length"}
@@ -152,6 +166,15 @@ def test_the_collator_pads_a_batch_and_the_model_gets_a_sequence_head(tokenizer,
     model = sc.load_model(str(tiny_model_dir), LABELS)
     assert type(model).__name__ == "BertForSequenceClassification" and model.config.id2label == dict(enumerate(LABELS))
     assert sc.peft_task_type(model) == "SEQ_CLS" and sc.head_modules(model) == ["classifier"]
+
+
+def test_load_model_asks_for_a_sequence_head_at_the_pinned_revision(monkeypatch):
+    asked = []
+    monkeypatch.setattr(sc.heads, "load_with_head", lambda *args: asked.append(args) or "model")
+    assert sc.load_model("org/model", LABELS, "abc123", dtype="bfloat16") == "model"
+    assert asked == [("AutoModelForSequenceClassification", "org/model", LABELS, "abc123", {"dtype": "bfloat16"},
+                      "has no sequence-classification head; use an encoder (BERT, RoBERTa) or a decoder LLM (Llama, "
+                      "Mistral) for task.kind sequence_classification")]
 
 
 def test_predict_logits_returns_one_row_of_class_logits_per_example(tokenizer, tiny_model_dir):
@@ -216,6 +239,17 @@ def test_binary_scores_report_the_second_labels_f1_and_every_class():
 def test_three_classes_report_macro_f1_as_f1():
     metrics = sc.compute_metrics(["a", "b", "c", "c"], ["a", "b", "b", "c"], ["a", "b", "c"])["overall"]
     assert metrics["f1"] == metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_a_class_absent_from_a_split_scores_zero_and_counts_in_the_macro_average():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no undefined-metric warnings: an empty class is scored 0, quietly
+        metrics = sc.compute_metrics(["a", "b", "b"], ["a", "a", "b"], ["a", "b", "c"])
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert metrics["overall"]["macro_precision"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert metrics["overall"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
 
 
 def test_scoring_an_empty_split_stops():

@@ -271,3 +271,74 @@ def test_token_classification_reads_long_texts_in_overlapping_windows(max_length
     task = get_task("token_classification", ["O"])
     assert task.pipeline_options(type("Tokenizer", (), {"model_max_length": max_length})()) == options
     assert task.pipeline_options(None) == {"aggregation_strategy": "simple"}
+
+
+# --------------------------------------------------------------------------- the Task class binding its module
+
+
+def _protocol_module(monkeypatch, name: str, skip=()):
+    """A module with the whole task protocol: each function returns (module, name, args)."""
+    import sys
+    import types
+
+    from peftpipe.tasks import base
+
+    module = types.ModuleType(name)
+    for constant in base.CONSTANTS:
+        setattr(module, constant, f"{constant} of {name}")
+    for function in (f for f in base.FUNCTIONS + base.OPTIONAL if f not in skip):
+        def bound(*args, _function=function):
+            return name, _function, args
+        bound.__module__ = name
+        setattr(module, function, bound)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def test_a_task_class_binds_its_modules_constants_and_functions(monkeypatch):
+    from peftpipe.tasks import base
+
+    _protocol_module(monkeypatch, "fake_task")
+
+    class Fake(base.Task, module="fake_task"):
+        kind = "fake"
+
+    task = Fake(["a"])
+    assert task.tokenize(1, 2) == ("fake_task", "tokenize", (1, 2))  # a plain function: no self
+    assert task.preprocess_logits(3) == ("fake_task", "preprocess_logits", (3,))
+    assert Fake.PIPELINE_TAG == "PIPELINE_TAG of fake_task" and task.labels == ["a"]
+
+
+def test_a_task_module_lacking_part_of_the_protocol_stops_at_import(monkeypatch):
+    from peftpipe.tasks import base
+
+    _protocol_module(monkeypatch, "broken_task", skip=("decode", "gold", "sentences_from_word_rows"))
+    with pytest.raises(TypeError) as caught:
+        class Broken(base.Task, module="broken_task"):
+            kind = "broken"
+    assert str(caught.value) == "task Broken (broken_task) lacks gold, decode"  # the optional one is not asked for
+
+    class Bare(base.Task):  # no module: nothing bound, nothing checked (an abstract layer)
+        kind = "bare"
+    assert not hasattr(Bare, "decode")
+
+
+def test_a_task_keeps_its_parents_functions_unless_its_module_defines_its_own(monkeypatch):
+    from peftpipe.tasks import base
+
+    parent = _protocol_module(monkeypatch, "parent_task")
+
+    class Parent(base.Task, module="parent_task"):
+        kind = "parent"
+
+    child = _protocol_module(monkeypatch, "child_task", skip=("canonical",))
+    child.gold = parent.gold  # imported from the parent's module: not the child's own
+
+    class Child(Parent, module="child_task"):
+        kind = "child"
+
+    task = Child([])
+    assert task.canonical(1) == ("parent_task", "canonical", (1,))  # the child module lacks it
+    assert task.gold(1) == ("parent_task", "gold", (1,))
+    assert task.decode(1) == ("child_task", "decode", (1,))  # its own overrides the parent's
+    assert Child.REFERENCE_NAME == "REFERENCE_NAME of child_task"
