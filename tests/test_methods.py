@@ -177,7 +177,7 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     from peftpipe.tasks import token_classification
 
     params = parse_params({"peft": {"method": "lora_plus", "options": {"loraplus_lr_ratio": 8}},
-                           "lora": {"bias": "all"}, "train": {"learning_rate": 1e-3}})
+                           "lora": {"bias": "all"}, "train": {"learning_rate": 1e-3, "weight_decay": 0.05}})
     model = token_classification.load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
     model = adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
     optimizer = get_method("lora_plus").optimizer(model, params)
@@ -195,6 +195,7 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     assert any(n.endswith(".bias") for n in others) and set(others.values()) == {1e-3}
     decay = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert all(d == 0.0 for n, d in decay.items() if n.endswith(".bias"))
+    assert all(d == 0.05 for n, d in decay.items() if "lora_" in n)  # the matrices decay, as the Trainer's
 
 
 def test_prefix_tuning_fits_only_models_that_take_a_key_value_cache():
@@ -393,6 +394,7 @@ def test_each_methods_settings_from_params():
     assert adalora == {"lora_alpha": 32, "lora_dropout": 0.05, "target_modules": None,
                        "modules_to_save": ["classifier"], "init_r": 16, "target_r": 8, "total_step": 250,
                        "tinit": 25, "tfinal": 25, "deltaT": 12}
+    assert all(type(adalora[key]) is int for key in ("init_r", "target_r", "total_step", "tinit", "tfinal", "deltaT"))
     short = get_method("adalora").settings(parse_params({"lora": {"r": 1}}), [], 5)
     assert (short["tinit"], short["deltaT"], short["target_r"]) == (1, 1, 1)  # never a zero-step schedule
     assert get_method("ia3").settings(params, [], 0) == {"target_modules": None, "modules_to_save": []}
@@ -401,3 +403,44 @@ def test_each_methods_settings_from_params():
                                                            "modules_to_save": []}
     assert get_method("prefix_tuning").settings(params, [], 0) == {"num_virtual_tokens": 7, "modules_to_save": None}
     assert get_method("prefix_tuning").settings(params, ["score"], 0)["modules_to_save"] == ["score"]
+
+
+def test_prefixes_reach_a_model_whose_forward_names_the_cache_differently():
+    import inspect
+    from types import SimpleNamespace
+
+    from peftpipe.methods import pass_prefixes_as_cache
+
+    seen = []
+
+    def forward(input_ids=None, cache=None, **kwargs):  # transformers 5.24's signature
+        seen.append((input_ids, cache, kwargs))
+
+    model = SimpleNamespace(forward=forward)
+    pass_prefixes_as_cache(model)
+    signature = inspect.signature(model.forward)
+    assert list(signature.parameters) == ["input_ids", "cache", "past_key_values", "kwargs"]
+    assert signature.parameters["past_key_values"].default is None  # optional, as it was
+    model.forward([1, 2], past_key_values="prefixes", labels=[0])
+    model.forward([3])
+    assert seen == [([1, 2], "prefixes", {"labels": [0]}), ([3], None, {})]
+
+    def strict(input_ids=None, cache=None):  # no **kwargs: the old name goes last
+        return input_ids
+
+    model = SimpleNamespace(forward=strict)
+    pass_prefixes_as_cache(model)
+    assert list(inspect.signature(model.forward).parameters) == ["input_ids", "cache", "past_key_values"]
+
+
+def test_a_model_that_takes_past_key_values_is_left_as_it_is():
+    from types import SimpleNamespace
+
+    from peftpipe.methods import pass_prefixes_as_cache
+
+    def forward(input_ids=None, past_key_values=None):
+        return input_ids
+
+    model = SimpleNamespace(forward=forward)
+    pass_prefixes_as_cache(model)
+    assert model.forward is forward

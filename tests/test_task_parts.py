@@ -47,6 +47,11 @@ def test_word_list_stops_on_a_nul_byte_naming_the_word():
         fields.word_list(["EU", "re\x00jects"], "tokens", "token", "a word", WHERE)
 
 
+def test_a_nul_byte_is_placed_at_its_first_occurrence():
+    with pytest.raises(DataError, match=r"at character 1: is the file binary, or was it cut\? Remove the NUL bytes"):
+        fields.no_nul("a\x00b\x00", "sentence1", WHERE)
+
+
 def test_word_list_returns_a_python_list_of_the_values():
     values = fields.word_list(np.array(["EU", "rejects"]), "tokens", "token", "a word", WHERE)
     assert type(values) is list and values == ["EU", "rejects"]
