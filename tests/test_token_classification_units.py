@@ -101,3 +101,41 @@ def test_validation_scores_during_training_are_entity_scores_of_the_labelled_sub
     logits[0, [0, 1, 2, 3], [0, 3, 4, 1]] = 1  # predicted: O B-PER I-PER B-LOC
     label_ids = np.array([[-100, 3, -100, 3]])  # gold: B-PER at 1, B-PER at 3; 0 and 2 are not scored
     assert compute((logits, label_ids)) == {"f1": 0.5, "precision": 0.5, "recall": 0.5}
+
+
+def ner_data(**data):
+    from peftpipe.params import DataParams
+
+    return DataParams(source="local", files={"train": "x"}, **data)
+
+
+@pytest.mark.parametrize("tokens, tags, message", [
+    ("EU rejects", ["O", "O"], "f.jsonl: row 1: tokens is a string, expected a list (a whitespace split here would "
+                               "hide mistakes: write the list in the file)"),
+    (["EU", ["rejects"]], ["O", "O"], "f.jsonl: row 1: token 1 is a list, expected a word"),
+    (["EU", "rejects"], None, "f.jsonl: row 1: tags is null"),
+    (["EU", "rejects"], ["O", {"t": 1}], "f.jsonl: row 1: tag 1 is an object, expected a tag"),
+    (["EU", "rejects"], [0, "B-PER"], "f.jsonl: row 1: tag 1 ('B-PER') is a name, but tag 0 is an id; use tag names, "
+                                      "or ids into data.labels"),
+    (["EU", "rejects", "it"], ["O", "O", 3], "f.jsonl: row 1: tag 2 (3) is an id, but tag 0 is a name; use tag names, "
+                                             "or ids into data.labels"),
+    (["EU", "rejects"], [0, 9], "f.jsonl: row 1: tag id 9 is outside data.labels (ids 0-1)"),
+])
+def test_a_bad_row_stops_naming_the_row_the_field_and_what_is_wrong(tokens, tags, message):
+    frame = pd.DataFrame({"tokens": [["Peter"], tokens], "tags": [[0], tags]})
+    with pytest.raises(DataError) as caught:
+        tc.canonical(frame, ner_data(labels=["O", "B-PER"]), {0: "O", 1: "B-PER"}, "f.jsonl")
+    assert str(caught.value) == message
+
+
+def test_one_column_for_words_and_tags_is_refused_naming_the_columns():
+    frame = pd.DataFrame({"words": [["EU"]], "ner": [["O"]]})
+    with pytest.raises(DataError) as caught:
+        tc.canonical(frame, ner_data(columns={"tokens": "ner", "tags": "ner"}), {}, "f.jsonl")
+    assert str(caught.value) == ("f.jsonl: data.columns.tokens and data.columns.tags both name 'ner'; found words, ner: "
+                                 "which holds the words, which the tags?")
+
+
+def test_bare_types_become_iob2_and_an_explicit_b_starts_a_new_entity():
+    tags = ["PER", "PER", "B-PER", "O", "LOC", "I-LOC", "PER", "LOC"]
+    assert tc.to_iob2(tags, "io", "f") == ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "I-LOC", "B-PER", "B-LOC"]
