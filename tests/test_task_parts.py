@@ -347,3 +347,12 @@ def test_a_task_keeps_its_parents_functions_unless_its_module_defines_its_own(mo
     assert task.gold(1) == ("parent_task", "gold", (1,))
     assert task.decode(1) == ("child_task", "decode", (1,))  # its own overrides the parent's
     assert Child.REFERENCE_NAME == "REFERENCE_NAME of child_task"
+
+
+def test_a_task_shows_its_kind_and_first_labels():
+    from peftpipe.tasks import get_task
+
+    assert repr(get_task("sequence_classification", ["neg", "pos"])) == "SequenceClassification(labels=['neg', 'pos'])"
+    assert repr(get_task("token_classification", list("OABCDEF"))) == (
+        "TokenClassification(labels=['O', 'A', 'B', 'C', 'D']...)")
+    assert repr(get_task("generation", list("abcde"))) == "Generation(labels=['a', 'b', 'c', 'd', 'e'])"
