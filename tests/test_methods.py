@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_stage, write_jsonl
 
-from peftpipe.errors import ParamsError
+from peftpipe.errors import ModelError, ParamsError
 from peftpipe.io import read_json
 from peftpipe.methods import METHODS, check_options, get_method
 from peftpipe.params import load_params, parse_params, write_params
@@ -145,6 +145,10 @@ def test_an_adapter_that_rewrote_its_base_is_saved_for_the_original_base(tmp_pat
     model.eval()
     trained = model(input_ids=inputs).logits
     get_method(name).save(model, tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as saved:
+        assert saved.metadata() == {"format": "pt"}  # as save_pretrained writes it: loaders check the format
     reloaded = PeftModel.from_pretrained(token_classification.load_model(str(tiny_model_dir), labels), str(tmp_path))
     assert torch.allclose(reloaded.eval()(input_ids=inputs).logits, trained, atol=1e-5)
 
@@ -235,6 +239,9 @@ def test_prefix_tuning_fits_only_models_that_take_a_key_value_cache():
     assert prefix.misfit_model(Head(CachedEncoder())) is None  # through the backbone, as peft does
     assert "ClosedHead takes no key/value cache" in prefix.misfit_model(ClosedHead(CachedEncoder()))
     assert get_method("lora").misfit_model(Head(Encoder())) is None
+    plain = Encoder()  # no base_model_prefix: a model without a backbone is judged by its own forward
+    assert "Encoder takes no key/value cache" in prefix.misfit_model(plain)
+    assert prefix.misfit_model(CachedEncoder()) is None
 
 
 def test_prefixes_reach_a_transformers_5_24_encoder(tiny_model_dir):
@@ -451,3 +458,34 @@ def test_a_model_that_takes_past_key_values_is_left_as_it_is():
     model = SimpleNamespace(forward=forward)
     pass_prefixes_as_cache(model)
     assert model.forward is forward
+
+
+def test_a_config_peft_refuses_is_one_line_naming_the_class(monkeypatch):
+    import peft
+
+    adalora = parse_params({"peft": {"method": "adalora"}})
+    with pytest.raises(ModelError) as caught:  # AdaLoRA's schedule needs the step count
+        get_method("adalora").config(adalora, "TOKEN_CLS", [])
+    assert str(caught.value).startswith("params.yaml: peft.options: AdaLoraConfig refused them: ")
+    assert "total_step" in str(caught.value)
+
+    def refuse(**kwargs):
+        raise ValueError("a   long\nreason " * 40)
+
+    monkeypatch.setattr(peft, "LoraConfig", refuse)
+    with pytest.raises(ModelError) as caught:
+        get_method("lora").config(parse_params({}), "TOKEN_CLS", [], 10)
+    prefix = "params.yaml: peft.options: LoraConfig refused them: "
+    assert str(caught.value) == prefix + ("a long reason " * 40)[:300]
+
+
+def test_alpha_is_written_as_an_integer_when_it_is_one():
+    settings = get_method("lora").settings(parse_params({"lora": {"alpha": 16.0}}), [], 0)
+    assert settings["lora_alpha"] == 16 and type(settings["lora_alpha"]) is int
+    assert get_method("lora").settings(parse_params({"lora": {"alpha": 8.5}}), [], 0)["lora_alpha"] == 8.5
+
+
+def test_an_unknown_method_names_the_known_ones():
+    with pytest.raises(ModelError) as caught:
+        get_method("lorra")
+    assert str(caught.value) == f"unknown PEFT method 'lorra'; known: {', '.join(METHODS)}"
