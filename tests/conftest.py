@@ -329,3 +329,16 @@ def tiny_t5_dir(tmp_path_factory):
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def recorder(result="model"):
+    """Stands in for a transformers auto class or AutoConfig: records what it is asked."""
+    calls: list = []
+
+    class Recorder:
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            calls.append((path, kwargs))
+            return result
+
+    return Recorder, calls

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import word_tokenizer
+from conftest import recorder, word_tokenizer
 
 from peftpipe.tasks import generation, get_task
 
@@ -37,18 +37,6 @@ def t5_tokenizer():
 
 def ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def recorder(result):
-    calls: list = []
-
-    class Recorder:
-        @classmethod
-        def from_pretrained(cls, path, **kwargs):
-            calls.append((path, kwargs))
-            return result
-
-    return Recorder, calls
 
 
 # --------------------------------------------------------------------------- the model's kind

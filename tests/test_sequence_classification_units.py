@@ -168,15 +168,6 @@ def test_the_collator_pads_a_batch_and_the_model_gets_a_sequence_head(tokenizer,
     assert sc.peft_task_type(model) == "SEQ_CLS" and sc.head_modules(model) == ["classifier"]
 
 
-def test_load_model_asks_for_a_sequence_head_at_the_pinned_revision(monkeypatch):
-    asked = []
-    monkeypatch.setattr(sc.heads, "load_with_head", lambda *args: asked.append(args) or "model")
-    assert sc.load_model("org/model", LABELS, "abc123", dtype="bfloat16") == "model"
-    assert asked == [("AutoModelForSequenceClassification", "org/model", LABELS, "abc123", {"dtype": "bfloat16"},
-                      "has no sequence-classification head; use an encoder (BERT, RoBERTa) or a decoder LLM (Llama, "
-                      "Mistral) for task.kind sequence_classification")]
-
-
 def test_predict_logits_returns_one_row_of_class_logits_per_example(tokenizer, tiny_model_dir):
     frame = pd.DataFrame({"text": ["alice visited paris", "bob", "carol met bob at acme"], "label": LABELS + LABELS[:1]})
     dataset = sc.tokenize(frame, tokenizer, LABELS, parse_params({"model": {"max_length": 16}}))

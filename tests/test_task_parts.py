@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import recorder
 
 from peftpipe.errors import DataError, ModelError
 from peftpipe.tasks import fields, heads
@@ -101,19 +102,6 @@ def test_names_from_ids_names_the_first_unknown_id_and_the_known_ones(labels, kn
 # --------------------------------------------------------------------------- heads
 
 
-def recorder(result="model"):
-    """Stands in for a transformers auto class or AutoConfig: records what it is asked."""
-    calls: list = []
-
-    class Recorder:
-        @classmethod
-        def from_pretrained(cls, path, **kwargs):
-            calls.append((path, kwargs))
-            return result
-
-    return Recorder, calls
-
-
 def test_load_with_head_sizes_the_head_for_the_labels_in_their_order(tiny_model_dir):
     labels = ["O", "B-PER", "I-PER", "B-LOC"]
     model = heads.load_with_head("AutoModelForTokenClassification", str(tiny_model_dir), labels, None, {}, "")
@@ -165,6 +153,25 @@ def test_other_value_errors_from_loading_are_not_reworded(monkeypatch):
     monkeypatch.setattr(transformers, "AutoModelForTokenClassification", Broken)
     with pytest.raises(ValueError, match="^something else$"):
         heads.load_with_head("AutoModelForTokenClassification", "m", ["O"], None, {}, "")
+
+
+@pytest.mark.parametrize("kind, auto_class, advice", [
+    ("sequence_classification", "AutoModelForSequenceClassification",
+     "has no sequence-classification head; use an encoder (BERT, RoBERTa) or a decoder LLM (Llama, Mistral) for "
+     "task.kind sequence_classification"),
+    ("token_classification", "AutoModelForTokenClassification",
+     "has no token-classification head; use an encoder such as BERT, RoBERTa or DeBERTa for task.kind "
+     "token_classification"),
+])
+def test_each_classifier_asks_for_its_head_at_the_pinned_revision_with_its_advice(monkeypatch, kind, auto_class,
+                                                                                   advice):
+    import importlib
+
+    module = importlib.import_module(f"peftpipe.tasks.{kind}")
+    asked = []
+    monkeypatch.setattr(heads, "load_with_head", lambda *args: asked.append(args) or "model")
+    assert module.load_model("org/model", ["a", "b"], "abc123", dtype="bfloat16") == "model"
+    assert asked == [(auto_class, "org/model", ["a", "b"], "abc123", {"dtype": "bfloat16"}, advice)]
 
 
 @pytest.mark.parametrize("names", [["classifier"], ["score"], ["classifier", "score"], []])

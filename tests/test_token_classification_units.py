@@ -70,15 +70,6 @@ def test_tokenize_keeps_no_index_column_and_names_its_progress(tiny_model_dir, c
     assert "tokenize: 100%" in capsys.readouterr().err
 
 
-def test_load_model_asks_for_a_token_head_at_the_pinned_revision(monkeypatch):
-    asked = []
-    monkeypatch.setattr(tc.heads, "load_with_head", lambda *args: asked.append(args) or "model")
-    assert tc.load_model("org/model", LABELS, "abc123", dtype="bfloat16") == "model"
-    assert asked == [("AutoModelForTokenClassification", "org/model", LABELS, "abc123", {"dtype": "bfloat16"},
-                      "has no token-classification head; use an encoder such as BERT, RoBERTa or DeBERTa for "
-                      "task.kind token_classification")]
-
-
 def test_prediction_rows_the_pipelines_input_and_the_all_o_reference():
     dataset = {"tokens": [["EU", "rejects"]], "tags": [["B-ORG", "O"]]}
     assert tc.prediction_rows(dataset, [["O", "O"]]) == [
