@@ -345,6 +345,8 @@ def test_a_task_keeps_its_parents_functions_unless_its_module_defines_its_own(mo
 
     child = _protocol_module(monkeypatch, "child_task", skip=("canonical",))
     child.gold = parent.gold  # imported from the parent's module: not the child's own
+    helper = _protocol_module(monkeypatch, "helper_task")
+    child.row_keys = helper.row_keys  # imported from elsewhere: the parent's own still serves
 
     class Child(Parent, module="child_task"):
         kind = "child"
@@ -352,6 +354,7 @@ def test_a_task_keeps_its_parents_functions_unless_its_module_defines_its_own(mo
     task = Child([])
     assert task.canonical(1) == ("parent_task", "canonical", (1,))  # the child module lacks it
     assert task.gold(1) == ("parent_task", "gold", (1,))
+    assert task.row_keys(1) == ("parent_task", "row_keys", (1,))
     assert task.decode(1) == ("child_task", "decode", (1,))  # its own overrides the parent's
     assert Child.REFERENCE_NAME == "REFERENCE_NAME of child_task"
 
@@ -363,3 +366,28 @@ def test_a_task_shows_its_kind_and_first_labels():
     assert repr(get_task("token_classification", list("OABCDEF"))) == (
         "TokenClassification(labels=['O', 'A', 'B', 'C', 'D']...)")
     assert repr(get_task("generation", list("abcde"))) == "Generation(labels=['a', 'b', 'c', 'd', 'e'])"
+    assert repr(get_task("generation", list("abcdef"))) == "Generation(labels=['a', 'b', 'c', 'd', 'e']...)"
+
+
+def test_a_classifiers_served_row_is_the_input_with_its_answer_and_pairs_only_where_read():
+    from peftpipe.tasks import get_task
+
+    task = get_task("sequence_classification", ["neg", "pos"])
+    assert task.answer_row("good", {"label": "pos"}) == {"text": "good", "label": "pos"}
+    pair = {"text": "a", "text_pair": "b"}
+    assert task.answer_row(pair, {"label": "pos"}) == {"text": "a", "text_pair": "b", "label": "pos"}
+    assert task.serving_input_problem([pair], "torch") is None
+    assert get_task("token_classification").serving_input_problem([pair], "onnx") == (
+        "a token classification model reads one text, not pairs; drop --pair")
+
+
+def test_a_tasks_intervals_are_seeded_with_0_unless_asked():
+    from peftpipe.tasks import get_task
+
+    rng = np.random.default_rng(0)
+    gold = list(rng.choice(["neg", "pos"], size=80))
+    predicted = [g if rng.random() < 0.7 else ("neg" if g == "pos" else "pos") for g in gold]
+    task = get_task("sequence_classification", ["neg", "pos"])
+    found = task.intervals(gold, predicted, ["neg", "pos"])
+    assert found == task.intervals(gold, predicted, ["neg", "pos"], seed=0)
+    assert found != task.intervals(gold, predicted, ["neg", "pos"], seed=1)
