@@ -111,6 +111,9 @@ def ner_data(**data):
     (["EU", "rejects", "it"], ["O", "O", 3], "f.jsonl: row 1: tag 2 (3) is an id, but tag 0 is a name; use tag names, "
                                              "or ids into data.labels"),
     (["EU", "rejects"], [0, 9], "f.jsonl: row 1: tag id 9 is outside data.labels (ids 0-1)"),
+    (["EU", "rejects"], ["ORG", "O"], "f.jsonl: row 1: tag 'ORG' at token 0 has no B-/I- prefix (data.tag_scheme is "
+                                      "iob2); set data.tag_scheme: io if the tags are bare entity types, bioes for "
+                                      "S-/E- (or U-/L-) tags"),
 ])
 def test_a_bad_row_stops_naming_the_row_the_field_and_what_is_wrong(tokens, tags, message):
     frame = pd.DataFrame({"tokens": [["Peter"], tokens], "tags": [[0], tags]})
@@ -134,3 +137,17 @@ def test_bare_types_become_iob2_and_an_explicit_b_starts_a_new_entity():
 
 def test_class_weights_count_the_labelled_sub_words_only():
     assert tc.train_label_ids({"labels": [[-100, 1, 2, -100], [0, -100]]}) == [1, 2, 0]
+
+
+def test_lower_case_prefixes_are_read_and_the_rows_counted():
+    frame = pd.DataFrame({"tokens": [["EU", "rejects"], ["Peter"], ["Paris"]],
+                          "tags": [["b-org", "o"], ["B-PER"], [" B-LOC "]]})
+    out, repaired = tc.canonical(frame, ner_data(), {}, "f.jsonl")
+    assert out["tags"].tolist() == [["B-org", "O"], ["B-PER"], ["B-LOC"]] and repaired == 0
+    assert out.attrs["recased_tag_rows"] == 1  # download says so; trimmed spaces are not a rewrite
+
+
+@pytest.mark.parametrize("tag, normal", [("b-per", "B-per"), ("o", "O"), ("O", "O"), ("per", "per"), ("i-LOC", "I-LOC"),
+                                         (" s-x ", "S-x"), ("Per", "Per")])
+def test_only_a_scheme_prefix_is_upper_cased(tag, normal):
+    assert tc.normal_tag(tag) == normal
