@@ -226,3 +226,108 @@ def test_predictions_are_read_from_a_file_the_workspace_or_a_commit(tmp_path, mo
     (folder / "test.jsonl").unlink()
     with pytest.raises(InputError, match=r"^data/predictions/test\.jsonl: not in the workspace; run `dvc repro"):
         load_predictions(".")
+
+
+def test_a_tie_with_the_observed_difference_counts_as_extreme_and_every_permutation_counts_once():
+    # One row where only B is right: every swap gives a difference as large as the observed one,
+    # so p is exactly 1, with a number of permutations that is not a multiple of the chunk.
+    found = {d.metric: d for d in compare(classes(["pos"], ["neg"]), classes(["pos"], ["pos"]), resamples=50,
+                                          permutations=1234)}
+    assert found["accuracy"].p_value == 1.0
+
+
+def test_the_p_value_is_seeded_and_kept_to_four_decimals():
+    rng = random.Random(7)
+    gold = [rng.choice(["neg", "pos"]) for _ in range(60)]
+    a = classes(gold, [g if rng.random() > 0.35 else rng.choice(["neg", "pos"]) for g in gold])
+    b = classes(gold, [g if rng.random() > 0.3 else rng.choice(["neg", "pos"]) for g in gold])
+    first = {d.metric: d.p_value for d in compare(a, b, resamples=50, permutations=9998)}
+    assert first == {d.metric: d.p_value for d in compare(a, b, seed=0, resamples=50, permutations=9998)}
+    assert first != {d.metric: d.p_value for d in compare(a, b, seed=1, resamples=50, permutations=9998)}
+    assert all(p == round(p, 4) for p in first.values()) and any(0.01 < p < 0.99 for p in first.values())
+
+
+def test_label_mismatches_show_the_first_five_labels_of_each():
+    many, other = [f"c{i}" for i in range(7)], [f"d{i}" for i in range(7)]
+    with pytest.raises(InputError) as caught:
+        check_paired(classes(["c0"], ["c0"], labels=many), classes(["c0"], ["c0"], labels=other))
+    assert ("(A: sequence_classification, labels ['c0', 'c1', 'c2', 'c3', 'c4']; B: sequence_classification, labels "
+            "['d0', 'd1', 'd2', 'd3', 'd4'])") in str(caught.value)
+    gold = [f"x{i}" for i in range(7)]
+    with pytest.raises(InputError) as caught:
+        compare(classes(gold, gold, labels=many), classes(gold, gold, labels=many))
+    assert str(caught.value) == ("gold labels ['x0', 'x1', 'x2', 'x3', 'x4'] are not in the predictions' labels "
+                                 "['c0', 'c1', 'c2', 'c3', 'c4']")
+
+
+def test_the_table_names_the_test_set_by_default_and_shows_p_for_an_unadjusted_primary():
+    from peftpipe.tools.compare import table
+
+    lines = table("A1", "B1", [Difference("f1", 0.5, 0.4, -0.2, 0.1, 0.5, None)], 3).splitlines()
+    assert lines[0].startswith("A = A1, B = B1: 3 rows of the 'test' set")
+    assert lines[2].endswith("0.5000  0.5000  no significant difference")
+
+
+def test_a_description_needs_a_task_name_and_a_list_of_names():
+    for text in ('{"task": 3, "labels": ["a"]}', '{"task": "x", "labels": "ab"}', '{"task": "x", "labels": [1]}'):
+        with pytest.raises(InputError, match=r"^m: 'task' must be a name and 'labels' a list of class names$"):
+            Meaning.parse(text, "m")
+
+
+def test_the_digest_of_rows_does_not_depend_on_the_order_of_their_keys():
+    from peftpipe.tools.compare import rows_digest
+
+    assert rows_digest([{"text": "a", "gold": "x"}]) == rows_digest([{"gold": "x", "text": "a"}])
+
+
+def test_unreadable_predictions_name_where_they_came_from(tmp_path, monkeypatch):
+    """Each error names the file, or the revision and the path in it, that could not be read."""
+    import json
+    import subprocess
+
+    import dvc.api
+
+    from peftpipe import experiments
+    from peftpipe.evaluation import describe_predictions
+    from peftpipe.tools.compare import load_predictions
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data/predictions"
+    folder.mkdir(parents=True)
+    loose = tmp_path / "elsewhere.jsonl"
+    loose.write_text(json.dumps({"gold": "pos", "predicted": "pos"}) + "\n")
+    with pytest.raises(InputError, match=rf"^{loose}: no task\.json beside it"):
+        load_predictions(str(loose))
+    loose.write_text("nope\n")
+    with pytest.raises(InputError, match=rf"^{loose}: line 1: not valid JSON"):
+        load_predictions(str(loose))
+
+    git("init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    (folder / "test.jsonl").write_text("nope\n")
+    describe_predictions(folder, "sequence_classification", ["neg", "pos"])
+    git("add", "-A")
+    git("commit", "-qm", "broken rows")
+    with pytest.raises(InputError, match=r"^HEAD:data/predictions/test\.jsonl: line 1: not valid JSON"):
+        load_predictions("HEAD")
+    (folder / "test.jsonl").write_text(json.dumps({"gold": "pos", "predicted": "pos"}) + "\n")
+    (folder / "task.json").write_text("[]")
+    git("add", "-A")
+    git("commit", "-qm", "broken description")
+    with pytest.raises(InputError, match=r"^HEAD:data/predictions/task\.json: not a predictions description"):
+        load_predictions("HEAD")
+    with pytest.raises(InputError, match=r"^data/predictions/task\.json: not a predictions description"):
+        load_predictions("workspace")
+
+    try:  # what DVC says of a revision that does not exist, as the message must quote it
+        dvc.api.read("data/predictions/test.jsonl", rev=experiments.commit_of("nope"))
+    except Exception as err:  # whichever DVC raises
+        said = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    with pytest.raises(InputError) as caught:
+        load_predictions("nope")
+    assert str(caught.value) == (f"nope: cannot read its data/predictions/test.jsonl ({said}); give a commit, branch "
+                                 "or experiment name")
