@@ -245,3 +245,21 @@ def test_summarize_takes_a_mapping_valued_param_as_one_value():
     groups = summarize.group(summarize.runs(runs))
     assert summarize.differing(groups) == ["data.files"]
     assert groups[0].params["data.files"] == {"train": "a.csv", "test": "t.csv"}
+
+
+def test_entity_f1_with_more_misses_than_hits_is_not_zero():
+    scores = intervals.entity_scores({"tp": np.array(1), "fp": np.array(0), "fn": np.array(3), "right": np.array(5),
+                                      "words": np.array(8)})
+    assert float(scores["f1"]) == pytest.approx(2 / 5) and float(scores["recall"]) == pytest.approx(1 / 4)
+
+
+def test_a_label_neither_gold_nor_predicted_counts_zero_in_macro_f1_and_resamples_score_apart():
+    gold, predicted = ["a", "b", "a", "b"], ["a", "b", "b", "c"]
+    labels = ["a", "b", "c", "d"]  # d: in no row at all
+    sums = {k: v.sum(axis=0) for k, v in intervals.class_counts(gold, predicted, labels).items()}
+    ours = intervals.class_scores(sums, None)
+    reference = sc.compute_metrics(gold, predicted, labels)["overall"]
+    assert float(ours["macro_f1"]) == pytest.approx(reference["macro_f1"]) == pytest.approx((2 / 3 + 1 / 2) / 4)
+    stacked = {k: np.stack([v, v * 0 + (k == "gold") * np.array([2, 0, 0, 0])]) for k, v in sums.items()}
+    both = intervals.class_scores(stacked, None)  # (resamples x classes): each resample on its own
+    assert both["balanced_accuracy"].tolist() == pytest.approx([float(ours["balanced_accuracy"]), 0.0])

@@ -129,3 +129,28 @@ def test_carved_classification_splits_keep_each_class_share_unless_told_not_to()
     assert all(again[name].equals(stratified[name]) for name in stratified)  # seeded
     plain = make_splits({"train": train}, SplitParams(stratify=False))
     assert plain["test"]["label"].value_counts().to_dict() != {"a": 40, "b": 40, "c": 40, "d": 10}
+
+
+def test_a_class_with_exactly_the_rows_asked_for_is_taken_whole_once_and_not_short():
+    from peftpipe.splitting import balance_per_class
+
+    train = pd.DataFrame({"text": [f"row {i}" for i in range(16)], "label": ["a", "b"] * 8})
+    balanced, short = balance_per_class({"train": train}, SplitParams(per_class={"train": 8}))
+    assert short == {}
+    assert list(balanced["train"].columns) == ["text", "label"]  # no index column left behind
+    assert balanced["train"]["text"].tolist() == train["text"].tolist()  # every row once, in source order
+
+
+def test_groups_are_shuffled_whole_and_each_keeps_its_rows_in_order():
+    import numpy as np
+
+    from peftpipe.splitting import _group_order
+
+    rows = pd.DataFrame({"group": ["d1", "d2", "d3", "d1", "d2", "d3", "d1"]})  # interleaved in the file
+    order = _group_order(rows, np.random.default_rng(0)).tolist()
+    assert sorted(order) == list(range(7))
+    for name in ("d1", "d2", "d3"):
+        positions = [i for i in order if rows["group"].iat[i] == name]
+        assert positions == sorted(positions)
+        first, last = order.index(positions[0]), order.index(positions[-1])
+        assert last - first == len(positions) - 1  # together
