@@ -101,6 +101,7 @@ def test_on_leakage_drop_removes_repeated_rows_and_fail_stops():
     assert handle_leakage(splits, repeated, "warn") is splits
     dropped = handle_leakage(splits, repeated, "drop")
     assert [list(t) for t in dropped["test"]["tokens"]] == [["d"]] and len(dropped["train"]) == 3
+    assert list(dropped["test"].columns) == ["tokens", "tags"] and list(dropped["test"].index) == [0]
     with pytest.raises(DataError, match=r"split 'test': 2 of 3 rows repeat a train row \(first: row 0\)"):
         handle_leakage(splits, repeated, "fail")
 
@@ -154,3 +155,28 @@ def test_groups_are_shuffled_whole_and_each_keeps_its_rows_in_order():
         assert positions == sorted(positions)
         first, last = order.index(positions[0]), order.index(positions[-1])
         assert last - first == len(positions) - 1  # together
+
+
+def test_given_splits_come_back_renumbered_without_an_index_column():
+    given = frame(5).set_axis([10, 11, 12, 13, 14])  # as a filter in download leaves a frame
+    splits = make_splits({"train": frame(40), "test": given}, SplitParams(validation=0.1))
+    assert list(splits["test"].columns) == ["tokens", "tags"] and list(splits["test"].index) == list(range(5))
+
+
+def test_a_tiny_fraction_still_carves_one_row():
+    splits = make_splits({"train": frame(10)}, SplitParams(validation=0.01, test=0.01))
+    assert (len(splits["validation"]), len(splits["test"]), len(splits["train"])) == (1, 1, 8)
+
+
+def test_a_carved_split_grows_to_the_end_of_the_group_it_cuts():
+    train = frame(40).assign(group=[i // 4 for i in range(40)])  # ten groups of four
+    splits = make_splits({"train": train}, SplitParams(validation=0.125, test=0.1))  # 5 rows -> 8; 4 rows -> 4
+    assert (len(splits["validation"]), len(splits["test"]), len(splits["train"])) == (8, 4, 28)
+    sides = [set(splits[name]["group"]) for name in ("train", "validation", "test")]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+
+
+def test_a_group_split_that_takes_every_row_leaves_an_empty_split_and_says_so():
+    train = frame(8).assign(group=[0, 0, 0, 0, 1, 1, 1, 1])
+    with pytest.raises(DataError, match=r"^split '(train|test)' is empty \(8 train rows to carve from\)$"):
+        make_splits({"train": train}, SplitParams(validation=0.75, test=0.1))
