@@ -263,3 +263,31 @@ def test_a_label_neither_gold_nor_predicted_counts_zero_in_macro_f1_and_resample
     stacked = {k: np.stack([v, v * 0 + (k == "gold") * np.array([2, 0, 0, 0])]) for k, v in sums.items()}
     both = intervals.class_scores(stacked, None)  # (resamples x classes): each resample on its own
     assert both["balanced_accuracy"].tolist() == pytest.approx([float(ours["balanced_accuracy"]), 0.0])
+
+
+def test_the_interval_is_the_2_5th_and_97_5th_percentile_of_exactly_the_asked_resamples():
+    """Chunked resampling is one stream of draws: the same rows as drawing all resamples at
+    once in chunks of CHUNK, every row of the set drawable, 1,234 resamples in all."""
+    rng = np.random.default_rng(4)
+    values = rng.random(50)
+    counts = {"x": values}
+    seen = []
+
+    def mean(sums):
+        seen.append(len(sums["x"]))
+        return {"mean": sums["x"] / 50}
+
+    found = intervals.bootstrap(counts, mean, seed=9, resamples=1234)["mean"]
+    assert sum(seen) == 1234
+    draws = np.random.default_rng(9)
+    rows = np.concatenate([draws.integers(0, 50, size=(min(intervals.CHUNK, 1234 - start), 50))
+                           for start in range(0, 1234, intervals.CHUNK)])
+    means = values[rows].mean(axis=1)
+    assert found == [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
+    assert all(len(f"{bound}".split(".")[-1]) <= 4 for bound in found)
+
+
+def test_the_first_row_is_drawn_too():
+    # Two rows, only the first with a value: a resample without it anywhere would give 0 throughout.
+    found = intervals.bootstrap({"x": np.array([1.0, 0.0])}, lambda s: {"share": s["x"] / 2}, seed=0, resamples=400)
+    assert found["share"] == [0.0, 1.0]
