@@ -342,3 +342,14 @@ def recorder(result="model"):
             return result
 
     return Recorder, calls
+
+
+@pytest.fixture
+def datasets_progress_bars(monkeypatch):
+    """datasets' progress bars on, as on a user's terminal, whatever ran before in this
+    process (a stage run turns them off through HF_DATASETS_DISABLE_PROGRESS_BARS, which
+    outranks enable_progress_bars()); restored afterwards."""
+    import importlib
+
+    bars = importlib.import_module("datasets.utils.tqdm")  # the module: datasets.utils.tqdm names its class too
+    monkeypatch.setattr(bars, "_hf_datasets_progress_bars_disabled", False)

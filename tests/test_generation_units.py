@@ -83,9 +83,6 @@ def test_a_decoders_prompt_is_the_text_then_the_cue_without_special_tokens():
 
 
 def _tokenize(monkeypatch, tokenizer, seq2seq: bool, max_length: int, labels=("people", "places")):
-    import datasets
-
-    datasets.enable_progress_bars()  # the default; tokenize names its progress bar
     asked = []
     monkeypatch.setattr(generation, "is_encoder_decoder", lambda path, revision=None: asked.append(revision) or seq2seq)
     frame = pd.DataFrame({"text": [LONG_TEXT, "alice"], "label": list(labels)}, index=[3, 8])  # as left by a filter
@@ -95,7 +92,8 @@ def _tokenize(monkeypatch, tokenizer, seq2seq: bool, max_length: int, labels=("p
     return dataset
 
 
-def test_a_decoder_learns_only_the_target_which_follows_the_prompt_within_max_length(monkeypatch, capsys):
+def test_a_decoder_learns_only_the_target_which_follows_the_prompt_within_max_length(monkeypatch, capsys,
+                                                                                       datasets_progress_bars):
     tokenizer = decoder_tokenizer(bos=True)
     dataset = _tokenize(monkeypatch, tokenizer, seq2seq=False, max_length=10)
     assert "tokenize: 100%" in capsys.readouterr().err

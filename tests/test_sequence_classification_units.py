@@ -137,10 +137,7 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def test_tokenize_cuts_to_max_length_and_counts_what_was_cut(tokenizer, capsys):
-    import datasets
-
-    datasets.enable_progress_bars()  # the default; tokenize names its progress bar
+def test_tokenize_cuts_to_max_length_and_counts_what_was_cut(tokenizer, capsys, datasets_progress_bars):
     frame = pd.DataFrame({"text": ["alice visited paris", "bob " * 20, "carol"], "label": ["x", "y", "x"]},
                          index=[4, 9, 11])  # as a filter leaves it
     tokenizer.model_max_length = 12  # the length before the cut is counted past the tokenizer's own limit too

@@ -57,11 +57,9 @@ def test_data_report_counts_entities_repeats_and_types_train_lacks():
     assert alone["rows_also_in_train"] == 0 and alone["types_missing_from_train"] == ["LOC", "ORG", "PER"]
 
 
-def test_tokenize_keeps_no_index_column_and_names_its_progress(tiny_model_dir, capsys):
-    import datasets
+def test_tokenize_keeps_no_index_column_and_names_its_progress(tiny_model_dir, capsys, datasets_progress_bars):
     from transformers import AutoTokenizer
 
-    datasets.enable_progress_bars()  # the default
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     frame = pd.DataFrame({"tokens": [["alice", "visited", "paris"]], "tags": [["B-PER", "O", "B-LOC"]]}, index=[7])
     dataset = tc.tokenize(frame, tokenizer, LABELS, parse_params({"model": {"max_length": 16}}))
