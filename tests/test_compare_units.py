@@ -322,6 +322,9 @@ def test_unreadable_predictions_name_where_they_came_from(tmp_path, monkeypatch)
         load_predictions("HEAD")
     with pytest.raises(InputError, match=r"^data/predictions/task\.json: not a predictions description"):
         load_predictions("workspace")
+    (folder / "test.jsonl").write_text("nope\n")
+    with pytest.raises(InputError, match=r"^data/predictions/test\.jsonl: line 1: not valid JSON"):
+        load_predictions("workspace")
 
     try:  # what DVC says of a revision that does not exist, as the message must quote it
         dvc.api.read("data/predictions/test.jsonl", rev=experiments.commit_of("nope"))
@@ -331,3 +334,35 @@ def test_unreadable_predictions_name_where_they_came_from(tmp_path, monkeypatch)
         load_predictions("nope")
     assert str(caught.value) == (f"nope: cannot read its data/predictions/test.jsonl ({said}); give a commit, branch "
                                  "or experiment name")
+
+
+def test_a_revision_without_the_description_says_to_rerun_and_a_long_error_is_cut(monkeypatch):
+    import dvc.api
+
+    from peftpipe import experiments
+    from peftpipe.tools.compare import load_predictions
+
+    monkeypatch.setattr(experiments, "commit_of", lambda rev: "abc123")
+
+    def read(path, rev):
+        if path.endswith("task.json"):
+            raise FileNotFoundError(f"'{path}' does not exist at {rev}")
+        return '{"gold": "pos", "predicted": "pos"}\n'
+
+    monkeypatch.setattr(dvc.api, "read", read)
+    with pytest.raises(InputError) as caught:
+        load_predictions("old-run")
+    assert str(caught.value) == (
+        "old-run: cannot read its data/predictions/task.json (FileNotFoundError: 'data/predictions/task.json' does "
+        "not exist at abc123); give a commit, branch or experiment name (runs evaluated before predictions described "
+        "themselves need `dvc exp run` again)")
+
+    def fail(path, rev):
+        raise RuntimeError("x" * 150 + "   \n  " + "y" * 150)
+
+    monkeypatch.setattr(dvc.api, "read", fail)
+    with pytest.raises(InputError) as caught:
+        load_predictions("odd")
+    said = ("x" * 150 + " " + "y" * 150)[:200]
+    assert str(caught.value) == (f"odd: cannot read its data/predictions/test.jsonl (RuntimeError: {said}); give a "
+                                 "commit, branch or experiment name")

@@ -160,7 +160,8 @@ def test_groups_are_shuffled_whole_and_each_keeps_its_rows_in_order():
 def test_given_splits_come_back_renumbered_without_an_index_column():
     given = frame(5).set_axis([10, 11, 12, 13, 14])  # as a filter in download leaves a frame
     splits = make_splits({"train": frame(40), "test": given}, SplitParams(validation=0.1))
-    assert list(splits["test"].columns) == ["tokens", "tags"] and list(splits["test"].index) == list(range(5))
+    for name, rows in (("test", 5), ("validation", 4), ("train", 36)):  # given, carved, what is left
+        assert list(splits[name].columns) == ["tokens", "tags"] and list(splits[name].index) == list(range(rows))
 
 
 def test_a_tiny_fraction_still_carves_one_row():
