@@ -59,6 +59,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def save_random_model(folder: Path, model_class, config, tokenizer) -> Path:
+    """A model of ``config``'s shape with seeded random weights, saved with its tokenizer."""
+    import torch
+
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer BERT with random weights and a WordPiece vocabulary, saved to a folder."""
@@ -77,19 +87,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(folder, BertModel, config, tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """A 2-layer Llama (decoder LLM) with random weights and a word-level tokenizer without
     a pad token, as decoder LLMs come."""
-    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -101,10 +105,7 @@ def tiny_llama_dir(tmp_path_factory):
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(folder, LlamaForCausalLM, config, tokenizer)
 
 
 def write_tiny_recipe(folder: Path, model_dir: Path) -> Path:
@@ -301,7 +302,6 @@ def word_tokenizer(extra: list[str], pad: str, eos: str, template: bool):
 @pytest.fixture(scope="session")
 def tiny_gpt_dir(tmp_path_factory):
     """A 2-layer Llama language model with random weights."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-lm")
@@ -309,26 +309,19 @@ def tiny_gpt_dir(tmp_path_factory):
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(folder, LlamaForCausalLM, config, tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory):
     """A 2-layer T5 with random weights."""
-    import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("tiny-t5")
     tokenizer, vocab = word_tokenizer([], "<pad>", "</s>", template=True)
     config = T5Config(vocab_size=len(vocab), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(folder, T5ForConditionalGeneration, config, tokenizer)
 
 
 def recorder(result="model"):
