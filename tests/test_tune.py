@@ -211,6 +211,7 @@ def test_a_worker_that_loses_the_race_to_create_the_study_joins_it(tmp_path, mon
 
     params = toy_params(tmp_path, sampler="random", study="raced")
     made = tune.open_study(params)
+    real_create = optuna.create_study
 
     class IntegrityError(Exception):
         pass
@@ -221,6 +222,18 @@ def test_a_worker_that_loses_the_race_to_create_the_study_joins_it(tmp_path, mon
     monkeypatch.setattr(optuna, "create_study", collide)
     joined = tune.open_study(params)
     assert joined.study_name == made.study_name == "raced" and joined._study_id == made._study_id
+
+    calls = []
+
+    def collide_once(**kwargs):  # two workers creating optuna's tables at once: the study is not made
+        calls.append(kwargs["study_name"])
+        if len(calls) == 1:
+            raise IntegrityError('duplicate key value violates unique constraint "pg_type_typname_nsp_index"')
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", collide_once)
+    fresh = tune.open_study(toy_params(tmp_path, sampler="random", study="schema-raced"))
+    assert fresh.study_name == "schema-raced" and calls == ["schema-raced", "schema-raced"]
 
     def broken(**kwargs):
         raise RuntimeError("database is down")

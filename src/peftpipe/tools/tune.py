@@ -83,19 +83,20 @@ def open_study(params: Params):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     where = {"storage": storage_url(params.tune), "study_name": study_name(params),
              "sampler": make_sampler(params.tune), "pruner": make_pruner(params.tune.pruner)}
-    try:
-        return optuna.create_study(**where, direction="maximize", load_if_exists=True)
-    except Exception as err:
-        # Workers started together on a new study: each finds none and creates it, and on a
-        # database the loser's insert collides with the winner's rows. The study exists now.
-        if type(err).__name__ not in ("IntegrityError", "DuplicatedStudyError"):
-            raise
     for attempt in range(10):
         try:
+            return optuna.create_study(**where, direction="maximize", load_if_exists=True)
+        except Exception as err:
+            # Workers started together on a new database or study: each creates what it finds
+            # missing (optuna's tables, then the study) and the loser's insert collides with
+            # the winner's rows. What the winner made is there a moment later.
+            if type(err).__name__ not in ("IntegrityError", "DuplicatedStudyError"):
+                raise
+        try:
             return optuna.load_study(**where)
-        except KeyError:  # the winner's rows not visible yet
+        except KeyError:  # no study yet (the collision was in optuna's tables) or not visible yet
             time.sleep(0.1 * (attempt + 1))
-    return optuna.load_study(**where)
+    return optuna.create_study(**where, direction="maximize", load_if_exists=True)
 
 
 def worker_identity() -> str:
