@@ -16,10 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 MUTANTS = Path("mutants")
-# mutmut's exit codes (mutmut/__main__.py status_by_exit_code)
-STATUS = {None: "not checked", 0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout",
-          152: "timeout", 36: "timeout", 33: "no tests", 34: "skipped", 35: "suspicious", 37: "caught by type check",
-          -11: "segfault", -9: "killed"}
 
 
 def results() -> dict[str, dict[str, int | None]]:
@@ -31,9 +27,11 @@ def results() -> dict[str, dict[str, int | None]]:
 
 
 def table(found: dict) -> str:
+    from mutmut.stats import status_by_exit_code  # mutmut's own reading of its exit codes
+
     lines = ["| module | killed | survived | no test reaches it | not checked | score |", "|---|---|---|---|---|---|"]
     for module, codes in found.items():
-        counts = Counter(STATUS.get(code, f"exit {code}") for code in codes.values())
+        counts = Counter(status_by_exit_code[code] for code in codes.values())
         caught = counts["killed"] + counts["timeout"] + counts["caught by type check"]
         judged = caught + counts["survived"]
         score = f"**{100 * caught / judged:.1f}%**" if judged else "-"

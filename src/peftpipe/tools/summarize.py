@@ -68,7 +68,7 @@ def group(found: list[dict], seed_key: str = "seed") -> list[Group]:
         entry.names.append(run["name"])
         entry.seeds.append(seed)
         for metric, value in run["metrics"].get("overall", {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):  # not the intervals
+            if isinstance(value, (int, float)):  # the intervals are mappings: left out
                 entry.values.setdefault(metric, []).append(float(value))
     return list(groups.values())
 
