@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import git_commit, run_cli
 
 from peftpipe import intervals
 from peftpipe.errors import InputError
@@ -185,14 +186,9 @@ def test_predictions_are_read_from_a_file_the_workspace_or_a_commit(tmp_path, mo
     """load_predictions: a file path with its task.json, the workspace, any git revision (read
     through DVC), each with a one-line error naming what is missing."""
     import json
-    import subprocess
 
     from peftpipe.evaluation import describe_predictions
     from peftpipe.tools.compare import load_predictions
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
 
     def save(predicted):
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,14 +197,12 @@ def test_predictions_are_read_from_a_file_the_workspace_or_a_commit(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "data/predictions"
-    git("init", "-q")
-    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    run_cli(["git", "init", "-q"], tmp_path)
+    run_cli(["dvc", "init", "-q"], tmp_path)
     save(["pos", "pos"])
-    git("add", "-A")
-    git("commit", "-qm", "predictions without their meaning (before task.json existed)")
+    git_commit(tmp_path, "predictions without their meaning (before task.json existed)")
     describe_predictions(folder, "sequence_classification", ["neg", "pos"])
-    git("add", "-A")
-    git("commit", "-qm", "scored")
+    git_commit(tmp_path, "scored")
     save(["neg", "neg"])  # the workspace moves on
 
     committed, here = load_predictions("HEAD"), load_predictions("workspace")
@@ -283,17 +277,12 @@ def test_the_digest_of_rows_does_not_depend_on_the_order_of_their_keys():
 def test_unreadable_predictions_name_where_they_came_from(tmp_path, monkeypatch):
     """Each error names the file, or the revision and the path in it, that could not be read."""
     import json
-    import subprocess
 
     import dvc.api
 
     from peftpipe import experiments
     from peftpipe.evaluation import describe_predictions
     from peftpipe.tools.compare import load_predictions
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
 
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "data/predictions"
@@ -306,18 +295,16 @@ def test_unreadable_predictions_name_where_they_came_from(tmp_path, monkeypatch)
     with pytest.raises(InputError, match=rf"^{loose}: line 1: not valid JSON"):
         load_predictions(str(loose))
 
-    git("init", "-q")
-    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    run_cli(["git", "init", "-q"], tmp_path)
+    run_cli(["dvc", "init", "-q"], tmp_path)
     (folder / "test.jsonl").write_text("nope\n")
     describe_predictions(folder, "sequence_classification", ["neg", "pos"])
-    git("add", "-A")
-    git("commit", "-qm", "broken rows")
+    git_commit(tmp_path, "broken rows")
     with pytest.raises(InputError, match=r"^HEAD:data/predictions/test\.jsonl: line 1: not valid JSON"):
         load_predictions("HEAD")
     (folder / "test.jsonl").write_text(json.dumps({"gold": "pos", "predicted": "pos"}) + "\n")
     (folder / "task.json").write_text("[]")
-    git("add", "-A")
-    git("commit", "-qm", "broken description")
+    git_commit(tmp_path, "broken description")
     with pytest.raises(InputError, match=r"^HEAD:data/predictions/task\.json: not a predictions description"):
         load_predictions("HEAD")
     with pytest.raises(InputError, match=r"^data/predictions/task\.json: not a predictions description"):

@@ -131,6 +131,7 @@ def test_tag_schemes_become_iob2():
     assert tc.to_iob2(["PER", "PER", "O", "LOC", "LOC", "ORG", "PER"], "io", "f") == \
         ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "B-ORG", "B-PER"]
     assert tc.to_iob2(["B-PER", "I-PER", "O", "I-LOC"], "io", "f") == ["B-PER", "I-PER", "O", "B-LOC"]
+    assert tc.to_iob2(["PER", "B-PER", "LOC", "I-LOC"], "io", "f") == ["B-PER", "B-PER", "B-LOC", "I-LOC"]  # B- starts one
     assert tc.to_iob2(["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "U-ORG", "B-X", "L-X"], "bioes", "f") == \
         ["B-PER", "O", "B-LOC", "I-LOC", "I-LOC", "B-ORG", "B-X", "I-X"]
     assert tc.to_iob2(["B-PER", "O"], "iob2", "f") == ["B-PER", "O"]

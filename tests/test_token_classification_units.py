@@ -128,11 +128,6 @@ def test_one_column_for_words_and_tags_is_refused_naming_the_columns():
                                  "which holds the words, which the tags?")
 
 
-def test_bare_types_become_iob2_and_an_explicit_b_starts_a_new_entity():
-    tags = ["PER", "PER", "B-PER", "O", "LOC", "I-LOC", "PER", "LOC"]
-    assert tc.to_iob2(tags, "io", "f") == ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "I-LOC", "B-PER", "B-LOC"]
-
-
 def test_class_weights_count_the_labelled_sub_words_only():
     assert tc.train_label_ids({"labels": [[-100, 1, 2, -100], [0, -100]]}) == [1, 2, 0]
 
