@@ -28,15 +28,14 @@ def main(params, split, tokenized, report):
     with atomic_path(tokenized, directory=True) as tmp:
         save_tokenized(datasets, labels, tmp)
     cut = {name: task.truncation(dataset) for name, dataset in datasets.items()}
-    if all(cut.values()):
-        write_metrics(report, cut)  # tokenizing draws no random numbers
-        for name, counts in cut.items():
-            if counts["rows_cut"]:
-                lost = {k: v for k, v in counts.items() if k.endswith("_cut") and k != "rows_cut"}
-                print(f"tokenize: warning: {name}: {counts['rows_cut']} of {counts['rows']} rows are longer than "
-                      f"model.max_length {params.model.max_length} and were cut "
-                      f"({', '.join(f'{v} {k[:-4]}' for k, v in lost.items())} lost"
-                      f"{'; lost words count as O' if 'words_cut' in lost else ''})")
+    write_metrics(report, cut)  # every task measures it: the stage writes each output it declares
+    for name, counts in cut.items():
+        if counts["rows_cut"]:
+            lost = {k: v for k, v in counts.items() if k.endswith("_cut") and k != "rows_cut"}
+            print(f"tokenize: warning: {name}: {counts['rows_cut']} of {counts['rows']} rows are longer than "
+                  f"model.max_length {params.model.max_length} and were cut "
+                  f"({', '.join(f'{v} {k[:-4]}' for k, v in lost.items())} lost"
+                  f"{'; lost words count as O' if 'words_cut' in lost else ''})")
     print(f"tokenize: max_length {params.model.max_length} -> {tokenized}")
 
 

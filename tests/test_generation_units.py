@@ -97,7 +97,8 @@ def test_a_decoder_learns_only_the_target_which_follows_the_prompt_within_max_le
     tokenizer = decoder_tokenizer(bos=True)
     dataset = _tokenize(monkeypatch, tokenizer, seq2seq=False, max_length=10)
     assert "tokenize: 100%" in capsys.readouterr().err
-    assert set(dataset.column_names) == {"text", "label", "input_ids", "attention_mask", "labels", "prompt_ids"}
+    assert set(dataset.column_names) == {"text", "label", "input_ids", "attention_mask", "labels", "prompt_ids",
+                                         "full_length"}
     words, cue, end = ids(tokenizer, LONG_TEXT), ids(tokenizer, generation.CUE), tokenizer.eos_token_id
     target = ids(tokenizer, "people") + [end]
     first = dataset[0]
@@ -106,15 +107,20 @@ def test_a_decoder_learns_only_the_target_which_follows_the_prompt_within_max_le
     assert first["labels"] == [-100] * 8 + target
     assert first["attention_mask"] == [1] * 10
     assert dataset[1]["input_ids"] == ids(tokenizer, "alice") + cue + ids(tokenizer, "places") + [end]
+    # The text's cut tokens are counted (the tokenize stage's report), the label's never cut.
+    assert generation.truncation(dataset) == {"rows": 2, "rows_cut": 1, "tokens_cut": len(words) - 6}
 
 
 def test_an_encoder_decoder_reads_the_text_and_writes_the_label_both_cut_to_max_length(monkeypatch):
     tokenizer = t5_tokenizer()
     end = tokenizer.eos_token_id
     dataset = _tokenize(monkeypatch, tokenizer, seq2seq=True, max_length=4, labels=("people places people places", "places"))
-    assert set(dataset.column_names) == {"text", "label", "input_ids", "attention_mask", "labels", "prompt_ids"}
+    assert set(dataset.column_names) == {"text", "label", "input_ids", "attention_mask", "labels", "prompt_ids",
+                                         "full_length"}
     first = dataset[0]
     assert first["input_ids"] == ids(tokenizer, LONG_TEXT)[:3] + [end]
+    assert generation.truncation(dataset) == {"rows": 2, "rows_cut": 1,
+                                              "tokens_cut": len(ids(tokenizer, LONG_TEXT)) + 1 - 4}
     assert first["prompt_ids"] == first["input_ids"] and first["attention_mask"] == [1] * 4
     assert first["labels"] == ids(tokenizer, "people places people") + [end]
     assert dataset[1]["labels"] == ids(tokenizer, "places") + [end]

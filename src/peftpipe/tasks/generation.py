@@ -36,9 +36,10 @@ def pipeline_input(example: dict) -> None:
     return None
 
 
-def truncation(dataset) -> None:
-    """Not measured: a prompt is cut from the left of the text, the label always kept."""
-    return None
+def truncation(dataset) -> dict:
+    """Rows whose text was cut to fit model.max_length, and the text's tokens lost."""
+    cut = [full - len(prompt) for full, prompt in zip(dataset["full_length"], dataset["prompt_ids"])]
+    return {"rows": len(cut), "rows_cut": sum(c > 0 for c in cut), "tokens_cut": sum(cut)}
 
 
 def is_encoder_decoder(path: str, revision: str | None = None) -> bool:
@@ -68,8 +69,10 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
             encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
             encoded["labels"] = tokenizer(text_target=batch["label"], truncation=True, max_length=max_length)["input_ids"]
             encoded["prompt_ids"] = encoded["input_ids"]
+            encoded["full_length"] = [len(ids) for ids in tokenizer(batch["text"])["input_ids"]]
             return encoded
-        out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_ids": []}
+        cue = tokenizer(CUE, add_special_tokens=False)["input_ids"]
+        out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_ids": [], "full_length": []}
         for text, label in zip(batch["text"], batch["label"]):
             target = tokenizer(" " + label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             prompt = causal_prompt(tokenizer, text, max_length - len(target))
@@ -77,6 +80,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, labels: list[str], params):
             out["attention_mask"].append([1] * (len(prompt) + len(target)))
             out["labels"].append([IGNORE] * len(prompt) + target)
             out["prompt_ids"].append(prompt)
+            out["full_length"].append(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + len(cue))
         return out
 
     dataset = datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
