@@ -5,6 +5,7 @@ drains in-flight requests on SIGTERM, and refuses to start half-up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -125,7 +126,125 @@ def test_the_batcher_runs_requests_together_and_routes_each_answer_back():
 
     requests, answers = asyncio.run(clients())
     assert answers == [[f"answer to {text}" for text in texts] for texts in requests]
-    assert len(calls) < len(requests) and max(map(len, calls)) <= 16 + 2  # batched, up to max_batch (+ one request)
+    assert len(calls) < len(requests) and max(map(len, calls)) <= 16  # batched, never over max_batch
+
+
+def test_a_request_that_fails_its_batch_fails_alone_and_the_others_get_their_answers():
+    """A batch that raises is run again request by request: each request gets its own
+    answer or its own error, whoever it was batched with."""
+    from peftpipe.errors import ModelError
+    from peftpipe.serve.app import Batcher
+
+    calls = []
+
+    def predictor(texts, batch_size=None):
+        calls.append(list(texts))
+        time.sleep(0.01)
+        if any("bad" in text for text in texts):
+            raise ModelError(f"cannot read {next(t for t in texts if 'bad' in t)}")
+        return [f"answer to {text}" for text in texts]
+
+    async def clients():
+        batcher = Batcher(predictor, max_batch=16, max_wait_ms=50)
+        batcher.start()
+        requests = [["good 1", "good 2"], ["bad 1"], ["good 3"], ["bad 2", "good 4"]]
+        answers = await asyncio.gather(*(batcher.submit(texts) for texts in requests), return_exceptions=True)
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(clients())
+    assert answers[0] == ["answer to good 1", "answer to good 2"] and answers[2] == ["answer to good 3"]
+    assert [str(answers[1]), str(answers[3])] == ["cannot read bad 1", "cannot read bad 2"]
+    assert calls[0] == ["good 1", "good 2", "bad 1", "good 3", "bad 2", "good 4"]  # first together, then alone
+    assert calls[1:] == [["good 1", "good 2"], ["bad 1"], ["good 3"], ["bad 2", "good 4"]]
+
+
+class RecordingPredictor:
+    """A served model's stand-in: answers each text with its length, refuses texts with 'bad'."""
+
+    def __init__(self, label: str = "positive"):
+        self.label, self.calls = label, []
+
+    def input_problem(self, texts):
+        return None
+
+    def __call__(self, texts, batch_size=None):
+        self.calls.append(list(texts))
+        bad = [text for text in texts if "bad" in text]
+        if bad:
+            raise ValueError(f"the model cannot read {bad[0]!r}")
+        return [{"label": self.label, "score": 0.5} for _ in texts]
+
+    def rows(self, texts, answers):
+        return [{"text": text, **answer} for text, answer in zip(texts, answers)]
+
+
+def test_a_good_and_a_bad_request_batched_together_each_get_their_own_answer():
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    predictor = RecordingPredictor()
+    app = server.create_app({"m": server.Served("m", predictor, {"name": "m"})}, max_wait_ms=300)
+    with TestClient(app, raise_server_exceptions=False) as test_client, ThreadPoolExecutor(2) as pool:
+        good = pool.submit(test_client.post, "/v1/predict", json={"texts": ["good text"]})
+        time.sleep(0.05)
+        bad = pool.submit(test_client.post, "/v1/predict", json={"texts": ["bad text"]})
+        good, bad = good.result(), bad.result()
+    assert predictor.calls[0] == ["good text", "bad text"]  # they were batched together
+    assert good.status_code == 200 and good.json()["results"] == [{"text": "good text", "label": "positive",
+                                                                    "score": 0.5}]
+    assert bad.status_code == 500 and bad.headers["content-type"] == "application/json"
+    assert bad.json() == {"error": "internal error (ValueError: the model cannot read 'bad text'); "
+                                   "the server's log has the details"}
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b'{"texts": ["fine", "a \\ud800 b"]}', "texts[1]: character 2 is '\\ud800', a lone surrogate"),
+    (b'{"pairs": [["fine", "\\udfff"]]}', "texts[0]: character 0 is '\\udfff', a lone surrogate"),
+])
+def test_a_text_that_is_not_unicode_is_refused_before_the_model_sees_it(body, needle):
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    predictor = RecordingPredictor()
+    app = server.create_app({"m": server.Served("m", predictor, {"name": "m"})})
+    with TestClient(app) as test_client:
+        answered = test_client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+        assert answered.status_code == 422 and needle in answered.json()["error"], answered.text
+        assert test_client.post("/v1/predict", json={"texts": ["a \U0001F600 b"]}).status_code == 200
+    assert predictor.calls == [["a \U0001F600 b"]]  # a surrogate pair (an emoji) is text
+
+
+@pytest.mark.parametrize("method, path, body, status, needle", [
+    ("GET", "/nowhere", None, 404, "GET /nowhere: Not Found"),
+    ("GET", "/v1/predict", None, 405, "GET /v1/predict: Method Not Allowed"),
+    ("POST", "/v1/predict", b"{not json", 422, "JSON decode error"),
+    ("POST", "/v1/predict", b"texts=a", 422, "body"),
+])
+def test_framework_errors_answer_in_the_documented_shape(method, path, body, status, needle):
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    app = server.create_app({"m": server.Served("m", RecordingPredictor(), {"name": "m"})})
+    with TestClient(app) as test_client:
+        answered = test_client.request(method, path, content=body,
+                                       headers={"content-type": "application/json"} if body and b"{" in body else {})
+    assert answered.status_code == status and set(answered.json()) == {"error"}, answered.text
+    assert needle in answered.json()["error"] and "\n" not in answered.json()["error"]
+
+
+def test_the_page_is_served_with_security_headers_and_builds_no_markup_from_data(client):
+    from peftpipe.serve.page import PAGE
+
+    page = client.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    assert "innerHTML" not in PAGE and "insertAdjacentHTML" not in PAGE  # labels become text, never markup
 
 
 def free_port() -> int:
@@ -197,53 +316,126 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.mark.slow
-def test_the_page_highlights_entities_in_a_real_browser(exported):
-    """Headless Chromium (Debian's chromium and chromium-driver) types a text into the page
-    at / and sees the entities highlighted in place by type, as the API answered them."""
+@contextlib.contextmanager
+def headless_browser():
+    """Headless Chromium (Debian's chromium and chromium-driver) through selenium."""
     found = _chromium()
     if found is None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: .ci/run installs chromium and chromium-driver")
         pytest.skip("no chromium and chromedriver here (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    port = free_port()
-    server = start(["--model", f"ner={exported}"], port)
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=found[1]), options=options)
     try:
-        text = TEXTS[0]
-        expected = predict_json(exported, [text])[0]["entities"]
-        assert expected, "the tiny model should find entities in this text"
-        browser.get(f"http://127.0.0.1:{port}/")
-        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "ner")
-        box = browser.find_element(By.ID, "text")
-        box.clear()
-        box.send_keys(text)
-        browser.find_element(By.ID, "go").click()
-        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result mark"))
-        marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
-        shown = [(m.text.split("\n")[0].removesuffix(m.find_element(By.TAG_NAME, "small").text).strip(),
-                  m.find_element(By.TAG_NAME, "small").text) for m in marks]
-        assert shown == [(e["word"], e["type"]) for e in expected]
-        assert browser.find_element(By.ID, "result").text.replace("\n", "").startswith(text.split()[0])
-        # Same type, same colour; the page loaded nothing from outside (no CDN).
-        colours = {}
-        for mark, (_, kind) in zip(marks, shown):
-            assert colours.setdefault(kind, mark.value_of_css_property("background-color")) == \
-                mark.value_of_css_property("background-color")
-        assert all(url.startswith(f"http://127.0.0.1:{port}") for url in browser.execute_script(
-            "return performance.getEntriesByType('resource').map(r => r.name)"))
+        yield browser
     finally:
         browser.quit()
+
+
+@pytest.mark.slow
+def test_the_page_highlights_entities_in_a_real_browser(exported):
+    """Headless Chromium types a text into the page at / and sees the entities highlighted
+    in place by type, as the API answered them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = start(["--model", f"ner={exported}"], port)
+    try:
+        with headless_browser() as browser:
+            text = TEXTS[0]
+            expected = predict_json(exported, [text])[0]["entities"]
+            assert expected, "the tiny model should find entities in this text"
+            browser.get(f"http://127.0.0.1:{port}/")
+            WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "ner")
+            box = browser.find_element(By.ID, "text")
+            box.clear()
+            box.send_keys(text)
+            browser.find_element(By.ID, "go").click()
+            WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result mark"))
+            marks = browser.find_elements(By.CSS_SELECTOR, "#result mark")
+            shown = [(m.text.split("\n")[0].removesuffix(m.find_element(By.TAG_NAME, "small").text).strip(),
+                      m.find_element(By.TAG_NAME, "small").text) for m in marks]
+            assert shown == [(e["word"], e["type"]) for e in expected]
+            assert browser.find_element(By.ID, "result").text.replace("\n", "").startswith(text.split()[0])
+            # Same type, same colour; the page loaded nothing from outside (no CDN).
+            colours = {}
+            for mark, (_, kind) in zip(marks, shown):
+                assert colours.setdefault(kind, mark.value_of_css_property("background-color")) == \
+                    mark.value_of_css_property("background-color")
+            assert all(url.startswith(f"http://127.0.0.1:{port}") for url in browser.execute_script(
+                "return performance.getEntriesByType('resource').map(r => r.name)"))
+    finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+class MarkupPredictor(RecordingPredictor):
+    """Answers with label names that are markup: they must show as text, never run."""
+
+    ENTITY = 'PER" onmouseover="window.pwned=1" x="'
+    LABEL = '<img src=x onerror="window.pwned=1">'
+
+    def rows(self, texts, answers):
+        if self.label == "entities":
+            return [{"text": text, "entities": [{"type": self.ENTITY, "word": text[:5], "start": 0, "end": 5,
+                                                  "score": 0.9}]} for text in texts]
+        return [{"text": text, "label": self.LABEL, "score": 0.75} for text in texts]
+
+
+@contextlib.contextmanager
+def running(app, port: int):
+    """``app`` served by uvicorn in a thread on ``port``; stopped on leaving."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.mark.slow
+def test_label_names_show_as_text_never_as_markup_and_a_gone_server_is_said_in_a_real_browser():
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from peftpipe.serve import app as server
+
+    served = {name: server.Served(name, MarkupPredictor(name), {"name": name}) for name in ("entities", "classes")}
+    port = free_port()
+    with headless_browser() as browser:
+        with running(server.create_app(served), port):
+            browser.get(f"http://127.0.0.1:{port}/")
+            WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
+            browser.find_element(By.ID, "go").click()
+            WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result mark"))
+            mark = browser.find_element(By.CSS_SELECTOR, "#result mark")
+            assert mark.get_attribute("title") == f"{MarkupPredictor.ENTITY} 0.9"
+            assert mark.find_element(By.TAG_NAME, "small").text == MarkupPredictor.ENTITY
+            assert mark.get_attribute("onmouseover") is None
+            browser.execute_script("document.querySelector('#result mark').dispatchEvent(new MouseEvent('mouseover'))")
+            browser.execute_script("const s = document.getElementById('model'); s.value = 'classes';"
+                                   "s.dispatchEvent(new Event('change'))")
+            browser.find_element(By.ID, "go").click()
+            WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result .bar"))
+            assert browser.find_element(By.CSS_SELECTOR, "#result .bar .name").text == MarkupPredictor.LABEL
+            assert not browser.find_elements(By.CSS_SELECTOR, "#result img")
+            assert browser.execute_script("return window.pwned") is None
+        # The server is gone: the page says so instead of waiting on "..." forever.
+        browser.find_element(By.ID, "go").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result .error"))
+        assert "cannot reach the server" in browser.find_element(By.CSS_SELECTOR, "#result .error").text
 
 
 @pytest.fixture(scope="module")

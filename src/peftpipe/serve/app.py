@@ -93,9 +93,10 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        held: _Waiting | None = None  # a request that did not fit the last batch goes first in the next
         while True:
-            batch = [await self.queue.get()]
-            size = len(batch[0].texts)
+            batch = [held if held is not None else await self.queue.get()]
+            held, size = None, len(batch[0].texts)
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
                 # What queued while the last batch ran joins at once; then wait up to max_wait.
@@ -109,31 +110,59 @@ class Batcher:
                         break
                 else:
                     waiting = self.queue.get_nowait()
+                if size + len(waiting.texts) > self.max_batch:  # never over max_batch texts in one call
+                    held = waiting
+                    break
                 batch.append(waiting)
                 size += len(waiting.texts)
-            texts = [text for waiting in batch for text in waiting.texts]
-            try:
-                answers = await loop.run_in_executor(self.executor, self.predictor, texts)
-            except Exception as err:  # every request of the batch gets the error
+            await self._answer(loop, batch)
+
+    async def _answer(self, loop, batch: list[_Waiting]) -> None:
+        """Run ``batch`` in one model call; if that fails, each request again alone, so one
+        request's bad input fails that request only."""
+        texts = [text for waiting in batch for text in waiting.texts]
+        try:
+            answers = await loop.run_in_executor(self.executor, self.predictor, texts)
+        except Exception as err:
+            if len(batch) == 1:
+                _settle(batch[0], error=err)
+            else:
                 for waiting in batch:
-                    if not waiting.future.done():
-                        waiting.future.set_exception(err)
-                continue
-            start = 0
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_result(answers[start:start + len(waiting.texts)])
-                start += len(waiting.texts)
+                    await self._answer(loop, [waiting])
+            return
+        start = 0
+        for waiting in batch:
+            _settle(waiting, answers[start:start + len(waiting.texts)])
+            start += len(waiting.texts)
 
 
-def model_card(name: str, folder: Path) -> dict:
-    """What /v1/models says of an export: from its peftpipe.json (a plain transformers
-    folder has none: its name only)."""
-    from peftpipe.artifacts import TRAINED_INFO_FILE, read_trained_info
+def _settle(waiting: _Waiting, answers: list | None = None, error: Exception | None = None) -> None:
+    """Give a request its answers or its error (unless its client is gone)."""
+    if waiting.future.done():
+        return
+    if error is not None:
+        waiting.future.set_exception(error)
+    else:
+        waiting.future.set_result(answers)
 
-    if not (folder / TRAINED_INFO_FILE).is_file():
+
+def unencodable(parts: list[str]) -> str | None:
+    """What stops a text from being UTF-8 (a lone surrogate, which JSON's \\u escapes can
+    carry), said before it reaches the tokenizer; None when every part encodes."""
+    for part in parts:
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return (f"character {err.start} is {part[err.start]!r}, a lone surrogate, which is not text; "
+                    "send valid UTF-8 (pair surrogates or drop it)")
+    return None
+
+
+def model_card(name: str, info) -> dict:
+    """What /v1/models says of an export: from its peftpipe.json (``info``, a TrainedInfo;
+    a plain transformers folder has none: its name only)."""
+    if info is None:
         return {"name": name}
-    info = read_trained_info(folder)
     return {"name": name, "task": info.task, "labels": info.labels, "method": info.merged_from or info.peft_method,
             "base_model": info.model.name, "test": info.test}  # test: {metric: {value, low, high}}, from export
 
@@ -146,6 +175,7 @@ def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from peftpipe import __version__
 
@@ -225,6 +255,9 @@ def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str 
             parts = [text["text"], text["text_pair"]] if isinstance(text, dict) else [text]
             if any(not part.strip() for part in parts):
                 return error(422, f"texts[{i}]: empty; every text needs some characters")
+            bad = unencodable(parts)
+            if bad is not None:
+                return error(422, f"texts[{i}]: {bad}")
             if sum(map(len, parts)) > limits.max_chars:
                 return error(413, f"texts[{i}]: {sum(map(len, parts)):,} characters, over {limits.max_chars:,} "
                                   f"(limit max_chars)")
@@ -238,11 +271,22 @@ def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str 
             return error(422, str(err))
         return {"model": name, "results": model.predictor.rows(given, answers)}
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page() -> str:
-        from peftpipe.serve.page import PAGE
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, err: StarletteHTTPException):
+        """404, 405, an unparseable body: the documented shape, one JSON line."""
+        return error(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
 
-        return PAGE
+    @app.exception_handler(Exception)
+    async def failure(request: Request, err: Exception):
+        """Whatever else fails answers in the documented shape, naming the error's type."""
+        return error(500, f"internal error ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+                          "the server's log has the details")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        from peftpipe.serve.page import HEADERS, PAGE
+
+        return HTMLResponse(PAGE, headers=HEADERS)
 
     return app
 
@@ -264,7 +308,7 @@ def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
                     bases[key] = predictor
         except (InputError, ModelError) as err:
             raise ModelError(f"--model {name}={folder}: {err}") from None
-        served[name] = Served(name, predictor, model_card(name, Path(folder)), base=key or name)
+        served[name] = Served(name, predictor, model_card(name, predictor.info), base=key or name)
     return served
 
 

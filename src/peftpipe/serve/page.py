@@ -1,6 +1,11 @@
 """The page `peftpipe serve` shows at `/`: type a text, see the entities highlighted in
 place by type (NER) or the classes' scores as bars. Plain HTML, CSS and JavaScript in one
-string: no CDN, so it works offline."""
+string: no CDN, so it works offline. Served with a Content-Security-Policy that allows
+exactly this page's script and style (by hash) and requests to its own origin."""
+
+import base64
+import hashlib
+import re
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -47,51 +52,87 @@ function headers() {
   if (token) h["Authorization"] = "Bearer " + token;
   return h;
 }
-function escape(text) {
-  const div = document.createElement("div");
-  div.textContent = text;
-  return div.innerHTML;
+// Every name from the server (labels, types, models) goes into the page as text or as a
+// property, never as markup: a label may hold any character.
+function node(tag, text, className) {
+  const element = document.createElement(tag);
+  if (text !== undefined) element.textContent = text;
+  if (className) element.className = className;
+  return element;
 }
 function showMeta() {
   const m = models.find(x => x.name === document.getElementById("model").value) || {};
   const f1 = m.test && m.test.f1 ? ` test F1 ${m.test.f1.value} [${m.test.f1.low}, ${m.test.f1.high}]` : "";
   document.getElementById("meta").textContent = m.task ? `${m.task}, ${m.method} on ${m.base_model};${f1}` : "";
 }
+function showError(message) {
+  document.getElementById("result").replaceChildren(node("span", message, "error"));
+}
+// The JSON answer, or an Error saying in one line why there is none (server gone, not JSON).
+async function ask(path, options) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error("cannot reach the server (" + err.message + "); is peftpipe serve running?");
+  }
+  let found;
+  try {
+    found = await response.json();
+  } catch (err) {
+    throw new Error(`the server answered ${response.status} ${response.statusText} without JSON`);
+  }
+  if (!response.ok) throw new Error(found.error || `${response.status} ${response.statusText}`);
+  return found;
+}
 async function loadModels() {
-  const response = await fetch("/v1/models", {headers: headers()});
-  const found = await response.json();
-  models = found.models || [];
+  try {
+    models = (await ask("/v1/models", {headers: headers()})).models || [];
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
   const select = document.getElementById("model");
-  select.innerHTML = models.map(m => `<option>${escape(m.name)}</option>`).join("");
+  select.replaceChildren(...models.map(m => node("option", m.name)));
   showMeta();
 }
 function render(row) {
   const out = document.getElementById("result");
   if (row.entities !== undefined) {
-    let html = "", at = 0;
+    const parts = [];
+    let at = 0;
     for (const e of row.entities) {
-      html += escape(row.text.slice(at, e.start));
-      html += `<mark style="background:${colour(e.type)}" title="${escape(e.type)} ${e.score}">` +
-              `${escape(row.text.slice(e.start, e.end))}<small>${escape(e.type)}</small></mark>`;
+      parts.push(document.createTextNode(row.text.slice(at, e.start)));
+      const mark = node("mark", row.text.slice(e.start, e.end));
+      mark.style.background = colour(e.type);
+      mark.title = `${e.type} ${e.score}`;
+      mark.append(node("small", e.type));
+      parts.push(mark);
       at = e.end;
     }
-    html += escape(row.text.slice(at));
-    out.innerHTML = row.entities.length ? html : escape(row.text) + "<p><em>(no entities)</em></p>";
+    parts.push(document.createTextNode(row.text.slice(at)));
+    if (!row.entities.length) parts.push(node("p", "(no entities)"));
+    out.replaceChildren(...parts);
     return;
   }
-  const score = Math.max(0, Math.min(1, row.score));
-  out.innerHTML = `<div class="bar"><span class="name">${escape(row.label)}</span>` +
-                  `<div class="fill" style="width:${(score * 20).toFixed(2)}rem"></div>` +
-                  `<span class="score">${row.score}</span></div>`;
+  const scores = row.scores || {[row.label]: row.score};
+  out.replaceChildren(...Object.entries(scores).map(([label, score]) => {
+    const bar = node("div", undefined, "bar");
+    const fill = node("div", undefined, "fill");
+    fill.style.width = (Math.max(0, Math.min(1, score)) * 20).toFixed(2) + "rem";
+    bar.append(node("span", label, "name"), fill, node("span", String(score), "score"));
+    return bar;
+  }));
 }
 async function predict() {
-  const out = document.getElementById("result");
-  out.textContent = "...";
+  document.getElementById("result").textContent = "...";
   const body = {model: document.getElementById("model").value, texts: [document.getElementById("text").value]};
-  const response = await fetch("/v1/predict", {method: "POST", headers: headers(), body: JSON.stringify(body)});
-  const found = await response.json();
-  if (!response.ok) { out.innerHTML = `<span class="error">${escape(found.error || response.statusText)}</span>`; return; }
-  render(found.results[0]);
+  try {
+    const found = await ask("/v1/predict", {method: "POST", headers: headers(), body: JSON.stringify(body)});
+    render(found.results[0]);
+  } catch (err) {
+    showError(err.message);
+  }
 }
 document.getElementById("go").addEventListener("click", predict);
 document.getElementById("model").addEventListener("change", showMeta);
@@ -101,3 +142,20 @@ loadModels();
 </body>
 </html>
 """
+
+
+def _digest(tag: str) -> str:
+    body = re.search(f"<{tag}>(.*?)</{tag}>", PAGE, re.S).group(1)
+    return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+
+
+# The page's security headers: only its own script and style run, it talks to its origin
+# only, no other site may frame it, and the browser never guesses a content type.
+HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; script-src {_digest('script')}; style-src {_digest('style')}; "
+                               "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
