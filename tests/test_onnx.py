@@ -59,8 +59,8 @@ def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:
     """onnx_backend.load gives the named graphs with their first two labels' logits swapped."""
     loaded = onnx_backend.load
 
-    def load(folder, backend):
-        model = loaded(folder, backend)
+    def load(folder, backend, task=None):
+        model = loaded(folder, backend, task)
         if backend in backends:
             forward = model.forward
 

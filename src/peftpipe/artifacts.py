@@ -12,7 +12,7 @@ from peftpipe.io import read_json, read_json_file, write_json
 from peftpipe.methods import METHODS, Method, get_method
 from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
 from peftpipe.params import ModelParams, Params, QuantizationParams, TaskKind
-from peftpipe.tasks import get_task
+from peftpipe.tasks import get_task, task_named_by
 
 TASKS = typing.get_args(TaskKind)
 
@@ -97,12 +97,66 @@ def read_trained_info(folder: Path) -> TrainedInfo:
         raise ModelError(f"{path}: {where}: {first['msg']}; export the model again (dvc repro export)") from None
 
 
-def load_trained(folder: str | Path, quantized: bool = True, adapter_name: str = "default"):
+# A tokenizer is its vocabulary: without one of these files transformers builds a tokenizer
+# of the special tokens alone, and every word becomes [UNK] without an error.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+
+
+def check_model_folder(folder: Path, info: TrainedInfo) -> None:
+    """A trained or exported folder is what its peftpipe.json says, checked when it is
+    opened (predict, serve, export's reload, the ONNX backend): its vocabulary file is
+    there, and where it has a config.json, that config's head is the task's and its
+    id2label the labels, in order. Each mismatch one ModelError naming the file and both
+    values."""
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise ModelError(f"{folder}: no tokenizer vocabulary (none of {', '.join(VOCABULARY_FILES)}); "
+                         f"export the model again (dvc repro export)")
+    path = folder / "config.json"
+    if not path.is_file():
+        return  # an adapter folder: its base is checked as it loads
+    config = inspect_model_folder(folder, already_read=(TRAINED_INFO_FILE,))
+    task = get_task(info.task, info.labels)
+    architecture = (config.get("architectures") or [""])[0]
+    named = task_named_by(architecture)
+    if named is not None and named.kind != info.task:
+        raise ModelError(f"{path}: architecture {architecture} is a {named.kind} model, but "
+                         f"{TRAINED_INFO_FILE} says task {info.task}; export the model again")
+    if named is None or task.writes_labels:
+        return  # no head to check (a bare encoder), or labels are words a language model writes
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict):
+        raise ModelError(f"{path}: no id2label; {TRAINED_INFO_FILE} names {len(info.labels)} labels")
+    try:
+        in_order = [id2label[str(i)] for i in range(len(id2label))]
+    except KeyError:
+        raise ModelError(f"{path}: id2label's keys are not 0..{len(id2label) - 1}: {sorted(id2label)[:5]}") from None
+    if in_order != info.labels:
+        raise ModelError(f"{path}: id2label {_shown(in_order)} differs from {TRAINED_INFO_FILE}'s labels "
+                         f"{_shown(info.labels)}; a model folder's two label lists must agree in order")
+
+
+def check_vocabulary(folder: Path, tokenizer, embedding_rows: int) -> None:
+    """The tokenizer's ids fit the model's embedding table, and fill most of it (a
+    vocabulary far smaller than the table is a lost or foreign tokenizer file)."""
+    size = len(tokenizer)
+    if size > embedding_rows or size < embedding_rows // 2:
+        raise ModelError(f"{folder}: the tokenizer has {size:,} tokens but the model's embeddings have "
+                         f"{embedding_rows:,} rows; the tokenizer files are not this model's (export it again)")
+
+
+def _shown(labels: list[str], most: int = 6) -> str:
+    return repr(labels[:most])[:-1] + (f", ... {len(labels)} in all]" if len(labels) > most else "]")
+
+
+def load_trained(folder: str | Path, quantized: bool = True, adapter_name: str = "default",
+                 info: TrainedInfo | None = None):
     """(model, tokenizer, info) for an adapter folder written by ``save_trained``.
 
     A qlora adapter goes onto its 4-bit base, as trained; ``quantized=False`` puts it on a
     full-precision base instead (what export merges into). ``adapter_name``: the name peft
-    keeps it under (serving puts several adapters on one base).
+    keeps it under (serving puts several adapters on one base). ``info``: the folder's
+    peftpipe.json, when the caller has read it already.
     """
     from transformers import AutoTokenizer
 
@@ -110,9 +164,9 @@ def load_trained(folder: str | Path, quantized: bool = True, adapter_name: str =
     folder = Path(folder)
     if not (folder / TRAINED_INFO_FILE).exists():
         raise DataError(f"{folder}: no trained model; run `dvc repro train` first")
-    info = read_trained_info(folder)
-    if not info.method.is_adapter or (folder / "config.json").exists():
-        inspect_model_folder(folder)
+    if info is None:  # else the caller read and checked it
+        info = read_trained_info(folder)
+        check_model_folder(folder, info)
     task = get_task(info.task)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if not info.method.is_adapter:
@@ -124,4 +178,5 @@ def load_trained(folder: str | Path, quantized: bool = True, adapter_name: str =
         base = load_task_model(task, resolve_model(info.model), info.labels, tokenizer, info.model.revision,
                                quantization)
         model = info.method.prepare(PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name), task)
+    check_vocabulary(folder, tokenizer, model.get_input_embeddings().num_embeddings)
     return model, tokenizer, info

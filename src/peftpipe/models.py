@@ -170,10 +170,11 @@ WEIGHT_AND_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".tx
 OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 2, "mbart": 2}
 
 
-def inspect_model_folder(folder: Path) -> dict:
+def inspect_model_folder(folder: Path, already_read: tuple[str, ...] = ()) -> dict:
     """config.json, after checking that the folder's weight, config and tokenizer files are
     what they claim (not empty, not a Git LFS pointer, not truncated JSON or safetensors),
-    so a broken download stops here with the file named instead of deep inside a loader."""
+    so a broken download stops here with the file named instead of deep inside a loader.
+    ``already_read``: files the caller has read and checked itself."""
     path = folder / "config.json"
     config = read_json_file(path, ModelError)
     if not isinstance(config, dict):
@@ -187,7 +188,7 @@ def inspect_model_folder(folder: Path) -> dict:
         raise ModelError(f"{path}: model_type {model_type!r} is not one transformers "
                          f"{importlib.metadata.version('transformers')} knows")
     for file in sorted(folder.iterdir()):
-        if file.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or file.is_dir():
+        if file.suffix not in WEIGHT_AND_TOKENIZER_SUFFIXES or file.is_dir() or file.name in already_read:
             continue
         problem = unusable(file)
         if problem:

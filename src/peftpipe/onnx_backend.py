@@ -93,16 +93,17 @@ def session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def load(folder: Path, backend: str):
+def load(folder: Path, backend: str, task=None):
     """A transformers-shaped model (``model(**batch).logits``, ``config``) that runs the
-    exported graph: the evaluation code and the transformers pipelines take it as they are."""
+    exported graph: the evaluation code and the transformers pipelines take it as they are.
+    ``task``: the folder's Task (from its peftpipe.json); without one, the config's head says."""
     from transformers import AutoConfig, PreTrainedModel
     from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
     config = AutoConfig.from_pretrained(str(folder))
     graph = session(folder / FOLDER / FILES[backend])
     names = [i.name for i in graph.get_inputs()]
-    per_token = task_for_architecture((config.architectures or [""])[0]).per_token
+    per_token = (task or task_for_architecture((config.architectures or [""])[0])).per_token
 
     class OnnxClassifier(PreTrainedModel):
         config_class = type(config)

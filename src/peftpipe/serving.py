@@ -9,43 +9,64 @@ import os
 from pathlib import Path
 
 from peftpipe import quiet
-from peftpipe.artifacts import TRAINED_INFO_FILE, load_trained, read_trained_info
+from peftpipe.artifacts import (
+    TRAINED_INFO_FILE,
+    TrainedInfo,
+    check_model_folder,
+    check_vocabulary,
+    load_trained,
+    read_trained_info,
+)
 from peftpipe.errors import ModelError
 from peftpipe.models import inspect_model_folder
 from peftpipe.tasks import Task, generation, get_task, task_for_architecture
 
 
-def served_task(folder: Path) -> Task:
+def folder_info(folder: Path) -> TrainedInfo | None:
+    """A model folder's peftpipe.json, read and checked against the folder once (None for a
+    plain transformers folder given to `peftpipe predict --model`)."""
+    if not (folder / TRAINED_INFO_FILE).exists():
+        return None
+    info = read_trained_info(folder)
+    check_model_folder(folder, info)
+    return info
+
+
+def served_task(folder: Path, info: TrainedInfo | None = None) -> Task:
     """The task of a model folder: from its peftpipe.json, or from the model class in
-    config.json (a plain transformers folder given to `peftpipe predict --model`)."""
-    if (folder / TRAINED_INFO_FILE).exists():
-        info = read_trained_info(folder)
+    config.json (a plain transformers folder)."""
+    info = info if info is not None else folder_info(folder)
+    if info is not None:
         return get_task(info.task, info.labels)
     architectures = inspect_model_folder(folder).get("architectures") or [""]
     return task_for_architecture(architectures[0])
 
 
-def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str = "default", task: Task | None = None):
+def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str = "default", task: Task | None = None,
+                       info: TrainedInfo | None = None):
     """The transformers pipeline for an exported classification model; a prompt-method
     adapter goes onto its base model first. ``backend`` onnx or int8: the exported ONNX
-    graph runs the model, through ONNX Runtime. ``task``: the folder's, when the caller has
-    read it already."""
+    graph runs the model, through ONNX Runtime. ``task``, ``info``: the folder's, when the
+    caller has read them already."""
     from transformers import AutoTokenizer, pipeline
 
+    folder = Path(folder)
+    info = info if info is not None else folder_info(folder)
+    task = task or served_task(folder, info)
+    if task.writes_labels:
+        raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use write_labels")
     model, tokenizer = str(folder), None
     if backend != "torch":
         from peftpipe import onnx_backend
 
-        model, tokenizer = onnx_backend.load(folder, backend), AutoTokenizer.from_pretrained(str(folder))
-        if (folder / TRAINED_INFO_FILE).exists():
-            tokenizer.model_max_length = read_trained_info(folder).model.max_length
-    elif (folder / TRAINED_INFO_FILE).exists():
-        model, tokenizer, info = load_trained(folder, adapter_name=adapter_name)
+        model, tokenizer = onnx_backend.load(folder, backend, task), AutoTokenizer.from_pretrained(str(folder))
+        check_vocabulary(folder, tokenizer, model.config.vocab_size)
+        if info is not None:
+            tokenizer.model_max_length = info.model.max_length
+    elif info is not None:
+        model, tokenizer, info = load_trained(folder, adapter_name=adapter_name, info=info)
         # Windows of the length the model was trained on, not the architecture's limit.
         tokenizer.model_max_length = info.model.max_length
-    task = task or served_task(folder)
-    if task.writes_labels:
-        raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use write_labels")
     return pipeline(task.PIPELINE_TAG, model=model, tokenizer=tokenizer, device="cpu",
                     **task.pipeline_options(tokenizer))
 
@@ -100,15 +121,16 @@ class Predictor:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         quiet.install()
-        self.folder, self.backend, self.task = folder, backend, served_task(folder)
+        self.info = folder_info(folder)
+        self.folder, self.backend, self.task = folder, backend, served_task(folder, self.info)
         problem = self.task.serving_input_problem([], backend)
         if problem:
             raise ModelError(f"{folder}: {problem}")
         self.adapter, self.shared = adapter_name, False
         if self.task.writes_labels:
-            self.model, self.tokenizer, self.info = load_trained(folder, adapter_name=adapter_name)
+            self.model, self.tokenizer, self.info = load_trained(folder, adapter_name=adapter_name, info=self.info)
         else:
-            self.classify = inference_pipeline(folder, backend, adapter_name, self.task)
+            self.classify = inference_pipeline(folder, backend, adapter_name, self.task, self.info)
             self.model = self.classify.model
 
     @staticmethod

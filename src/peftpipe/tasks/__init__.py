@@ -42,3 +42,14 @@ def task_for_architecture(architecture: str, labels=()) -> Task:
         if cls.head_suffix and architecture.endswith(cls.head_suffix):
             return cls(labels)
     return next(cls for cls in _classes().values() if cls.head_suffix is None)(labels)
+
+
+# Heads of language models, which write labels (generation); a bare encoder names no task.
+LANGUAGE_MODEL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def task_named_by(architecture: str) -> Task | None:
+    """The task a model class's head names (config.json's architectures), or None for a
+    class with no head (BertModel), which names no task."""
+    heads = tuple(cls.head_suffix for cls in _classes().values() if cls.head_suffix) + LANGUAGE_MODEL_SUFFIXES
+    return task_for_architecture(architecture) if architecture.endswith(heads) else None
