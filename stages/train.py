@@ -3,7 +3,8 @@
 Writes models/adapter (adapter weights with the head, tokenizer, label map, base model
 reference) and metrics/train.json (loss, timings, trainable-parameter share). Checkpoints
 go to models/checkpoints; a run that was killed resumes from the last complete one.
-Under `accelerate launch` (train.launcher) every process trains; only the main one writes.
+With train.launcher accelerate it reruns itself under `accelerate launch`: every process
+trains; only the main one writes.
 """
 
 
@@ -23,7 +24,8 @@ from peftpipe.tasks import get_task
 
 
 # curves: DVCLive's train/eval loss and eval F1 per step; checkpoints: resumable, not a DVC output.
-@stage(reads=("tokenized", "settings"), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",))
+@stage(reads=("tokenized", "settings"), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",),
+       launcher=training.launch_command)
 def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
     """Train the adapter and save it."""
     # This process, or one of N under `accelerate launch` (gloo on a machine with no CUDA).

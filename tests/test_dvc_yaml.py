@@ -128,8 +128,46 @@ def test_accelerate_configs_load_and_the_default_launcher_is_python():
         config = load_config_from_file(str(path))
         assert config.num_processes >= 1 and config.num_machines >= 1, path.name
     train = PIPELINE["train"]
-    assert train["cmd"].startswith("${train.launcher} stages/train.py ") and "accelerate" in train["deps"]
+    assert train["cmd"].startswith("python stages/train.py ") and "accelerate" in train["deps"]
     assert PARAMS["train"]["launcher"] == "python"
+
+
+def test_no_param_reaches_a_command_line():
+    """Params are data: dvc.yaml interpolates none of them into a stage's command (DVC would
+    run a params file's text through the shell at `dvc repro`, before any validation)."""
+    assert "${" not in (ROOT / "dvc.yaml").read_text()
+    for name, stage in PIPELINE.items():
+        assert stage["cmd"].startswith("python stages/"), name
+
+
+def test_the_accelerate_launcher_reruns_the_stage_as_an_argument_list(monkeypatch, tmp_path):
+    """train.launcher accelerate: the stage reruns itself under `accelerate launch` with the
+    project's config as one argument, through no shell; a launched process runs, not relaunches."""
+    import subprocess
+    import sys
+
+    from peftpipe import stage, training
+    from peftpipe.params import Params
+
+    params = Params.model_validate({"train": {"launcher": "accelerate", "processes": 3}}, context={"root": str(ROOT)})
+    command = training.launch_command(params)
+    assert Path(command[0]).name == "accelerate" and command[1:] == [
+        "launch", "--config_file", "accelerate/cpu-2proc.yaml", "--num_processes", "3"]
+    assert training.launch_command(Params()) is None
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda args, env: ran.append((args, env)) or
+                        subprocess.CompletedProcess(args, 7))
+    monkeypatch.setattr(sys, "argv", ["stages/train.py", "--adapter", "models/adapter; touch x"])
+    assert stage.relaunch(command) == 7
+    assert ran[0][0] == [*command, "stages/train.py", "--adapter", "models/adapter; touch x"]
+    assert ran[0][1][stage.RELAUNCHED_ENV] == "1"
+    for name in (stage.RELAUNCHED_ENV, "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(stage.RELAUNCHED_ENV, raising=False)
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        assert not stage.launched()
+        monkeypatch.setenv(name, "1")
+        assert stage.launched(), name
 
 
 def test_the_exported_model_is_a_registered_dvc_artifact(monkeypatch):

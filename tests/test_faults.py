@@ -37,9 +37,17 @@ PARAMS_FAULTS = [
     ({"train": {"batch_size": True}}, "train.batch_size: expected an integer, got True"),
     ({"train": {"max_steps": 0}}, "train.max_steps: got 0, expected -1 (use epochs) or an integer > 0"),
     ({"train": {"checkpoint_steps": -5}}, "train.checkpoint_steps: got -5, expected an integer >= 0"),
-    ({"train": {"launcher": "mpirun -n 2"}}, "train.launcher: got 'mpirun -n 2', expected 'python' or 'accelerate launch"),
-    ({"train": {"launcher": "accelerate launch --config_file accelerate/nope.yaml"}},
-     "expected a --config_file that exists, e.g. accelerate/cpu-2proc.yaml"),
+    ({"train": {"launcher": "mpirun -n 2"}}, "train.launcher: expected one of 'python', 'accelerate', got 'mpirun -n 2'"),
+    ({"train": {"launcher": "python -c 'import os'"}}, "train.launcher: expected one of 'python', 'accelerate'"),
+    ({"train": {"launcher": "accelerate launch --config_file accelerate/cpu-2proc.yaml"}},
+     "train.launcher: got 'accelerate launch --config_file accelerate/cpu-2proc.yaml', expected 'python' or "
+     "'accelerate', with the config in train.accelerate_config"),
+    ({"train": {"launcher": "accelerate", "accelerate_config": "accelerate/nope.yaml"}},
+     "train.accelerate_config: got 'accelerate/nope.yaml', expected a config that exists, e.g. accelerate/cpu-2proc.yaml"),
+    ({"train": {"accelerate_config": "../outside.yaml"}},
+     "train.accelerate_config: got '../outside.yaml', expected a .yaml file in the project's accelerate/ folder"),
+    ({"train": {"accelerate_config": "/etc/accelerate.yaml"}}, "expected a .yaml file in the project's accelerate/"),
+    ({"train": {"processes": 0}}, "train.processes: got 0, expected a number > 0"),
     ({"train": {"mixed_precision": "fp8"}}, "train.mixed_precision: expected one of 'no', 'bf16', 'fp16', got 'fp8'"),
     ({"split": {"validation": 0.6, "test": 0.5}}, "split.test: got 0.5, expected validation + test below 1"),
     ({"split": {"validation": 0}}, "split.validation: got 0.0, expected a fraction in (0, 1)"),
@@ -182,17 +190,17 @@ def test_modules_to_save_must_name_modules_of_the_model(tiny_model_dir):
 
 
 def test_launcher_config_is_found_from_the_params_files_folder(tmp_path, monkeypatch):
-    """`peftpipe check` gives the same answer wherever it runs: a launcher's --config_file is
+    """`peftpipe check` gives the same answer wherever it runs: train.accelerate_config is
     relative to the project (the params file's folder), not to the working directory."""
     from peftpipe.params import load_params
 
     (tmp_path / "accelerate").mkdir()
     (tmp_path / "accelerate/two.yaml").write_text("num_processes: 2\n")
-    (tmp_path / "params.yaml").write_text("train:\n  launcher: accelerate launch --config_file accelerate/two.yaml\n")
+    (tmp_path / "params.yaml").write_text("train:\n  launcher: accelerate\n  accelerate_config: accelerate/two.yaml\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert load_params(tmp_path / "params.yaml").train.launcher.endswith("two.yaml")
+    assert load_params(tmp_path / "params.yaml").train.accelerate_config == "accelerate/two.yaml"
     (tmp_path / "accelerate/two.yaml").unlink()
-    with pytest.raises(ParamsError, match="a --config_file that exists"):
+    with pytest.raises(ParamsError, match="a config that exists"):
         load_params(tmp_path / "params.yaml")

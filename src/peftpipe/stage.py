@@ -44,15 +44,36 @@ def configure_runtime(params: Params) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tuple[str, ...] = ()):
+# Set in a stage relaunched under another launcher (accelerate): it runs, not relaunches again.
+RELAUNCHED_ENV = "PEFTPIPE_RELAUNCHED"
+
+
+def launched() -> bool:
+    """This process was started by a launcher already: our relaunch, or a distributed launch
+    by hand (`accelerate launch ... stages/train.py` on each machine sets LOCAL_RANK)."""
+    return any(os.environ.get(name) for name in (RELAUNCHED_ENV, "LOCAL_RANK", "WORLD_SIZE"))
+
+
+def relaunch(prefix: list[str]) -> int:
+    """Run this same script with its arguments under ``prefix`` (an argument list, no
+    shell) and return its exit code."""
+    import subprocess
+
+    env = {**os.environ, RELAUNCHED_ENV: "1"}
+    return subprocess.run([*prefix, sys.argv[0], *sys.argv[1:]], env=env).returncode
+
+
+def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tuple[str, ...] = (),
+          launcher: Callable[[Params], list[str] | None] | None = None):
     """Turn ``fn(params, **paths)`` into a click command with --params, --debug and one
     required option per path it reads or writes (``--adapter models/adapter``).
 
     The paths are given on dvc.yaml's command line and nowhere else: dvc.yaml is the one
     place that says where each stage's inputs and outputs live (tests/test_dvc_yaml.py checks
     that each path read is a dependency and each path written an output). ``scratch`` paths
-    are neither (checkpoints). A PeftpipeError becomes one line on stderr and exit code 2;
-    --debug shows the traceback.
+    are neither (checkpoints). ``launcher(params)``: the command that should run this stage
+    (accelerate launch ...), or None to run it here. A PeftpipeError becomes one line on
+    stderr and exit code 2; --debug shows the traceback.
     """
 
     def decorate(fn: Callable[..., None]) -> click.Command:
@@ -65,6 +86,9 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
             try:
                 params = load_params(params_path)
+                prefix = launcher(params) if launcher and not launched() else None
+                if prefix:
+                    sys.exit(relaunch(prefix))
                 configure_runtime(params)
                 name = Path(fn.__code__.co_filename).stem
                 with one_run(name), params_read_record(params, name):

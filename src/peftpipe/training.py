@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from peftpipe import checkpoints, trial
+from peftpipe.errors import ParamsError
 from peftpipe.methods import get_method
 from peftpipe.params import Params
 
@@ -396,3 +397,19 @@ def peak_rates(optimizer) -> tuple[float, ...]:
     """The distinct rates the optimizer's groups start from (the scheduler keeps them as
     ``initial_lr``), rounded against float noise."""
     return tuple(sorted({float(f"{group.get('initial_lr', group['lr']):.6g}") for group in optimizer.param_groups}))
+
+
+def launch_command(params: Params) -> list[str] | None:
+    """How train.launcher runs the train stage: None for this process, or accelerate's
+    launcher with the project's config (an argument list: params never reach a shell)."""
+    train = params.train
+    if train.launcher == "python":
+        return None
+    import shutil
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        raise ParamsError("train.launcher: accelerate, but its `accelerate` command is not installed here "
+                          "(pip install accelerate), or set train.launcher: python")
+    processes = ["--num_processes", str(train.processes)] if train.processes else []
+    return [accelerate, "launch", "--config_file", train.accelerate_config, *processes]

@@ -3,7 +3,6 @@ validated into Params, and edited in place keeping comments, with a backup."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -68,28 +67,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     data = read_yaml(path)
     if data is None:  # DVC cannot even parse dvc.yaml's ${...} against an empty file
         raise ParamsError(f"{path}: the file is empty; start from a recipe (peftpipe recipe NAME) or the README's")
-    params = parse_params(data, str(path))
-    _check_interpolated(data, path)
-    return params
-
-
-def _check_interpolated(data: dict, path: Path) -> None:
-    """The keys dvc.yaml reads from this file itself (``${train.launcher}``) are written in
-    it: DVC does not know the schema's defaults, so without them every dvc command fails."""
-    pipeline = path.parent / "dvc.yaml"
-    if not pipeline.is_file():
-        return
-    for key in sorted(set(re.findall(r"\$\{\s*([\w.]+)\s*\}", pipeline.read_text(errors="replace")))):
-        value: Any = data
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            section, _, leaf = key.rpartition(".")
-            default = Params().model_dump()
-            for part in key.split("."):
-                default = default.get(part) if isinstance(default, dict) else None
-            raise ParamsError(f"{path}: {key}: missing, and dvc.yaml reads it from this file (${{{key}}}); "
-                              f"write it{' under ' + section if section else ''}: {leaf}: {default}")
+    return parse_params(data, str(path))
 
 
 # Words YAML 1.1 readers (PyYAML, many tools) read as booleans or null: written quoted, so

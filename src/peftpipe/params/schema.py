@@ -357,8 +357,14 @@ class TrainParams(Section):
     # course's custom loop (DataLoader, AdamW, linear schedule, accelerator.backward).
     loop: Literal["trainer", "accelerate"] = Field("trainer", description="trainer | accelerate (the HF course's "
                                                                           "custom loop; no resume)")
-    # How dvc.yaml starts the train stage (several processes, GPUs or machines: accelerate/).
-    launcher: str = Field("python", description="or: accelerate launch --config_file accelerate/cpu-2proc.yaml")
+    # How the train stage runs: one process, or under `accelerate launch` with a config from
+    # the project's accelerate/ folder (several processes, GPUs or machines). A choice and a
+    # path, never a command: params are data, and nothing from them reaches a shell.
+    launcher: Literal["python", "accelerate"] = Field("python", description="python | accelerate (with "
+                                                                            "train.accelerate_config)")
+    accelerate_config: str = Field("accelerate/cpu-2proc.yaml",
+                                   description="a config in accelerate/ (processes, GPUs, machines)")
+    processes: int | None = Field(None, gt=0, le=4096, description="accelerate's --num_processes (null: the config's)")
     # An accelerate config's mixed_precision applies when this is "no".
     # bf16 on a CPU with bf16 in hardware (avx512_bf16, amx_bf16): ~1.5x faster training, equal
     # F1 (bench/README.md); off by default, as its metrics then depend on the CPU's kernels.
@@ -375,18 +381,25 @@ class TrainParams(Section):
             raise _allowed("max_steps", value, "-1 (use epochs) or an integer > 0")
         return value
 
-    @field_validator("launcher")
+    @field_validator("launcher", mode="before")
     @classmethod
-    def _launcher(cls, value: str, info: ValidationInfo) -> str:
-        words = value.split()
-        if words[:1] != ["python"] and words[:2] != ["accelerate", "launch"]:
-            raise _allowed("launcher", value, "'python' or 'accelerate launch --config_file accelerate/<name>.yaml'")
-        if "--config_file" in words:
-            # Relative to the params file's folder (the project), not to where a command runs.
-            root = Path((info.context or {}).get("root", "."))
-            config = words[words.index("--config_file") + 1:][:1]
-            if not config or not (root / config[0]).is_file():
-                raise _allowed("launcher", value, "a --config_file that exists, e.g. accelerate/cpu-2proc.yaml")
+    def _launcher(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.split()[:2] == ["accelerate", "launch"]:
+            raise _allowed("launcher", value, "'python' or 'accelerate', with the config in "
+                                              "train.accelerate_config (e.g. accelerate/cpu-2proc.yaml)")
+        return value
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _accelerate_config(cls, value: str, info: ValidationInfo) -> str:
+        # Relative to the params file's folder (the project), not to where a command runs.
+        root = Path((info.context or {}).get("root", ".")).resolve()
+        path = (root / value).resolve()
+        if Path(value).is_absolute() or not path.is_relative_to(root / "accelerate") or path.suffix != ".yaml":
+            raise _allowed("accelerate_config", value, "a .yaml file in the project's accelerate/ folder, "
+                                                       "e.g. accelerate/cpu-2proc.yaml")
+        if (info.data or {}).get("launcher") == "accelerate" and not path.is_file():
+            raise _allowed("accelerate_config", value, "a config that exists, e.g. accelerate/cpu-2proc.yaml")
         return value
 
 

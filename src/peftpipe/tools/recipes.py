@@ -3,7 +3,7 @@
 recipes/<name>.yaml holds only what differs from the defaults (params.Params), under a
 header comment with the exact command, its runtime and its expected result. `peftpipe
 recipe NAME` composes defaults + recipe into a complete params.yaml, which is what DVC
-reads: dvc.yaml's params and `${train.launcher}` need every key in one file, so the
+reads: dvc.yaml's params need every key in one complete file, so the
 composition happens before DVC runs, not inside the stages (and not through DVC's Hydra
 support, which rewrites params.yaml on every `dvc exp run` and would drop local edits).
 
@@ -13,6 +13,7 @@ it names (`recipe:`); switching recipes carries them over or drops them only whe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,22 @@ def known(folder: Path = FOLDER) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+# A recipe is a name in recipes/, never a path: `peftpipe recipe ../elsewhere/x` (or a params
+# file's `recipe:`) must not read a file from outside the project's recipes.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+
+
+def recipe_path(name: str, folder: Path = FOLDER) -> Path:
+    """recipes/<name>.yaml, after checking that ``name`` is a name."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > 100:
+        raise ParamsError(f"recipe {str(name)[:100]!r}: not a recipe name (letters, digits, '-', '_', no path); "
+                          f"known: {', '.join(known(folder)) or 'none'}")
+    return folder / f"{name}.yaml"
+
+
 def overlay(name: str, folder: Path = FOLDER) -> dict:
     """recipes/<name>.yaml's keys (the default recipe may have no file: no keys)."""
-    path = folder / f"{name}.yaml"
+    path = recipe_path(name, folder)
     if not path.exists():
         if name == DEFAULT:
             return {}
@@ -83,7 +97,7 @@ def edits(current: dict, folder: Path = FOLDER) -> dict[str, tuple[Any, Any]]:
 
 def header(name: str, folder: Path = FOLDER) -> list[str]:
     """The recipe file's leading comment lines."""
-    path = folder / f"{name}.yaml"
+    path = recipe_path(name, folder)
     lines = path.read_text().splitlines() if path.exists() else []
     end = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
     return lines[:end]
@@ -93,7 +107,7 @@ def own_comments(name: str, folder: Path = FOLDER) -> dict[str, str]:
     """The end-of-line comments recipes/<name>.yaml writes beside its keys ({dotted key: text})."""
     from ruamel.yaml import YAML
 
-    path = folder / f"{name}.yaml"
+    path = recipe_path(name, folder)
     if not path.exists():
         return {}
     found: dict[str, str] = {}
