@@ -108,6 +108,10 @@ def tiny_llama_dir(tmp_path_factory):
     return save_random_model(folder, LlamaForCausalLM, config, tokenizer)
 
 
+# The stage scripts in the order dvc repro runs them (run_stage runs settings before train).
+STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
+
+
 def write_tiny_recipe(folder: Path, model_dir: Path) -> Path:
     """Tiny synthetic NER data in folder/corpus and a params.yaml that trains the tiny model on it."""
     from ruamel.yaml import YAML

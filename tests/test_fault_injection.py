@@ -217,12 +217,21 @@ def test_a_sweep_removes_only_the_temporaries_of_runs_that_are_gone(tmp_path):
     gone.wait()
     try:
         (tmp_path / "data").mkdir()
-        live_tmp = tmp_path / f"data/.raw.tmp-{alive.pid}-abc"
-        dead_tmp = tmp_path / f"data/.raw.tmp-{gone.pid}-def"
+        live_tmp = tmp_path / f"data/.raw.tmp-{alive.pid}-abcd1234"
+        dead_tmp = tmp_path / f"data/.raw.tmp-{gone.pid}-defg5678"
+        # A user's own files whose names merely look like temporaries are not ours to delete.
+        mine = [tmp_path / "data/.raw.tmp-notes", tmp_path / f"data/.raw.tmp-{gone.pid}-my-notes.txt"]
         live_tmp.mkdir()
         dead_tmp.mkdir()
+        for path in mine:
+            path.write_text("my notes")
         assert run(stage("download"), tmp_path).returncode == 0
         assert live_tmp.exists() and not dead_tmp.exists()
+        assert all(path.read_text() == "my notes" for path in mine)
+        # A killed run's temporary goes when the stage next starts, even if that run fails early.
+        dead_tmp.mkdir()
+        (tmp_path / "inputs/train.jsonl").unlink()
+        assert run(stage("download"), tmp_path).returncode == 2 and not dead_tmp.exists()
     finally:
         alive.kill()
         alive.wait()

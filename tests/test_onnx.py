@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_stage, write_tiny_classifier
+from conftest import STAGES, run_stage, write_tiny_classifier
 
 from peftpipe import onnx_backend, serving
 from peftpipe.cli import main
@@ -16,7 +16,6 @@ from peftpipe.tasks import get_task
 
 pytest.importorskip("onnxruntime")
 
-STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
 
 
 @pytest.fixture

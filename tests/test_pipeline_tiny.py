@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, run_stage, stage_args
+from conftest import ROOT, STAGES, run_stage, stage_args
 
 from peftpipe.io import read_json
 
@@ -20,7 +20,6 @@ def _venv_env() -> dict:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
 
 
 def schema(metrics: dict) -> set:

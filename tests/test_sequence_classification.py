@@ -8,7 +8,7 @@ import random
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_stage, write_jsonl
+from conftest import ROOT, STAGES, run_stage, write_jsonl
 
 from peftpipe.errors import DataError, ParamsError
 from peftpipe.io import read_json
@@ -16,9 +16,6 @@ from peftpipe.params import ColumnsParams, DataParams, SplitParams, parse_params
 from peftpipe.splitting import balance_per_class
 from peftpipe.tasks import sequence_classification as sc
 from peftpipe.training import class_weights, weighted_loss
-
-STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
-
 
 # --------------------------------------------------------------------------- data
 

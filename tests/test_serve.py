@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_stage, venv_env, write_tiny_recipe
+from conftest import STAGES, run_stage, venv_env, write_tiny_recipe
 
 from peftpipe.cli import main
 from peftpipe.params import write_params
 
 httpx = pytest.importorskip("httpx")
 PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
-STAGES = ["download", "split", "tokenize_align", "baseline", "train", "evaluate", "export"]
 TEXTS = ["alice visited paris and met bob", "carol works at acme in berlin", "the company went to london",
          "bob", "paris london berlin acme alice carol"]
 

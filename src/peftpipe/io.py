@@ -62,10 +62,36 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _owner_alive(temporary: Path, prefix: str) -> bool:
-    """Whether the process named in a temporary's name still runs."""
-    pid = temporary.name[len(prefix):].split("-", 1)[0]
-    return pid.isdigit() and process_alive(int(pid))  # no digits: an older release's name, no owner
+# This project's naming rule for temporaries: .NAME.tmp-<pid>-<tempfile's 8 random characters>.
+# Only names that follow it are ever swept: a user's own `.raw.tmp-notes` is not ours.
+_TEMPORARY = re.compile(r"(\d+)-[a-z0-9_]{8}")
+
+
+def _stale(temporary: Path, prefix: str) -> bool:
+    """Whether ``temporary`` is one of our temporaries whose writing process is gone."""
+    found = _TEMPORARY.fullmatch(temporary.name[len(prefix):])
+    return found is not None and not process_alive(int(found.group(1)))
+
+
+def sweep_stale(target: str | os.PathLike) -> None:
+    """Remove what killed runs left beside ``target`` (a SIGKILL skips every cleanup): every
+    stage does this for its outputs when it starts, not only when it comes to write them."""
+    target = Path(target)
+    prefix = f".{target.name}.tmp-"
+    if target.parent.is_dir():
+        for stale in target.parent.glob(prefix + "*"):
+            if _stale(stale, prefix):
+                _remove(stale)
+
+
+def _umask_modes(folder: Path) -> None:
+    """What libraries wrote inside a temporary folder gets the modes a plain open() gives
+    (some write weights 0600): an output's files all readable alike on a shared machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 @contextlib.contextmanager
@@ -73,11 +99,8 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     """Yield a temporary path next to ``target``; move it onto ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.tmp-"
-    for stale in target.parent.glob(prefix + "*"):
-        if not _owner_alive(stale, prefix):
-            _remove(stale)  # left by a run killed with SIGKILL
-    prefix += f"{os.getpid()}-"
+    sweep_stale(target)
+    prefix = f".{target.name}.tmp-{os.getpid()}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:
@@ -89,6 +112,8 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     os.chmod(tmp, _mode(target, directory))
     try:
         yield tmp
+        if directory:
+            _umask_modes(tmp)
         _remove(target)
         os.replace(tmp, target)
     finally:

@@ -16,6 +16,7 @@ import click
 
 from peftpipe import hub, quiet
 from peftpipe.errors import PeftpipeError, os_error_line
+from peftpipe.io import sweep_stale
 from peftpipe.limits import one_line
 from peftpipe.params import Params, load_params, reads
 from peftpipe.runlock import one_run
@@ -92,6 +93,8 @@ def stage(reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), scratch: tu
                 configure_runtime(params)
                 name = Path(fn.__code__.co_filename).stem
                 with one_run(name), params_read_record(params, name):
+                    for output in writes:  # a killed run's temporaries go before anything else
+                        sweep_stale(paths[output])
                     fn(params, **paths)
             except PeftpipeError as err:
                 if debug:

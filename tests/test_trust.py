@@ -1,0 +1,89 @@
+"""Nothing from outside is trusted blindly, and nothing is written where it does not belong:
+recipe names are names, output folders keep the umask's modes, no command writes into the
+user's home folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, STAGES, stage_args, venv_env, write_tiny_recipe
+
+from peftpipe.cli import main
+
+PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere/x", "/etc/passwd", "recipes/default", "..", ".hidden", "a b"])
+def test_a_recipe_is_a_name_in_recipes_never_a_path(tmp_path, monkeypatch, name):
+    import shutil
+
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/x.yaml").write_text("seed: 7\n")
+    monkeypatch.chdir(tmp_path / "recipes")  # ../../elsewhere/x from recipes/ would reach it
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["recipe", name])
+    assert result.exit_code == 2, result.output
+    assert f"recipe {name!r}: not a recipe name (letters, digits, '-', '_', no path); known: " in result.output
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_a_params_files_recipe_key_cannot_name_a_path(tmp_path, monkeypatch):
+    """`recipe:` in params.yaml is read to find a user's edits: a path there reads nothing
+    (seed 7 from ../x.yaml is not taken as the recipe's: it is an edit over the defaults)."""
+    from peftpipe.tools import recipes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "x.yaml").write_text("seed: 7\n")
+    from peftpipe.params import Params
+
+    current = {**Params().model_dump(), "recipe": "../x", "seed": 7}
+    assert recipes.edits(current) == {"seed": (7, 42)}
+
+
+def test_an_output_folder_gets_the_umasks_modes_whatever_a_library_wrote(tmp_path):
+    """Some writers create files 0600 (weights); an output's files are all readable alike."""
+    from peftpipe.io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "export", directory=True) as folder:
+            (folder / "model.safetensors").write_bytes(b"x")
+            os.chmod(folder / "model.safetensors", 0o600)
+            (folder / "sub").mkdir(mode=0o700)
+            (folder / "sub/config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "export").rglob("*")}
+    assert modes == {"model.safetensors": 0o644, "sub": 0o755, "config.json": 0o644}
+
+
+@pytest.mark.slow
+def test_no_command_writes_into_the_home_folder(tmp_path, tiny_model_dir):
+    """Every stage, the ONNX backend and predict/check run with an empty HOME: it stays empty
+    (ONNX Runtime's telemetry and matplotlib's caches wrote there)."""
+    project = write_tiny_recipe(tmp_path / "project", tiny_model_dir)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**venv_env(), "HOME": str(home)}
+    for name in ("ORT_DISABLE_TELEMETRY", "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HF_HOME"):
+        env.pop(name, None)  # as a user's shell has them: unset
+    env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
+    (project / "params.yaml").write_text((project / "params.yaml").read_text()
+                                         .replace("epochs: 10", "epochs: 1"))
+    for name in [*STAGES[:4], "settings", *STAGES[4:]]:
+        done = subprocess.run([sys.executable, str(ROOT / f"stages/{name}.py"), *stage_args(name)], cwd=project,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert (project / "models/export/onnx/model.onnx").is_file()
+    for command in (["predict", "--backend", "onnx", "alice visited paris"], ["predict", "alice"], ["check"]):
+        done = subprocess.run([PEFTPIPE, *command], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(str(path.relative_to(home)) for path in home.rglob("*")) == []
