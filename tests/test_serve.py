@@ -479,3 +479,24 @@ def test_adapters_that_trained_biases_each_get_their_own_base(exported):
     together = server.load({"one": adapter, "two": adapter}, "torch")
     assert together["one"].predictor.model is not together["two"].predictor.model
     assert together["one"].predictor(TEXTS[:2]) == together["two"].predictor(TEXTS[:2])
+
+
+@pytest.mark.slow
+def test_the_api_docs_render_offline_in_a_real_browser():
+    """/docs is Swagger UI from the swagger-ui-bundle package's files: it renders with no
+    internet and loads nothing from another host."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from peftpipe.serve import app as server
+
+    port = free_port()
+    with headless_browser() as browser, running(
+            server.create_app({"m": server.Served("m", RecordingPredictor(), {"name": "m"})}), port):
+        browser.get(f"http://127.0.0.1:{port}/docs")
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {element.text.replace("\u200b", "") for element in
+                 browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/predict", "/v1/models", "/health", "/ready"} <= paths
+        assert all(url.startswith(f"http://127.0.0.1:{port}") for url in browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name)"))

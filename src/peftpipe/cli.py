@@ -103,36 +103,73 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
               help="Serve experiment NAME's export, read from the DVC cache (repeat it).")
 @click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Require `Authorization: Bearer <the file's first line>` on /v1/*.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Texts run together in one model call.")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Require `Authorization: Bearer <the file's first line>` on /v1/* (a pipe works).")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Texts run together in one model call, at most.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=0.0, show_default=True,
               help="How long the first request of a batch waits for others.")
+@click.option("--max-queue", type=click.IntRange(1, 1_000_000), default=1024, show_default=True,
+              help="Texts that may wait per model; past it, 429 with Retry-After.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              help="Seconds a request may take; past it, 504 and its texts are dropped.")
+@click.option("--drain-seconds", type=click.FloatRange(0, 3600), default=30.0, show_default=True,
+              help="On SIGTERM, how long requests in flight may still take.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow pages from ORIGIN (e.g. https://app.example.com) to call the API (repeat it).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="info: one access-log line per request.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, host: str, port: int,
-          token_file: Path | None, max_batch: int, max_wait_ms: float, debug: bool) -> None:
+          token_file: Path | None, max_batch: int, max_wait_ms: float, max_queue: int, timeout_s: float,
+          drain_seconds: float, cors_origins: tuple[str, ...], log_level: str, log_format: str, debug: bool) -> None:
     """Serve exported models over HTTP: POST /v1/predict answers as `predict --json`;
-    GET /v1/models, /health, /ready, /docs; a page to try it at /."""
+    GET /v1/models, /health, /ready, /metrics, /docs; a page to try it at /."""
     from peftpipe.serve import app as server
+    from peftpipe.serve.observe import configure_logging
 
+    copies: list[Path] = []  # --exp exports copied out of the DVC cache: removed at exit
     try:
         folders = server.parse_models(models) if models or not experiments else {}
         for name in experiments:
             if name in folders:
                 raise InputError(f"--exp {name!r}: the name is given twice")
             folders[name] = server.experiment_export(name)
+            copies.append(folders[name].parent)
         token = server.read_token(token_file) if token_file else None
-        click.echo(f"serve: loading {', '.join(f'{n} ({f})' for n, f in folders.items())} ...", err=True)
-        served = server.load(folders, backend)
+        listening = server.listen(host, port)  # a port in use stops here, before minutes of loading
     except Exception as err:
+        server.remove_copies(copies)
         _fail(err, debug)
+    if token is None and not server.loopback(host):
+        click.echo(f"serve: warning: --host {host} answers every machine that can reach it, and no --token-file "
+                   f"is set: anyone can use the models", err=True)
+    configure_logging(log_level, log_format == "json")
+    failures: list[Exception] = []
+    uvicorn_server = None
+
+    def stop_on_failure(err: Exception) -> None:
+        failures.append(err)
+        uvicorn_server.should_exit = True
+
+    app = server.create_app(lambda: server.load(folders, backend), token=token, max_batch=max_batch,
+                            max_wait_ms=max_wait_ms, timeout_s=timeout_s, max_queue=max_queue,
+                            cors_origins=cors_origins, on_failure=stop_on_failure)
     import uvicorn
 
-    app = server.create_app(served, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    click.echo(f"serve: http://{host}:{port}/ ({', '.join(served)}; API at /v1/predict, schema at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn_server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                   timeout_graceful_shutdown=drain_seconds))
+    bound = listening.getsockname()[1]
+    click.echo(f"serve: http://{host}:{bound}/ (loading {', '.join(f'{n} ({f})' for n, f in folders.items())}; "
+               f"/ready says when; API at /v1/predict, schema at /docs)", err=True)
+    try:
+        uvicorn_server.run(sockets=[listening])
+    finally:
+        server.remove_copies(copies)
+    if failures:
+        _fail(failures[0], debug)
 
 
 @main.command()

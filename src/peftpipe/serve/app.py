@@ -4,30 +4,35 @@
   answers with exactly the rows `peftpipe predict --json` prints for the same texts.
 - ``GET /v1/models``: each served model's task, labels, method, base model and test score
   with its interval (from the export's peftpipe.json and metrics); ``GET /health`` (the
-  process answers), ``GET /ready`` (every model is loaded); ``/openapi.json``; ``/`` a page
-  to try it.
+  process answers), ``GET /ready`` (loaded and not overloaded); ``GET /metrics``
+  (Prometheus); ``/docs`` (Swagger UI from local files) and ``/openapi.json``; ``/`` a page.
 
-Requests are queued per model and run in batches (up to ``max_batch`` texts, waiting at
-most ``max_wait_ms`` for more), texts of similar length together (serving.Predictor), each
-answer routed back to its request; int8 graphs run one text at a time, as predict does.
-The model runs in a worker thread, so /health answers while a batch runs. Every request
-is bounded (body bytes, texts, characters per text) and no request value becomes a path.
+Requests are queued per model and run in batches (serve/batcher.py), texts of similar
+length together (serving.Predictor), each answer routed back to its request. Every request
+is bounded (body bytes, texts, characters per text, a deadline, the queue's length), every
+error is one JSON line ``{"error": ...}``, and no request value becomes a path. The port
+opens before the models load: /ready says 503 until they have.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request  # resolved by FastAPI at run time (annotations are strings)
 
 from peftpipe.errors import InputError, ModelError
+from peftpipe.serve.batcher import Batcher, Overloaded
+from peftpipe.serve.observe import LOG, Metrics, access_line, request_id, route_of
+
+__all__ = ["Batcher", "Limits", "Options", "Served", "create_app", "load"]
 
 
 class PredictRequest(BaseModel):
@@ -39,6 +44,12 @@ class PredictRequest(BaseModel):
     pairs: list[tuple[str, str]] | None = None
 
 
+class ErrorBody(BaseModel):
+    """Every error the API answers: one line naming the limit or the problem."""
+
+    error: str
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may hold; over it, a one-line JSON error naming the limit."""
@@ -46,6 +57,16 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_texts: int = 256
     max_chars: int = 20_000
+
+
+@dataclass(frozen=True)
+class Options:
+    """How requests are run: batch size and wait, each request's deadline, the queue's length."""
+
+    max_batch: int = 32
+    max_wait_ms: float = 0.0
+    timeout_s: float = 30.0
+    max_queue: int = 1024  # texts waiting per model; past it, 429 with Retry-After
 
 
 @dataclass
@@ -57,93 +78,150 @@ class Served:
     card: dict
     batcher: Batcher | None = None
     base: Any = None  # models with one base share its worker thread: one adapter active at a time
+    load_seconds: float = 0.0
 
 
 @dataclass
-class _Waiting:
-    texts: list
-    future: asyncio.Future
+class AppState:
+    """What the handlers share: the served models (empty until loaded), the limits and
+    options, the token, the metrics; ``failure`` is why loading stopped, if it did."""
 
+    source: dict[str, Served] | Callable[[], dict[str, Served]]
+    limits: Limits
+    options: Options
+    token: str | None
+    metrics: Metrics = field(default_factory=Metrics)
+    served: dict[str, Served] = field(default_factory=dict)
+    ready: bool = False
+    failure: Exception | None = None
+    on_failure: Callable[[Exception], None] | None = None
 
-class Batcher:
-    """Requests to one model, run together: up to ``max_batch`` texts per model call,
-    waiting at most ``max_wait_ms`` after the first for more to arrive."""
-
-    def __init__(self, predictor, max_batch: int = 32, max_wait_ms: float = 0.0, executor=None):
-        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model")
-        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+    async def load(self) -> None:
+        """Load the models (in a thread: the port already answers /health and /ready), then
+        start one batcher per model, models on one base sharing one worker thread."""
+        if callable(self.source):
+            try:
+                served = await asyncio.get_running_loop().run_in_executor(None, self.source)
+            except Exception as err:
+                self.failure = err
+                LOG.error("loading failed: %s", err)
+                if self.on_failure:
+                    self.on_failure(err)
+                return
+        else:
+            served = self.source
+        workers: dict = {}
+        for model in served.values():
+            worker = workers.setdefault(model.base if model.base is not None else model.name,
+                                        ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model"))
+            batch_sizes = self.metrics.batch.labels(model.name)
+            model.batcher = Batcher(model.predictor, self.options.max_batch, self.options.max_wait_ms,
+                                    executor=worker, max_queue=self.options.max_queue, on_batch=batch_sizes.observe)
+            model.batcher.start()
+            self.metrics.load.labels(model.name).set(model.load_seconds)
+            self.metrics.queue.labels(model.name).set_function(lambda batcher=model.batcher: batcher.queued)
+        self.served, self.ready = served, True
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for model in self.served.values():
+            await model.batcher.stop()
 
-    async def submit(self, texts: list) -> list:
-        if texts and isinstance(texts[0], dict):  # pairs run one at a time in the predictor anyway
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor, texts)
-        waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
-        await self.queue.put(waiting)
-        return await waiting.future
+    @property
+    def overloaded(self) -> list[str]:
+        return [name for name, model in self.served.items() if model.batcher and model.batcher.full]
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        held: _Waiting | None = None  # a request that did not fit the last batch goes first in the next
-        while True:
-            batch = [held if held is not None else await self.queue.get()]
-            held, size = None, len(batch[0].texts)
-            deadline = loop.time() + self.max_wait
-            while size < self.max_batch:
-                # What queued while the last batch ran joins at once; then wait up to max_wait.
-                if self.queue.empty():
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        waiting = await asyncio.wait_for(self.queue.get(), left)
-                    except TimeoutError:
-                        break
-                else:
-                    waiting = self.queue.get_nowait()
-                if size + len(waiting.texts) > self.max_batch:  # never over max_batch texts in one call
-                    held = waiting
-                    break
-                batch.append(waiting)
-                size += len(waiting.texts)
-            await self._answer(loop, batch)
 
-    async def _answer(self, loop, batch: list[_Waiting]) -> None:
-        """Run ``batch`` in one model call; if that fails, each request again alone, so one
-        request's bad input fails that request only."""
-        texts = [text for waiting in batch for text in waiting.texts]
+def error(status: int, message: str, headers: dict | None = None, **extra):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def authorized(header: str, token: str) -> bool:
+    """``Authorization: Bearer <token>``, the scheme in any case, compared in constant time."""
+    scheme, _, given = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+class Guard:
+    """ASGI middleware around every request: its id (X-Request-Id taken or made, echoed),
+    the token on /v1/*, the body's size, one access-log line and the request metrics; an
+    unexpected error is a one-line JSON 500 with the details in the log. Plain ASGI, not
+    Starlette's BaseHTTPMiddleware: the endpoint keeps the server's own `receive`, so it
+    sees a client that disconnected (and no task per request is spent on the wrapper)."""
+
+    def __init__(self, app, state: AppState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        rid = request_id(headers.get("x-request-id"))
+        status, sent = 500, False
+
+        async def send_with_id(message):
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status, sent = message["status"], True
+                given = list(message.get("headers", []))
+                given.append((b"x-request-id", rid.encode()))
+                if not any(key.lower() == b"x-content-type-options" for key, _ in given):
+                    given.append((b"x-content-type-options", b"nosniff"))
+                message["headers"] = given
+            await send(message)
+
         try:
-            answers = await loop.run_in_executor(self.executor, self.predictor, texts)
+            refusal, receive = await self._refusal(scope, headers, receive)
+            await (refusal or self.app)(scope, receive, send_with_id)
         except Exception as err:
-            if len(batch) == 1:
-                _settle(batch[0], error=err)
-            else:
-                for waiting in batch:
-                    await self._answer(loop, [waiting])
-            return
-        start = 0
-        for waiting in batch:
-            _settle(waiting, answers[start:start + len(waiting.texts)])
-            start += len(waiting.texts)
+            LOG.exception("request %s failed", rid)
+            if not sent:
+                await error(500, unexpected_line(err))(scope, receive, send_with_id)
+        path = route_of(scope["path"])
+        self.state.metrics.requests.labels(path, str(status)).inc()
+        self.state.metrics.latency.labels(path).observe(time.perf_counter() - started)
+        client = scope["client"][0] if scope.get("client") else "-"
+        access_line(rid, client, scope["method"], scope["path"], status, started)
+
+    async def _refusal(self, scope, headers: dict, receive):
+        """(an error response, or None; the receive the app should read the body from)."""
+        state, limits = self.state, self.state.limits
+        if scope["path"].startswith("/v1/") and state.token is not None and \
+                not authorized(headers.get("authorization", ""), state.token):
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token from --token-file>)"), receive
+        too_big = error(413, f"request body over {limits.max_body_bytes:,} bytes (limit max_body_bytes)")
+        length = headers.get("content-length")
+        if length is not None:
+            return (too_big if not length.isdigit() or int(length) > limits.max_body_bytes else None), receive
+        if scope["method"] != "POST":
+            return None, receive
+        # No length given (chunked): read up to the limit, then hand the body on as one message.
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None, receive
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limits.max_body_bytes:
+                return too_big, receive
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the server's own (a disconnect shows)
+
+        return None, replay
 
 
-def _settle(waiting: _Waiting, answers: list | None = None, error: Exception | None = None) -> None:
-    """Give a request its answers or its error (unless its client is gone)."""
-    if waiting.future.done():
-        return
-    if error is not None:
-        waiting.future.set_exception(error)
-    else:
-        waiting.future.set_result(answers)
+def unexpected_line(err: Exception) -> str:
+    return (f"internal error ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+            "the server's log has the details")
 
 
 def unencodable(parts: list[str]) -> str | None:
@@ -158,6 +236,221 @@ def unencodable(parts: list[str]) -> str | None:
     return None
 
 
+def request_problem(given: list, limits: Limits):
+    """The first text over a limit or not a text, as an error response; None if all fit."""
+    if not given:
+        return error(422, "texts: empty; give at least one text")
+    if len(given) > limits.max_texts:
+        return error(413, f"{len(given)} texts, over {limits.max_texts} a request may hold (limit max_texts)")
+    for i, text in enumerate(given):
+        parts = [text["text"], text["text_pair"]] if isinstance(text, dict) else [text]
+        if any(not part.strip() for part in parts):
+            return error(422, f"texts[{i}]: empty; every text needs some characters")
+        bad = unencodable(parts)
+        if bad is not None:
+            return error(422, f"texts[{i}]: {bad}")
+        if sum(map(len, parts)) > limits.max_chars:
+            return error(413, f"texts[{i}]: {sum(map(len, parts)):,} characters, over {limits.max_chars:,} "
+                              f"(limit max_chars)")
+    return None
+
+
+class _Gone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def within_deadline(job: asyncio.Future, request, seconds: float):
+    """``job``'s result; cancelled (its texts dropped unrun) when the client disconnects or
+    ``seconds`` pass (TimeoutError)."""
+    deadline = time.monotonic() + seconds
+    while not job.done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            job.cancel()
+            raise TimeoutError
+        await asyncio.wait({job}, timeout=min(0.1, left))
+        if not job.done() and await request.is_disconnected():
+            job.cancel()
+            raise _Gone
+    return job.result()
+
+
+async def predict(state: AppState, body: PredictRequest, request):
+    if not state.ready:
+        return error(503, "models are loading; retry shortly", headers={"Retry-After": "1"})
+    name = body.model or next(iter(state.served))
+    if name not in state.served:
+        return error(404, f"no model {name!r}; served: {', '.join(state.served)}", models=list(state.served))
+    response = await _predict(state, state.served[name], body, request)
+    state.metrics.predictions.labels(name, str(response.status_code)).inc()
+    return response
+
+
+async def _predict(state: AppState, model: Served, body: PredictRequest, request):
+    from fastapi.responses import JSONResponse
+
+    if (body.texts is None) == (body.pairs is None):
+        return error(422, "give texts (a list of strings) or pairs (a list of [first, second]), not both")
+    given: list = body.texts if body.texts is not None else \
+        [{"text": first, "text_pair": second} for first, second in body.pairs]
+    problem = request_problem(given, state.limits) or \
+        (model.predictor.input_problem(given) and error(422, model.predictor.input_problem(given)))
+    if problem:
+        return problem
+    job = asyncio.ensure_future(model.batcher.submit(given))
+    try:
+        answers = await within_deadline(job, request, state.options.timeout_s)
+    except (InputError, ModelError) as err:
+        return error(422, str(err))
+    except Overloaded as err:
+        return error(429, f"{model.name}: {err}; retry later", headers={"Retry-After": "1"})
+    except TimeoutError:
+        return error(504, f"no answer within {state.options.timeout_s:g} s (limit --timeout); the request was dropped")
+    except _Gone:
+        return error(499, "the client disconnected; its texts were dropped")
+    return JSONResponse({"model": model.name, "results": model.predictor.rows(given, answers)})
+
+
+def ready(state: AppState):
+    if state.failure is not None:
+        return error(503, f"models failed to load: {state.failure}")
+    if not state.ready:
+        return error(503, "models are loading", headers={"Retry-After": "1"})
+    if state.overloaded:
+        return error(503, f"overloaded: the queue of {', '.join(state.overloaded)} is full (limit --max-queue)",
+                     headers={"Retry-After": "1"})
+    return {"ready": True, "models": list(state.served)}
+
+
+ERRORS = {
+    401: "missing or wrong bearer token (with --token-file)",
+    404: "no such model (the error lists the served ones)",
+    413: "a body, a request's texts or a text over its limit",
+    422: "an empty text, a text that is not UTF-8, pairs to a single-text model, a malformed body",
+    429: "the model's queue is full (--max-queue); Retry-After says when to retry",
+    500: "an unexpected error (details in the server's log)",
+    503: "the models are still loading; Retry-After says when to retry",
+    504: "no answer within --timeout",
+}
+
+
+def create_app(served: dict[str, Served] | Callable[[], dict[str, Served]], limits: Limits = Limits(),
+               token: str | None = None, max_batch: int = 32, max_wait_ms: float = 0.0, timeout_s: float = 30.0,
+               max_queue: int = 1024, cors_origins: tuple[str, ...] = (),
+               on_failure: Callable[[Exception], None] | None = None):
+    """The FastAPI application serving ``served``: loaded models, or a function that loads
+    them (the app then answers /health and /ready while it runs)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from peftpipe import __version__
+
+    state = AppState(served, limits, Options(max_batch, max_wait_ms, timeout_s, max_queue), token,
+                     on_failure=on_failure)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        loading = asyncio.get_running_loop().create_task(state.load())
+        yield
+        loading.cancel()
+        await state.stop()
+
+    app = FastAPI(title="peftpipe serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Exported peftpipe models: the rows `peftpipe predict --json` prints. "
+                              "Every error is one JSON line, {\"error\": \"...\"}.")
+    app.state.peftpipe = state
+    app.add_middleware(Guard, state=state)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, err: StarletteHTTPException):
+        """404, 405 and the like: the documented shape, one JSON line."""
+        return error(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorBody, "description": "loading or overloaded"}})
+    async def is_ready():
+        return ready(state)
+
+    @app.get("/v1/models", responses={code: {"model": ErrorBody, "description": ERRORS[code]} for code in (401, 503)})
+    async def models():
+        if not state.ready:
+            return error(503, "models are loading; retry shortly", headers={"Retry-After": "1"})
+        return {"models": [model.card for model in state.served.values()]}
+
+    @app.post("/v1/predict", responses={code: {"model": ErrorBody, "description": text} for code, text in ERRORS.items()})
+    async def predict_texts(body: PredictRequest, request: Request):
+        return await predict(state, body, request)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        content, media_type = state.metrics.text()
+        return Response(content, media_type=media_type)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        from peftpipe.serve.page import HEADERS, PAGE
+
+        return HTMLResponse(PAGE, headers=HEADERS)
+
+    _offline_docs(app)
+    app.openapi = lambda: _openapi(app, token is not None)
+    return app
+
+
+def _offline_docs(app) -> None:
+    """Swagger UI 5 at /docs from the files fastapi-offline ships (its static folder only):
+    no CDN, so it works offline."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs/assets", StaticFiles(directory=str(assets)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="peftpipe serve: API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon.png")
+
+
+def _openapi(app, bearer: bool) -> dict:
+    """The schema, with the bearer scheme on /v1/* when a token is required."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        if bearer:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "the line in --token-file"}}
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def model_card(name: str, info) -> dict:
     """What /v1/models says of an export: from its peftpipe.json (``info``, a TrainedInfo;
     a plain transformers folder has none: its name only)."""
@@ -167,137 +460,14 @@ def model_card(name: str, info) -> dict:
             "base_model": info.model.name, "test": info.test}  # test: {metric: {value, low, high}}, from export
 
 
-def create_app(served: dict[str, Served], limits: Limits = Limits(), token: str | None = None,
-               max_batch: int = 32, max_wait_ms: float = 0.0):
-    """The FastAPI application serving ``served`` (already loaded)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from peftpipe import __version__
-
-    @asynccontextmanager
-    async def lifespan(app):
-        workers: dict = {}
-        for model in served.values():
-            worker = workers.setdefault(model.base if model.base is not None else model.name,
-                                        ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model"))
-            model.batcher = Batcher(model.predictor, max_batch, max_wait_ms, executor=worker)
-            model.batcher.start()
-        app.state.ready = True
-        yield
-        for model in served.values():
-            await model.batcher.stop()
-
-    app = FastAPI(title="peftpipe serve", version=__version__, lifespan=lifespan,
-                  description="Exported peftpipe models: the rows `peftpipe predict --json` prints.")
-    app.state.ready = False
-    default = next(iter(served))
-
-    def error(status: int, message: str, **extra) -> JSONResponse:
-        return JSONResponse({"error": message, **extra}, status_code=status)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path.startswith("/v1/") and token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error(401, "missing or wrong bearer token (Authorization: Bearer <token from --token-file>)")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return error(413, f"request body over {limits.max_body_bytes:,} bytes (limit max_body_bytes)")
-        if request.method == "POST" and length is None:
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    return error(413, f"request body over {limits.max_body_bytes:,} bytes (limit max_body_bytes)")
-            request._body = body  # read once here: the endpoint reads it again from the cache
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError):
-        first = err.errors()[0] if err.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/ready")
-    async def ready():
-        if not app.state.ready:
-            return error(503, "models are loading")
-        return {"ready": True, "models": list(served)}
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"models": [model.card for model in served.values()]}
-
-    @app.post("/v1/predict")
-    async def predict(request: PredictRequest):
-        name = request.model or default
-        if name not in served:
-            return error(404, f"no model {name!r}; served: {', '.join(served)}", models=list(served))
-        if (request.texts is None) == (request.pairs is None):
-            return error(422, "give texts (a list of strings) or pairs (a list of [first, second]), not both")
-        given: list = request.texts if request.texts is not None else \
-            [{"text": first, "text_pair": second} for first, second in request.pairs]
-        if not given:
-            return error(422, "texts: empty; give at least one text")
-        if len(given) > limits.max_texts:
-            return error(413, f"{len(given)} texts, over {limits.max_texts} a request may hold (limit max_texts)")
-        for i, text in enumerate(given):
-            parts = [text["text"], text["text_pair"]] if isinstance(text, dict) else [text]
-            if any(not part.strip() for part in parts):
-                return error(422, f"texts[{i}]: empty; every text needs some characters")
-            bad = unencodable(parts)
-            if bad is not None:
-                return error(422, f"texts[{i}]: {bad}")
-            if sum(map(len, parts)) > limits.max_chars:
-                return error(413, f"texts[{i}]: {sum(map(len, parts)):,} characters, over {limits.max_chars:,} "
-                                  f"(limit max_chars)")
-        model = served[name]
-        problem = model.predictor.input_problem(given)
-        if problem:
-            return error(422, problem)
-        try:
-            answers = await model.batcher.submit(given)
-        except (InputError, ModelError) as err:
-            return error(422, str(err))
-        return {"model": name, "results": model.predictor.rows(given, answers)}
-
-    @app.exception_handler(StarletteHTTPException)
-    async def framework_error(request: Request, err: StarletteHTTPException):
-        """404, 405, an unparseable body: the documented shape, one JSON line."""
-        return error(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
-
-    @app.exception_handler(Exception)
-    async def failure(request: Request, err: Exception):
-        """Whatever else fails answers in the documented shape, naming the error's type."""
-        return error(500, f"internal error ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
-                          "the server's log has the details")
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page():
-        from peftpipe.serve.page import HEADERS, PAGE
-
-        return HTMLResponse(PAGE, headers=HEADERS)
-
-    return app
-
-
 def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
-    """Every model loaded before the server starts: one that fails stops start-up with its
+    """Every model loaded before any is served: one that fails stops start-up with its
     one-line error (never a half-up server)."""
     from peftpipe.serving import Predictor
 
     served, bases = {}, {}
     for name, folder in models.items():
+        started = time.perf_counter()
         try:
             key = Predictor.base_key(Path(folder), backend)
             if key is not None and key in bases:  # another adapter of a base already loaded: share it
@@ -308,7 +478,8 @@ def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
                     bases[key] = predictor
         except (InputError, ModelError) as err:
             raise ModelError(f"--model {name}={folder}: {err}") from None
-        served[name] = Served(name, predictor, model_card(name, predictor.info), base=key or name)
+        served[name] = Served(name, predictor, model_card(name, predictor.info), base=key or name,
+                              load_seconds=round(time.perf_counter() - started, 3))
     return served
 
 
@@ -369,15 +540,65 @@ def wait_until_up(url: str, process, seconds: float = 120) -> None:
 
 
 def read_token(path: Path) -> str:
-    """The bearer token: the file's first line (a token file, as secrets are mounted)."""
+    """The bearer token: the file's first line, read once (a pipe or FIFO, as secrets are
+    often handed over, can be read only once)."""
     try:
-        token = path.read_text().strip().splitlines()[0].strip() if path.read_text().strip() else ""
+        raw = path.read_bytes()
     except OSError as err:
         raise InputError(f"--token-file {path}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"--token-file {path}: byte {err.start} is not UTF-8; write the token as text") from None
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
     if len(token) < 16:
         raise InputError(f"--token-file {path}: the token is {len(token)} characters; use at least 16 "
                          f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
     return token
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int):
+    """A socket bound to ``host``:``port`` and listening (port 0: a free one), or one line
+    saying why not: checked before the models load, not after."""
+    import errno
+    import socket
+
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except (socket.gaierror, UnicodeError) as err:
+        listening.close()
+        raise InputError(f"--host {host}: not an address of this machine ({err})") from None
+    except OSError as err:
+        listening.close()
+        why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
+        raise InputError(f"--host {host} --port {port}: the address {why}; choose another --port "
+                         f"(or stop what holds it)") from None
+    listening.set_inheritable(True)
+    return listening
+
+
+def remove_copies(folders: list[Path]) -> None:
+    """The --exp copies taken out of the DVC cache: gone when the server stops."""
+    import shutil
+
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def experiment_export(name: str) -> Path:
@@ -389,11 +610,15 @@ def experiment_export(name: str) -> Path:
 
     from peftpipe.experiments import commit_of
 
+    folder = Path(tempfile.mkdtemp(prefix="peftpipe-serve-"))  # the caller removes it (remove_copies)
     try:
         fs = DVCFileSystem(".", rev=commit_of(name))
-        target = Path(tempfile.mkdtemp(prefix=f"peftpipe-serve-{name}-")) / "export"
-        fs.get("models/export", str(target), recursive=True)
+        fs.get("models/export", str(folder / "export"), recursive=True)
     except Exception as err:  # dvc raises many types for an unknown revision or a missing output
+        remove_copies([folder])
+        if type(err).__name__ in ("DataIndexDirError", "FileNotFoundError", "CheckoutError"):
+            raise InputError(f"--exp {name}: its models/export is not in this clone's DVC cache; run `dvc pull` "
+                             f"(or `dvc exp apply {name} && dvc repro`) first") from None
         raise InputError(f"--exp {name}: cannot read its models/export ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:200]}); give an experiment, branch or commit") from None
-    return target
+    return folder / "export"

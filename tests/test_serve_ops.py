@@ -1,0 +1,331 @@
+"""`peftpipe serve` as a serving engineer runs it: deadlines, dropped work of gone clients,
+back-pressure (429 with Retry-After), /ready while loading or overloaded, /metrics, one
+access-log line per request with its id, the token read once, the port checked first,
+/docs offline and an OpenAPI schema with the real error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import venv_env
+
+httpx = pytest.importorskip("httpx")
+PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
+
+
+class SlowPredictor:
+    """A served model's stand-in: each call takes ``seconds``; records what it ran."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds, self.calls = seconds, []
+
+    def input_problem(self, texts):
+        return None
+
+    def __call__(self, texts, batch_size=None):
+        self.calls.append(list(texts))
+        time.sleep(self.seconds)
+        return [{"label": "x", "score": 1.0} for _ in texts]
+
+    def rows(self, texts, answers):
+        return [{"text": text, **answer} for text, answer in zip(texts, answers)]
+
+
+def app_for(predictor, **options):
+    from peftpipe.serve import app as server
+
+    return server.create_app({"m": server.Served("m", predictor, {"name": "m"})}, **options)
+
+
+@contextlib.contextmanager
+def client_for(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        deadline = time.monotonic() + 10
+        while test_client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app):
+    """``app`` on uvicorn in a thread, on a free port: yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+# --------------------------------------------------------------------------- deadlines, back-pressure
+
+
+def test_a_request_past_its_deadline_gets_504_and_its_texts_never_run():
+    predictor = SlowPredictor(0.6)
+    with client_for(app_for(predictor, timeout_s=0.3)) as client, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/v1/predict", json={"texts": ["first"]})
+        time.sleep(0.1)  # the model is busy with "first" for 0.6 s
+        late = client.post("/v1/predict", json={"texts": ["late"]})
+        assert first.result().status_code == 504  # 0.6 s > 0.3 s: its answer came too late
+        assert late.status_code == 504 and late.json() == {
+            "error": "no answer within 0.3 s (limit --timeout); the request was dropped"}
+        time.sleep(0.8)
+    assert predictor.calls == [["first"]]  # "late" was dropped before it ran
+
+
+def test_the_work_of_a_client_that_disconnected_is_dropped_unrun():
+    predictor = SlowPredictor(1.0)
+    with running(app_for(predictor, timeout_s=30)) as url, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, f"{url}/v1/predict", json={"texts": ["first"]}, timeout=30)
+        time.sleep(0.2)  # the model is busy with "first" for 1 s
+        body = json.dumps({"texts": ["gone"]}).encode()
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.2)
+        assert first.result().status_code == 200
+        time.sleep(0.5)
+    assert predictor.calls == [["first"]]
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_ready_says_overloaded():
+    predictor = SlowPredictor(0.5)
+    with client_for(app_for(predictor, max_queue=2)) as client, ThreadPoolExecutor(3) as pool:
+        busy = pool.submit(client.post, "/v1/predict", json={"texts": ["running"]})
+        time.sleep(0.1)  # running: the queue is empty again
+        queued = pool.submit(client.post, "/v1/predict", json={"texts": ["a", "b"]})  # fills the queue (2)
+        time.sleep(0.1)
+        assert client.get("/ready").status_code == 503 and "overloaded" in client.get("/ready").json()["error"]
+        refused = client.post("/v1/predict", json={"texts": ["c"]})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": "m: 2 texts are waiting for this model; the queue holds 2 "
+                                           "(limit --max-queue); retry later"}
+        assert busy.result().status_code == 200 and queued.result().status_code == 200
+        assert client.post("/v1/predict", json={"texts": ["c", "d"]}).status_code == 200  # exactly the limit
+        assert client.get("/ready").status_code == 200
+
+
+def test_the_port_answers_while_the_models_load_and_ready_says_503_until_then():
+    from peftpipe.serve import app as server
+
+    release = threading.Event()
+
+    def load():
+        release.wait(10)
+        return {"m": server.Served("m", SlowPredictor(), {"name": "m"})}
+
+    from fastapi.testclient import TestClient
+
+    with TestClient(server.create_app(load)) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        loading = client.get("/ready")
+        assert loading.status_code == 503 and loading.json() == {"error": "models are loading"}
+        assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 503
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get("/ready").json() == {"ready": True, "models": ["m"]}
+        assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 200
+
+
+# --------------------------------------------------------------------------- observability
+
+
+def test_metrics_count_requests_codes_batches_and_latency():
+    with client_for(app_for(SlowPredictor())) as client:
+        assert client.post("/v1/predict", json={"texts": ["a", "b", "c"]}).status_code == 200
+        assert client.post("/v1/predict", json={"model": "nope", "texts": ["a"]}).status_code == 404
+        text = client.get("/metrics").text
+    assert 'peftpipe_requests_total{code="200",path="/v1/predict"} 1.0' in text
+    assert 'peftpipe_requests_total{code="404",path="/v1/predict"} 1.0' in text
+    assert 'peftpipe_predict_requests_total{code="200",model="m"} 1.0' in text
+    assert 'peftpipe_batch_texts_bucket{le="2.0",model="m"} 0.0' in text
+    assert 'peftpipe_batch_texts_bucket{le="4.0",model="m"} 1.0' in text
+    assert 'peftpipe_request_seconds_count{path="/v1/predict"} 2.0' in text
+    assert 'peftpipe_queue_texts{model="m"} 0.0' in text and "peftpipe_model_load_seconds" in text
+
+
+def test_every_request_gets_one_access_line_with_its_id_echoed(caplog):
+    with caplog.at_level(logging.INFO, logger="peftpipe.serve.access"), client_for(app_for(SlowPredictor())) as client:
+        caplog.clear()
+        mine = client.post("/v1/predict", json={"texts": ["a"]}, headers={"X-Request-Id": "abc-123"})
+        made = client.get("/nowhere")
+        injected = client.get("/health", headers={"X-Request-Id": "bad id\twith tab"})
+    assert mine.headers["x-request-id"] == "abc-123"
+    assert len(made.headers["x-request-id"]) == 32 and injected.headers["x-request-id"] != "bad id\twith tab"
+    lines = [record for record in caplog.records if record.name == "peftpipe.serve.access"]
+    assert [(r.request_id, r.method, r.path, r.status) for r in lines] == [
+        ("abc-123", "POST", "/v1/predict", 200), (made.headers["x-request-id"], "GET", "/nowhere", 404),
+        (injected.headers["x-request-id"], "GET", "/health", 200)]
+    assert lines[0].getMessage().startswith('abc-123 testclient "POST /v1/predict" 200 ')
+
+
+def test_json_logs_are_one_object_a_line_with_the_request_fields():
+    from peftpipe.serve.observe import JsonFormatter
+
+    record = logging.LogRecord("peftpipe.serve.access", logging.INFO, __file__, 1, "x %s", ("y",), None)
+    record.request_id, record.status = "abc", 200
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "x y" and line["request_id"] == "abc" and line["status"] == 200
+    assert line["level"] == "info" and line["logger"] == "peftpipe.serve.access"
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_the_schema_documents_the_error_shape_every_code_and_the_bearer_scheme():
+    app = app_for(SlowPredictor(), token="t" * 20)
+    schema = app.openapi()
+    responses = schema["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"401", "404", "413", "422", "429", "500", "503", "504"} <= set(responses)
+    for code in ("401", "413", "422", "429"):
+        assert responses[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/health"]["get"]
+
+
+@pytest.mark.parametrize("header, status", [
+    ("Bearer " + "t" * 20, 200), ("bearer " + "t" * 20, 200), ("BEARER  " + "t" * 20, 200),
+    ("Basic " + "t" * 20, 401), ("Bearer " + "t" * 19, 401), ("", 401), ("t" * 20, 401)])
+def test_the_bearer_scheme_is_read_in_any_case(header, status):
+    with client_for(app_for(SlowPredictor(), token="t" * 20)) as client:
+        assert client.post("/v1/predict", json={"texts": ["a"]}, headers={"Authorization": header}).status_code == status
+
+
+def test_cors_lets_a_named_origin_call_the_api():
+    with client_for(app_for(SlowPredictor(), cors_origins=("https://app.example.com",))) as client:
+        allowed = client.options("/v1/predict", headers={"Origin": "https://app.example.com",
+                                                         "Access-Control-Request-Method": "POST"})
+        other = client.options("/v1/predict", headers={"Origin": "https://evil.example.com",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_docs_are_served_from_local_files():
+    with client_for(app_for(SlowPredictor())) as client:
+        page = client.get("/docs").text
+        assert "/docs/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+        script = client.get("/docs/assets/swagger-ui-bundle.js")
+        assert script.status_code == 200 and len(script.content) > 100_000
+
+
+# --------------------------------------------------------------------------- the token and the port
+
+
+def test_the_token_file_is_read_once_so_a_fifo_works(tmp_path):
+    from peftpipe.serve.app import read_token
+
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("a-token-of-enough-length\n"))
+    writer.start()
+    assert read_token(fifo) == "a-token-of-enough-length"
+    writer.join(5)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe-token-of-enough-length", "--token-file {path}: byte 0 is not UTF-8; write the token as text"),
+    (b"short\n", "--token-file {path}: the token is 5 characters; use at least 16"),
+    (b"\n\n", "--token-file {path}: the token is 0 characters"),
+])
+def test_a_token_file_that_is_no_token_is_one_line(tmp_path, content, message):
+    from peftpipe.errors import InputError
+    from peftpipe.serve.app import read_token
+
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as raised:
+        read_token(path)
+    assert message.format(path=path) in str(raised.value)
+
+
+def test_a_port_in_use_is_said_before_anything_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([PEFTPIPE, "serve", "--model", f"m={tmp_path}", "--port", str(port)], env=venv_env(),
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: --host 127.0.0.1 --port {port}: the address is in use; choose another --port" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_loopback_hosts_are_told_apart_from_every_interface():
+    from peftpipe.serve.app import loopback
+
+    assert all(loopback(host) for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"))
+    assert not any(loopback(host) for host in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
+
+
+@pytest.mark.slow
+def test_port_zero_prints_the_real_port_and_every_interface_without_a_token_is_warned(tmp_path):
+    """The port opens at once (before the models load); with --port 0 the line names the
+    port bound; --host 0.0.0.0 with no token warns in one line."""
+    from peftpipe.serve.app import wait_until_up
+
+    (tmp_path / "empty").mkdir()
+    process = subprocess.Popen([PEFTPIPE, "serve", "--model", f"broken={tmp_path / 'empty'}", "--host", "0.0.0.0",
+                                "--port", "0"], env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "serve: warning: --host 0.0.0.0 answers every machine that can reach it, and no --token-file" in err
+    announced = next(line for line in err.splitlines() if line.startswith("serve: http://"))
+    assert int(re.match(r"serve: http://0\.0\.0\.0:(\d+)/", announced).group(1)) > 0
+    assert process.returncode == 2 and "no exported model here" in err and "Traceback" not in err
+    assert wait_until_up  # the helper the other server tests use
+
+
+def test_within_deadline_cancels_the_job_when_the_time_is_up():
+    from peftpipe.serve.app import within_deadline
+
+    class Connected:
+        async def is_disconnected(self):
+            return False
+
+    async def run():
+        job = asyncio.ensure_future(asyncio.sleep(5))
+        with pytest.raises(TimeoutError):
+            await within_deadline(job, Connected(), 0.05)
+        await asyncio.sleep(0)
+        return job.cancelled()
+
+    assert asyncio.run(run())
