@@ -5,7 +5,7 @@ meta.json (label names, source, package version or file hashes, row counts).
 """
 
 from peftpipe.io import atomic_path, write_json
-from peftpipe.sources import case_variants, load_raw, unwatched_notes
+from peftpipe.sources import load_raw, look_alike_warning, look_alikes, unwatched_notes
 from peftpipe.stage import stage
 from peftpipe.tasks import get_task
 
@@ -27,9 +27,8 @@ def main(params, raw):
     if len(seen) < 2:
         print(f"download: warning: every train row has the label {next(iter(seen))!r}: there is nothing to learn; "
               f"check the data and data.columns")
-    for names in case_variants(loaded.labels):
-        print(f"download: warning: labels {', '.join(map(repr, names))} differ only in case: one class written "
-              f"two ways? They are kept apart; fix the data if they are one")
+    for names in look_alikes(loaded.labels):
+        print(f"download: warning: {look_alike_warning(names)}")
     for split, dropped in loaded.meta["dropped_empty_rows"].items():
         if dropped:
             print(f"download: warning: {split}: dropped {dropped} rows with no tokens or text")

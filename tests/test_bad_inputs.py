@@ -284,6 +284,8 @@ PREDICT_CASES = {
     "pair without a tab": Case("--pair expects two texts separated by a tab", export("peftpipe.json", info()),
                                args=[*PREDICT, "--pair", "no tab here"]),
     "empty text argument": Case("text 2 is empty", export("peftpipe.json", info()), args=[*PREDICT, "alice", " "]),
+    "text not UTF-8": Case("text 2: byte 0xe9 at character 3 is not UTF-8; convert the text first",
+                           export("peftpipe.json", info()), args=[*PREDICT, "alice", "caf\udce9"]),
     "pair on a token classifier": Case("a token classification model reads one text, not pairs; drop --pair",
                                        export("peftpipe.json", info()), args=[*PREDICT, "--pair", "a\tb"]),
 }

@@ -160,10 +160,14 @@ def test_the_same_column_for_words_and_tags_is_one_clear_error(tmp_path):
 
 
 def test_class_names_that_differ_only_in_case_are_flagged():
-    from peftpipe.sources import case_variants
+    from peftpipe.sources import look_alikes
 
-    assert case_variants(["Pos", "neg", "pos", "NEG", "neutral"]) == [["Pos", "pos"], ["neg", "NEG"]]
-    assert case_variants(["B-ORG", "I-ORG", "O"]) == []
+    assert look_alikes(["Pos", "neg", "pos", "NEG", "neutral"]) == [["Pos", "pos"], ["neg", "NEG"]]
+    assert look_alikes(["B-ORG", "I-ORG", "O"]) == []
+    # Invisible characters and inner whitespace: one class to a reader, two to the model.
+    assert look_alikes(["PER", "PER\u200b", "LOC"]) == [["PER", "PER\u200b"]]
+    assert look_alikes(["New York", "New  York", "new\tyork", "\ufeffYork", "York"]) == [
+        ["New York", "New  York", "new\tyork"], ["\ufeffYork", "York"]]
 
 
 def test_a_separator_param_must_be_one_plain_character():

@@ -87,3 +87,36 @@ def test_no_command_writes_into_the_home_folder(tmp_path, tiny_model_dir):
         done = subprocess.run([PEFTPIPE, *command], cwd=project, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(str(path.relative_to(home)) for path in home.rglob("*")) == []
+
+
+def test_init_flags_look_alike_classes_and_cuts_a_long_class_list(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [("good day", "pos"), ("fine", "Pos"), ("bad day", "neg"), ("awful", "neg\u200b")] * 5
+    (tmp_path / "mine.csv").write_text("text,label\n" + "".join(f"{t},{c}\n" for t, c in rows))
+    result = CliRunner().invoke(main, ["init", "mine.csv"])
+    assert result.exit_code == 0, result.output
+    assert "init: check labels 'Pos', 'pos' differ only in case, spacing or invisible characters" in result.output
+    assert "labels 'neg', 'neg\\u200b' differ only" in result.output  # shown escaped: visible
+    many = tmp_path / "many.csv"
+    many.write_text("text,label\n" + "".join(f"text {i} here,class{i % 500}\n" for i in range(2000)))
+    result = CliRunner().invoke(main, ["init", "many.csv"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "500 classes" in line)
+    assert line.endswith("and 492 more") and len(line) < 300
+
+
+@pytest.mark.parametrize("url, message", [
+    ("notaurl", "tune.storage notaurl: not a database URL; give e.g. postgresql://user@host:5432/db"),
+    ("mysql://me:secret@localhost/db", "tune.storage mysql://me:***@localhost/db: its database driver MySQLdb is "
+                                       "not installed; install it"),
+    ("sqlite:////no/such/folder/study.db", "tune.storage sqlite:////no/such/folder/study.db: cannot open the "
+                                           "database (unable to open database file); check that it runs"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_line_with_its_password_hidden(url, message):
+    from peftpipe.errors import ParamsError
+    from peftpipe.params import Params
+    from peftpipe.tools import tune
+
+    with pytest.raises(ParamsError) as raised:
+        tune.open_study(Params.model_validate({"tune": {"storage": url}}))
+    assert message in str(raised.value) and "secret" not in str(raised.value) and "\n" not in str(raised.value)

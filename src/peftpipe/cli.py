@@ -30,6 +30,18 @@ def stdin_lines() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def not_utf8(text: str) -> str | None:
+    """Why a command-line text is not UTF-8 (Python keeps each byte that is not as a lone
+    surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raw = text[err.start]
+        byte = f"byte 0x{ord(raw) - 0xDC00:02x}" if 0xDC80 <= ord(raw) <= 0xDCFF else f"character {raw!r}"
+        return f"{byte} at character {err.start} is not UTF-8; convert the text first (e.g. iconv -f latin1 -t utf-8)"
+    return None
+
+
 def split_pair(line: str) -> dict:
     first, tab, second = line.partition("\t")
     if not tab or not first.strip() or not second.strip():
@@ -65,6 +77,10 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
     blank = [i for i, text in enumerate(texts, start=1) if not text.strip()]
     if blank:
         raise click.UsageError(f"text {blank[0]} is empty")
+    for i, text in enumerate(texts, start=1):
+        bad = not_utf8(text)
+        if bad:
+            raise click.UsageError(f"text {i}: {bad}")
     if not texts and sys.stdin.isatty():  # nothing piped in: say so instead of waiting
         raise click.UsageError("give text as arguments or on stdin (one text per line)")
     try:

@@ -559,13 +559,28 @@ def load_raw(data: DataParams, kind: str = "token_classification", group_by: str
     return RawData(splits=splits, labels=labels, meta=meta)
 
 
-def case_variants(labels: list[str]) -> list[list[str]]:
-    """Groups of labels that differ only in case ("Pos" and "pos"): most likely one class
-    written two ways. They stay apart (a data set may mean them apart); the download stage warns."""
+def folded_label(label: str) -> str:
+    """A label as a reader sees it: invisible characters (zero-width spaces, joiners, BOMs,
+    controls) dropped, inner whitespace collapsed, case folded."""
+    import unicodedata
+
+    visible = "".join(c for c in str(label) if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc"))
+    return " ".join(visible.split()).casefold()
+
+
+def look_alikes(labels: list[str]) -> list[list[str]]:
+    """Groups of labels a reader cannot tell apart ("Pos" and "pos", "PER" and "PER\\u200b",
+    "New  York" and "New York"): most likely one class written two ways. They stay apart (a
+    data set may mean them apart); the download stage and init warn, showing each escaped."""
     folded: dict[str, list[str]] = {}
     for label in labels:
-        folded.setdefault(str(label).casefold(), []).append(str(label))
+        folded.setdefault(folded_label(label), []).append(str(label))
     return [names for names in folded.values() if len(names) > 1]
+
+
+def look_alike_warning(names: list[str]) -> str:
+    return (f"labels {', '.join(ascii(name) for name in names)} differ only in case, spacing or invisible "
+            f"characters: one class written two ways? They are kept apart; fix the data if they are one")
 
 
 def _check_labels(task, frame: pd.DataFrame, labels: list[str], where: str) -> None:

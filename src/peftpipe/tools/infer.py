@@ -24,6 +24,8 @@ from peftpipe.io import unusable
 from peftpipe.sources import (
     data_suffix,
     format_of,
+    look_alike_warning,
+    look_alikes,
     own_separator,
     read_conll,
     read_delimited,
@@ -220,8 +222,8 @@ def infer_classification(frame: pd.DataFrame, text_columns: str | None, text: tu
         raise DataError(f"the class column {label!r} has {len(counts)} different values in {len(frame)} rows: about one "
                         f"row per value is an id or a text, not a class; which column holds the class? set "
                         f"data.columns.label")
-    said.append(f"{len(counts)} classes: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
-    check = []
+    said.append(f"{len(counts)} classes: " + limits.listed([f"{k} ({v})" for k, v in counts.items()]))
+    check = [look_alike_warning(names) for names in look_alikes([str(k) for k in counts.index])]
     data: dict = {"columns": columns, "labels": []}
     if pd.api.types.is_integer_dtype(frame[label]):
         data["labels"] = {int(k): str(k) for k in counts.index}
@@ -291,7 +293,7 @@ def _token_classification(path: Path, data: dict, said: list[str], words: list, 
         said.append(f"tag scheme: {scheme} ({'bare entity types' if scheme == 'io' else 'S-/E- or U-/L- tags'}; "
                     f"converted to IOB2 when read)")
     if types is not None:
-        said.append(f"{len(types)} entity types: {', '.join(map(str, types))}")
+        said.append(f"{len(types)} entity types: {limits.listed(types)}")
     return Inferred("token_classification", data, said, check)
 
 

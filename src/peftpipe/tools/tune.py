@@ -77,7 +77,33 @@ def make_sampler(tune: TuneParams):
 
 
 def open_study(params: Params):
-    """The study named by tune.study (or the recipe), created or continued."""
+    """The study named by tune.study (or the recipe), created or continued; a storage that
+    cannot be opened is one line naming tune.storage (its password hidden) and what to do."""
+    try:
+        return _open_study(params)
+    except ImportError as err:
+        missing = err.name or getattr(err.__cause__, "name", None) or getattr(err.__context__, "name", None)
+        raise ParamsError(f"tune.storage {shown_url(storage_url(params.tune))}: its database driver "
+                          f"{missing or ''} is not installed; install it (postgresql:// uses psycopg: "
+                          f"pip install 'psycopg[binary]'; postgresql+psycopg2:// uses psycopg2-binary)") from None
+    except Exception as err:
+        kind = type(err).__name__
+        if kind == "ArgumentError":
+            raise ParamsError(f"tune.storage {shown_url(storage_url(params.tune))}: not a database URL; give e.g. "
+                              f"postgresql://user@host:5432/db or sqlite:///path/to/study.db") from None
+        if kind in ("OperationalError", "InterfaceError", "DatabaseError"):
+            first = " ".join(str(getattr(err, "orig", err)).split())[:200]
+            raise ParamsError(f"tune.storage {shown_url(storage_url(params.tune))}: cannot open the database "
+                              f"({first}); check that it runs and the URL's host, port, user and name") from None
+        raise
+
+
+def shown_url(url: str) -> str:
+    """A storage URL as it may be printed: any password replaced by ***."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _open_study(params: Params):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
