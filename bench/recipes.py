@@ -1,0 +1,154 @@
+"""Rerun recipes from scratch and write one table of what each gives.
+
+    python bench/recipes.py                      # every *-cpu recipe and the default
+    python bench/recipes.py conll-ner-cpu        # some of them
+    python bench/recipes.py --docs               # also put the table into docs/recipes.md
+
+Each recipe runs in a fresh clone of this commit beside the project (so `../shared/corpora`
+resolves as it does here), with an empty DVC cache: `peftpipe recipe NAME`, then
+`dvc exp run -n NAME`, timed. The clone is removed afterwards. What each run scored on its
+test split (every headline metric with its 95% bootstrap interval), the untrained base and
+the trivial reference from metrics/baseline.json, the wall time, the CPU, the date and the
+commit go to bench/results/recipes-<UTC time>.json and .md. Nothing is asserted: this is a
+measurement, and a recipe that fails is a row that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOCS_START, DOCS_END = "<!-- recipes table: start -->", "<!-- recipes table: end -->"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return []
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def headline(scores: dict) -> dict:
+    """{metric: {value, low, high}} for every overall score that comes with an interval."""
+    overall = scores.get("overall", {})
+    return {name: {"value": round(overall[name], 4), "low": ci["low"], "high": ci["high"]}
+            for name, ci in ((key[:-3], value) for key, value in overall.items() if key.endswith("_ci"))
+            if name in overall}
+
+
+def run_recipe(name: str, commit: str) -> dict:
+    """One recipe from scratch in a fresh clone; its row."""
+    clone = ROOT.parent / f".peftpipe-recipes-{name}-{os.getpid()}"
+    shutil.rmtree(clone, ignore_errors=True)
+    row: dict = {"recipe": name, "commit": commit}
+    try:
+        done = run(["git", "clone", "--quiet", str(ROOT), str(clone)], ROOT)
+        if done.returncode:
+            return {**row, "error": done.stderr.strip()[-300:]}
+        for command in (["peftpipe", "recipe", name], ["dvc", "exp", "run", "-n", name]):
+            started = time.perf_counter()
+            done = run(command, clone)
+            if done.returncode:
+                return {**row, "error": f"{' '.join(command)}: {(done.stderr or done.stdout).strip()[-400:]}"}
+        row["seconds"] = round(time.perf_counter() - started)
+        evaluated = json.loads((clone / "metrics/eval.json").read_text())
+        baseline = json.loads((clone / "metrics/baseline.json").read_text())
+        row["test"] = headline(evaluated)
+        row["base"] = headline(baseline)
+        row["reference"] = headline(baseline.get("reference", {}))
+        row["reference_name"] = baseline.get("reference", {}).get("name")
+        for extra, scores in (evaluated.get("extra") or {}).items():
+            row.setdefault("extra", {})[extra] = headline(scores)
+        return row
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
+
+
+def cell(scores: dict | None, metric: str, interval: bool = True) -> str:
+    if not scores or metric not in scores:
+        return "-"
+    s = scores[metric]
+    return f"{s['value']:.4f} [{s['low']:.4f}, {s['high']:.4f}]" if interval else f"{s['value']:.4f}"
+
+
+def table(rows: list[dict], machine: str, date: str) -> str:
+    lines = [f"Rerun with `python bench/recipes.py` on {date}, {machine}, commit {rows[0]['commit'][:10]}: each "
+             "recipe from scratch in a fresh clone (`peftpipe recipe NAME && dvc exp run`), test split, 95% "
+             "bootstrap intervals.", "",
+             "| recipe | metric | trained [95% interval] | untrained base | trivial reference | wall time |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| `{row['recipe']}` | - | failed: {row['error'][:120]} | - | - | - |")
+            continue
+        for metric in row["test"]:
+            lines.append(f"| `{row['recipe']}` | {metric} | **{cell(row['test'], metric)}** | "
+                         f"{cell(row['base'], metric, False)} | {cell(row['reference'], metric, False)} | "
+                         f"{row['seconds'] // 60} min {row['seconds'] % 60} s |")
+    return "\n".join(lines) + "\n"
+
+
+def put_into_docs(text: str) -> None:
+    page = ROOT / "docs" / "recipes.md"
+    content = page.read_text()
+    if DOCS_START not in content:
+        content += f"\n## Latest rerun\n\n{DOCS_START}\n{DOCS_END}\n"
+    before, rest = content.split(DOCS_START, 1)
+    page.write_text(f"{before}{DOCS_START}\n{text}{DOCS_END}{rest.split(DOCS_END, 1)[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="recipes (default: every *-cpu recipe and the default)")
+    parser.add_argument("--docs", action="store_true", help="put the table into docs/recipes.md")
+    args = parser.parse_args()
+    names = args.names or ["default", *sorted(p.stem for p in (ROOT / "recipes").glob("*-cpu.yaml"))]
+    commit = run(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" ({', '.join(cpu_flags())})" if cpu_flags() else "")
+    rows = []
+    for name in names:
+        print(f"recipes: {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_recipe(name, commit))
+        print(f"recipes: {name}: {json.dumps(rows[-1])[:300]}", file=sys.stderr, flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = table(rows, machine, date)
+    (RESULTS / f"recipes-{stamp}.json").write_text(json.dumps(
+        {"date": date, "machine": machine, "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
+    (RESULTS / f"recipes-{stamp}.md").write_text(text)
+    if args.docs:
+        put_into_docs(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
