@@ -51,8 +51,12 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, code: Path | None = None) -> subprocess.CompletedProcess:
+    """``args`` in ``cwd`` with this interpreter's tools; ``code``: the peftpipe source to
+    import (a clone's src/, not the editable install's working tree)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if code is not None:
+        env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}".rstrip(os.pathsep)
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -75,7 +79,7 @@ def run_recipe(name: str, commit: str) -> dict:
             return {**row, "error": done.stderr.strip()[-300:]}
         for command in (["peftpipe", "recipe", name], ["dvc", "exp", "run", "-n", name]):
             started = time.perf_counter()
-            done = run(command, clone)
+            done = run(command, clone, code=clone / "src")
             if done.returncode:
                 return {**row, "error": f"{' '.join(command)}: {(done.stderr or done.stdout).strip()[-400:]}"}
         row["seconds"] = round(time.perf_counter() - started)
@@ -131,6 +135,8 @@ def main() -> None:
     parser.add_argument("--docs", action="store_true", help="put the table into docs/recipes.md")
     args = parser.parse_args()
     names = args.names or ["default", *sorted(p.stem for p in (ROOT / "recipes").glob("*-cpu.yaml"))]
+    if run(["git", "status", "--porcelain", "--untracked-files=no"], ROOT).stdout.strip():
+        print("recipes: note: the working tree has changes; the runs use the last commit", file=sys.stderr)
     commit = run(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" ({', '.join(cpu_flags())})" if cpu_flags() else "")

@@ -38,7 +38,7 @@ def main() -> None:
 
     datasets, labels = load_tokenized("data/tokenized")  # what `dvc repro` made (dvc.yaml)
     test = datasets["test"]
-    base, tokenizer = load_base(params, labels)
+    base, tokenizer = load_base(params.model, task, labels, params.seed)
     base_ms = best_ms(task, base, tokenizer, test, labels, params.eval.batch_size)
     adapter, tokenizer, info = load_trained("models/adapter")
     merged = export.merge(load_trained("models/adapter")[0], info)

@@ -135,6 +135,7 @@ def flop_counts(model, counter: TokenCounter) -> dict:
 def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: Path) -> dict:
     from peftpipe import adapters, training
     from peftpipe.io import read_json
+    from peftpipe.methods import get_method
     from peftpipe.models import load_base
     from peftpipe.tasks import get_task
 
@@ -142,17 +143,20 @@ def pipeline_run(params, epochs: float, fraction: float, max_length: int, out: P
                                         "model": params.model.model_copy(update={"max_length": max_length})})
     task = get_task(params.task.kind)
     labels = read_json(SPLIT / "labels.json")
-    model, tokenizer = load_base(params, labels)
+    method = get_method(params.peft.method)
+    model, tokenizer = load_base(params.model, task, labels, params.seed,
+                                 params.quantization if method.quantized else None)
     datasets = {name: task.tokenize(frame(name, fraction, params.seed), tokenizer, labels, params)
                 for name in ("train", "validation")}
-    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
+    model = adapters.wrap(model, method, task, params)
     if FAST_DROPOUT:
         from fast_dropout import use_fast_dropout
 
         use_fast_dropout(model)
     counter = TokenCounter(model, tokenizer.pad_token_id)
     started = time.perf_counter()
-    summary = training.train(model, tokenizer, datasets, params, task, labels, out / "checkpoints", out / "curves")
+    summary = training.train(model, tokenizer, datasets, params, method, task, labels, out / "checkpoints",
+                             out / "curves")
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "validation_f1": summary.validation["f1"], "steps": summary.steps,
             **flop_counts(model, counter), "real_tokens": counter.real, "padded_tokens": counter.padded,

@@ -4,6 +4,7 @@ same schema as evaluate's metrics/eval.json."""
 
 from peftpipe.artifacts import load_tokenized
 from peftpipe.evaluation import score_split, scored, write_plots
+from peftpipe.methods import get_method
 from peftpipe.models import load_base
 from peftpipe.provenance import write_metrics
 from peftpipe.sources import load_eval_set
@@ -14,9 +15,10 @@ from peftpipe.tasks import get_task
 @stage(reads=("tokenized",), writes=("metrics", "plots"))
 def main(params, tokenized, metrics, plots):
     """Score the untrained model and the reference predictor on test."""
-    task = get_task(params.task.kind)
+    task, method = get_task(params.task.kind), get_method(params.peft.method)
     datasets, labels = load_tokenized(tokenized)
-    model, tokenizer = load_base(params, labels)
+    model, tokenizer = load_base(params.model, task, labels, params.seed,  # qlora's base is scored in 4 bits
+                                 params.quantization if method.quantized else None)
     test = datasets["test"]
     scores, predicted = score_split(task, model, tokenizer, test, labels, params.eval.batch_size)
     gold = task.gold(test)

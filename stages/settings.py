@@ -7,14 +7,14 @@ writes the same bytes, and DVC then leaves training alone.
 """
 
 from peftpipe.io import write_json
-from peftpipe.methods import training_settings
+from peftpipe.methods import get_method, training_settings
 from peftpipe.stage import stage
 
 
 @stage(writes=("settings",))
 def main(params, settings):
     """Write what the method reads."""
-    found = training_settings(params)
+    found = training_settings(params, get_method(params.peft.method))
     write_json(settings, found)
     print(f"settings: {params.peft.method} reads {', '.join(found)} -> {settings}")
 

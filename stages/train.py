@@ -12,7 +12,7 @@ import torch
 
 from accelerate import PartialState
 from peftpipe import accelerate_loop, adapters, checkpoints, training
-from peftpipe.artifacts import load_tokenized, save_trained
+from peftpipe.artifacts import load_tokenized, save_trained, trained_info
 from peftpipe.errors import DataError, ParamsError
 from peftpipe.io import atomic_path, check_files, read_json
 from peftpipe.methods import check_options, get_method, training_settings
@@ -25,43 +25,43 @@ from peftpipe.tasks import get_task
 
 # curves: DVCLive's train/eval loss and eval F1 per step; checkpoints: resumable, not a DVC output.
 @stage(reads=("tokenized", "settings"), writes=("adapter", "report", "curves"), scratch=("checkpoint_dir",),
-       launcher=training.launch_command)
+       launcher=lambda params: training.launch_command(params.train))
 def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
     """Train the adapter and save it."""
     # This process, or one of N under `accelerate launch` (gloo on a machine with no CUDA).
     processes = PartialState(cpu=not torch.cuda.is_available())
-    task = get_task(params.task.kind)
+    task, method = get_task(params.task.kind), get_method(params.peft.method)  # resolved once, handed down
     datasets, labels = load_tokenized(tokenized)
-    method = get_method(params.peft.method)
-    if not settings.is_file() or read_json(settings) != training_settings(params):  # run outside dvc: say so
+    if not settings.is_file() or read_json(settings) != training_settings(params, method):  # run outside dvc: say so
         raise ParamsError(f"{settings} does not hold params.yaml's peft settings; run `dvc repro` "
                           f"(or python stages/settings.py --settings {settings}) first")
     check_options(method, params.peft.options)  # before the model loads: a typo costs no time
     with only_checking():  # nor a missing test set, found only after training
         check_files(params.eval.extra, "eval.extra", DataError,
                     "the evaluate stage reads it after training; fix the path or remove the entry")
-    model, tokenizer = load_base(params, labels)  # seeded, so the adapter below is too
+    model, tokenizer = load_base(params.model, task, labels, params.seed,  # seeded: the adapter below is too
+                                 params.quantization if method.quantized else None)
     batches = training.batches_per_epoch(params, [len(ids) for ids in datasets["train"]["input_ids"]])
     steps = training.total_steps(params, batches, processes.num_processes)
-    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model), steps)
+    model = adapters.wrap(model, method, task, params, steps)
     counts = adapters.parameter_counts(model)
-    processes.print(f"train: {params.peft.method}, {counts['trainable_params']:,} of "
+    processes.print(f"train: {method.name}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
     note = training.precision_note(params.train.mixed_precision, torch.cuda.is_available(), training.cpu_flags())
     if note:
         processes.print(note)
     if params.train.loop == "accelerate":  # the course's custom loop: no checkpoints to resume
-        summary = accelerate_loop.train(model, tokenizer, datasets, params, task, labels, curves)
+        summary = accelerate_loop.train(model, tokenizer, datasets, params, method, task, labels, curves)
     else:
         with processes.main_process_first():  # the main one sweeps partial checkpoints first
             resume_from = checkpoints.prepare(checkpoint_dir, checkpoints.fingerprint(params, tokenized, settings))
         if resume_from:
             processes.print(f"train: resuming from {resume_from}")
-        summary = training.train(model, tokenizer, datasets, params, task, labels, checkpoint_dir, curves,
-                                 resume_from)
+        summary = training.train(model, tokenizer, datasets, params, method, task, labels, checkpoint_dir,
+                                 curves, resume_from)
     if processes.is_main_process:
         with atomic_path(adapter, directory=True) as tmp:
-            save_trained(model, tokenizer, labels, params, tmp)
+            save_trained(model, tokenizer, method, trained_info(params, method, labels), tmp)
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
                                **training.batch_metrics(params, len(datasets["train"]), batches, processes.num_processes),

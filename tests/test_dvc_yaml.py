@@ -150,10 +150,10 @@ def test_the_accelerate_launcher_reruns_the_stage_as_an_argument_list(monkeypatc
     from peftpipe.params import Params
 
     params = Params.model_validate({"train": {"launcher": "accelerate", "processes": 3}}, context={"root": str(ROOT)})
-    command = training.launch_command(params)
+    command = training.launch_command(params.train)
     assert Path(command[0]).name == "accelerate" and command[1:] == [
         "launch", "--config_file", "accelerate/cpu-2proc.yaml", "--num_processes", "3"]
-    assert training.launch_command(Params()) is None
+    assert training.launch_command(Params().train) is None
     ran = []
     monkeypatch.setattr(subprocess, "run", lambda args, env: ran.append((args, env)) or
                         subprocess.CompletedProcess(args, 7))

@@ -8,10 +8,12 @@ import pytest
 from conftest import write_jsonl
 
 from peftpipe.errors import DataError, ModelError, ParamsError
+from peftpipe.methods import get_method
 from peftpipe.models import resolve_model
 from peftpipe.params import ColumnsParams, DataParams, ModelParams, SplitParams, parse_params
 from peftpipe.sources import load_raw
 from peftpipe.splitting import make_splits
+from peftpipe.tasks import get_task
 
 PARAMS_FAULTS = [
     ({"lora": {"rank": 8}}, "unknown key 'lora.rank' (did you mean 'lora.r'?); valid keys in lora: r, alpha"),
@@ -186,7 +188,7 @@ def test_modules_to_save_must_name_modules_of_the_model(tiny_model_dir):
     # A token-classification BERT has no pooler: say so, and list what it has.
     with pytest.raises(ModelError, match=r"peft.modules_to_save: \['pooler'\] not in BertForTokenClassification "
                                          r"\(its modules: bert, dropout, classifier"):
-        adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
+        adapters.wrap(model, get_method(params.peft.method), get_task(params.task.kind), params)
 
 
 def test_launcher_config_is_found_from_the_params_files_folder(tmp_path, monkeypatch):

@@ -39,10 +39,10 @@ def test_a_changed_recipe_never_resumes_an_old_checkpoint(tmp_path):
 
 def test_fingerprint_follows_exactly_what_training_reads(tmp_path):
     from peftpipe.io import write_json
-    from peftpipe.methods import training_settings
+    from peftpipe.methods import get_method, training_settings
 
     def fingerprint(params: Params) -> str:
-        write_json(tmp_path / "settings.json", training_settings(params))
+        write_json(tmp_path / "settings.json", training_settings(params, get_method(params.peft.method)))
         return checkpoints.fingerprint(params, tmp_path / "data", tmp_path / "settings.json")
 
     def edited(section: str, **values) -> Params:

@@ -13,6 +13,7 @@ from peftpipe.errors import ModelError, ParamsError
 from peftpipe.io import read_json
 from peftpipe.methods import METHODS, check_options, get_method
 from peftpipe.params import load_params, parse_params, write_params
+from peftpipe.tasks import get_task
 
 # qlora: a 4-bit base, tested in test_quantized and test_sequence_classification
 TINY_METHODS = [name for name in METHODS if name != "qlora"]
@@ -112,7 +113,7 @@ def test_virtual_tokens_are_cut_from_token_outputs_and_from_the_loss(tiny_model_
 
     params = parse_params({"peft": {"method": "prompt_tuning"}, "prompt": {"num_virtual_tokens": 5}})
     model = token_classification.load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
-    model = adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
+    model = adapters.wrap(model, get_method(params.peft.method), get_task(params.task.kind), params)
     inputs = {"input_ids": torch.randint(5, 30, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
     labels = torch.tensor([[0, 1, 2, 0, -100, 0, 0], [1, 1, 0, 0, 0, 2, -100]])
     output = model(**inputs, labels=labels)
@@ -134,8 +135,8 @@ def test_an_adapter_that_rewrote_its_base_is_saved_for_the_original_base(tmp_pat
 
     labels = ["O", "B-PER", "I-PER"]
     params = parse_params({"peft": {"method": name}, "lora": {"r": 4}})
-    model = adapters.wrap(token_classification.load_model(str(tiny_model_dir), labels), params, "TOKEN_CLS",
-                          ["classifier"])
+    model = adapters.wrap(token_classification.load_model(str(tiny_model_dir), labels), get_method(params.peft.method),
+                          get_task(params.task.kind), params)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     inputs = torch.randint(5, 30, (4, 9))
     for _ in range(3):
@@ -190,7 +191,7 @@ def test_lora_plus_trains_b_faster_than_a(tiny_model_dir):
     params = parse_params({"peft": {"method": "lora_plus", "options": {"loraplus_lr_ratio": 8}},
                            "lora": {"bias": "all"}, "train": {"learning_rate": 1e-3, "weight_decay": 0.05}})
     model = token_classification.load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
-    model = adapters.wrap(model, params, "TOKEN_CLS", ["classifier"])
+    model = adapters.wrap(model, get_method(params.peft.method), get_task(params.task.kind), params)
     optimizer = get_method("lora_plus").optimizer(model, params)
     rates = {}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -254,8 +255,8 @@ def test_prefixes_reach_a_transformers_5_24_encoder(tiny_model_dir):
 
     params = parse_params({"task": {"kind": "sequence_classification"}, "peft": {"method": "prefix_tuning"},
                            "prompt": {"num_virtual_tokens": 3}})
-    model = adapters.wrap(sequence_classification.load_model(str(tiny_model_dir), ["a", "b"]), params, "SEQ_CLS",
-                          ["classifier"]).eval()
+    model = adapters.wrap(sequence_classification.load_model(str(tiny_model_dir), ["a", "b"]), get_method(params.peft.method),
+                          get_task(params.task.kind), params).eval()
     inputs = {"input_ids": torch.randint(5, 30, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
     before = model(**inputs).logits
     with torch.no_grad():

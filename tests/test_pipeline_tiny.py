@@ -348,6 +348,7 @@ def test_bf16_autocast_trains_on_cpu_with_float32_weights(tiny_project, tmp_path
 
     from peftpipe import adapters, training
     from peftpipe.artifacts import load_tokenized
+    from peftpipe.methods import get_method
     from peftpipe.models import load_base
     from peftpipe.params import load_params
     from peftpipe.tasks import get_task
@@ -359,12 +360,14 @@ def test_bf16_autocast_trains_on_cpu_with_float32_weights(tiny_project, tmp_path
                                                                                  "max_steps": 4})})
     task = get_task(params.task.kind)
     datasets, labels = load_tokenized(tiny_project / "data/tokenized")
-    model, tokenizer = load_base(params, labels)
-    model = adapters.wrap(model, params, task.peft_task_type(model), task.head_modules(model))
+    method = get_method(params.peft.method)
+    model, tokenizer = load_base(params.model, task, labels, params.seed)
+    model = adapters.wrap(model, method, task, params)
     seen = set()
     linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if module.training else None)
-    summary = training.train(model, tokenizer, datasets, params, task, labels, tmp_path / "ck", tmp_path / "curves")
+    summary = training.train(model, tokenizer, datasets, params, method, task, labels, tmp_path / "ck",
+                             tmp_path / "curves")
     assert summary.steps == 4 and seen == {torch.bfloat16}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftpipe.methods import get_method
+from peftpipe.methods import Method
 from peftpipe.params import Params
 from peftpipe.training import (
     TrainSummary,
@@ -75,7 +75,8 @@ def _evaluate(accelerator, model, loader, metrics, weights) -> dict:
     return {"loss": float(torch.cat(losses).mean()), **scores}
 
 
-def train(model, tokenizer, datasets, params: Params, task, labels: list[str], curves_dir: Path) -> TrainSummary:
+def train(model, tokenizer, datasets, params: Params, method: Method, task, labels: list[str],
+          curves_dir: Path) -> TrainSummary:
     """Train ``model`` in place; return the same summary as the Trainer loop."""
     import torch
     from dvclive import Live
@@ -99,7 +100,6 @@ def train(model, tokenizer, datasets, params: Params, task, labels: list[str], c
                                   generator=shuffle)
     eval_loader = DataLoader(task.model_inputs(datasets["validation"]), batch_size=params.eval.batch_size,
                              collate_fn=collate)
-    method = get_method(params.peft.method)
     optimizer = method.optimizer(model, params) if method.optimizer else _optimizer(model, params)
     prepared, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from peftpipe.errors import ModelError
-from peftpipe.methods import get_method
-from peftpipe.params import Params
-from peftpipe.tasks import get_task
+
+if TYPE_CHECKING:
+    from peftpipe.methods import Method
+    from peftpipe.params import Params
+    from peftpipe.tasks import Task
 
 
-def peft_config(params: Params, task_type: str, head: list[str], total_steps: int = 0):
-    """The peft config for ``peft.method``, or None for full fine-tuning."""
-    method = get_method(params.peft.method)
-    return method.config(params, task_type, head, total_steps) if method.is_adapter else None
-
-
-def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
+def trained_in_full(model, modules_to_save: list[str], head: list[str]) -> list[str]:
     """The new head plus ``peft.modules_to_save``, each checked to name a module of the model."""
-    extra = [name for name in params.peft.modules_to_save if name not in head]
+    extra = [name for name in modules_to_save if name not in head]
     names = {name for name, _ in model.named_modules()}
     unknown = [m for m in extra if not any(n == m or n.endswith("." + m) for n in names)]
     if unknown:
@@ -26,18 +24,20 @@ def trained_in_full(model, params: Params, head: list[str]) -> list[str]:
     return head + extra
 
 
-def wrap(model, params: Params, task_type: str, head: list[str], total_steps: int = 0):
-    """Attach the adapter. Call after seeding: LoRA's A matrices are drawn at random.
+def wrap(model, method: Method, task: Task, params: Params, total_steps: int = 0):
+    """Attach ``method``'s adapter for ``task`` (the method's options are in the params
+    sections it reads). Call after seeding: LoRA's A matrices are drawn at random.
     ``total_steps``: the training's optimizer steps (AdaLoRA schedules its budget on them)."""
-    misfit = get_method(params.peft.method).misfit_model(model)
+    misfit = method.misfit_model(model)
     if misfit:  # before training, not at its first step
-        raise ModelError(f"params.yaml: peft.method {params.peft.method}: {misfit}")
-    config = peft_config(params, task_type, trained_in_full(model, params, head), total_steps)
-    if config is None:
+        raise ModelError(f"params.yaml: peft.method {method.name}: {misfit}")
+    head = trained_in_full(model, params.peft.modules_to_save, task.head_modules(model))
+    if not method.is_adapter:  # full fine-tuning
         return model
+    config = method.config(params, task.peft_task_type(model), head, total_steps)
     from peft import get_peft_model
 
-    if get_method(params.peft.method).quantized:
+    if method.quantized:
         from peft import prepare_model_for_kbit_training
 
         # Norms and the head in fp32, inputs that require grad (for checkpointing).
@@ -46,8 +46,7 @@ def wrap(model, params: Params, task_type: str, head: list[str], total_steps: in
     targets = list(getattr(config, "target_modules", None) or [])
     if targets:
         check_targets(model, targets)
-    method = get_method(params.peft.method)
-    model = method.prepare(get_peft_model(model, config), get_task(params.task.kind))
+    model = method.prepare(get_peft_model(model, config), task)
     if method.rewrites_base:
         method.remember_initial_adapter(model)
     return model

@@ -59,14 +59,18 @@ class TrainedInfo(BaseModel):
         return get_method(self.peft_method)
 
 
-def save_trained(model, tokenizer, labels: list[str], params: Params, folder: Path) -> None:
+def trained_info(params: Params, method: Method, labels: list[str]) -> TrainedInfo:
+    """What a model trained with ``params`` is (peftpipe.json): read from params once, here."""
+    return TrainedInfo(task=params.task.kind, peft_method=method.name, model=params.model,
+                       quantization=params.quantization if method.quantized else None, labels=labels,
+                       seed=params.seed)
+
+
+def save_trained(model, tokenizer, method: Method, info: TrainedInfo, folder: Path) -> None:
     """The adapter (or full model), tokenizer, label map and how to rebuild the base model."""
-    get_method(params.peft.method).save(model, folder)
+    method.save(model, folder)
     tokenizer.save_pretrained(str(folder))
-    quantized = get_method(params.peft.method).quantized
-    write_info(folder, TrainedInfo(task=params.task.kind, peft_method=params.peft.method, model=params.model,
-                                   quantization=params.quantization if quantized else None, labels=labels,
-                                   seed=params.seed))
+    write_info(folder, info)
 
 
 def write_info(folder: Path, info: TrainedInfo) -> None:

@@ -143,12 +143,11 @@ class Method:
 PROMPT_CONFIGS = ("PromptEncoderConfig", "PromptTuningConfig", "PrefixTuningConfig")
 
 
-def training_settings(params: Params) -> dict:
-    """What the chosen method reads: peft and the sections in ``Method.reads``, and nothing
-    else. The settings stage writes it; the train stage depends on it instead of on every
-    method's sections, and its checkpoints are fingerprinted by it."""
-    return {section: getattr(params, section).model_dump()
-            for section in ("peft", *get_method(params.peft.method).reads)}
+def training_settings(params: Params, method: Method) -> dict:
+    """What ``method`` (peft.method's) reads: peft and the sections in ``Method.reads``, and
+    nothing else. The settings stage writes it; the train stage depends on it instead of on
+    every method's sections, and its checkpoints are fingerprinted by it."""
+    return {section: getattr(params, section).model_dump() for section in ("peft", *method.reads)}
 
 
 def _alpha(value: float) -> int | float:

@@ -15,11 +15,9 @@ import numpy as np
 from peftpipe import hub
 from peftpipe.errors import ModelError
 from peftpipe.io import atomic_path, read_json_file, unusable
-from peftpipe.methods import get_method
 from peftpipe.packaged import Shipped
-from peftpipe.params import ModelParams, Params, QuantizationParams
+from peftpipe.params import ModelParams, QuantizationParams
 from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
-from peftpipe.tasks import get_task
 
 quiet_kernel_notice()  # before anything imports bitsandbytes (peft and transformers do)
 
@@ -307,13 +305,11 @@ def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str
     return model
 
 
-def load_base(params: Params, labels: list[str]):
-    """(base model with a new head for ``labels``, tokenizer). Seeded first: the head is
-    drawn at random, and so is an adapter attached right after. qlora loads it in 4 bits."""
-
-    path = resolve_model(params.model)
-    tokenizer = load_tokenizer(path, params.model.revision)
-    seed_everything(params.seed)
-    quantization = params.quantization if get_method(params.peft.method).quantized else None
-    model = load_task_model(get_task(params.task.kind), path, labels, tokenizer, params.model.revision, quantization)
-    return model, tokenizer
+def load_base(model: ModelParams, task, labels: list[str], seed: int, quantization: QuantizationParams | None = None):
+    """(base model with ``task``'s new head for ``labels``, tokenizer). Seeded first: the
+    head is drawn at random, and so is an adapter attached right after. ``quantization``
+    (qlora's): loaded in 4 bits."""
+    path = resolve_model(model)
+    tokenizer = load_tokenizer(path, model.revision)
+    seed_everything(seed)
+    return load_task_model(task, path, labels, tokenizer, model.revision, quantization), tokenizer

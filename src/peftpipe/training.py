@@ -13,8 +13,8 @@ import numpy as np
 
 from peftpipe import checkpoints, trial
 from peftpipe.errors import ParamsError
-from peftpipe.methods import get_method
-from peftpipe.params import Params
+from peftpipe.methods import Method
+from peftpipe.params import Params, TrainParams
 
 
 def training_arguments(params: Params, output_dir: Path):
@@ -354,10 +354,10 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
     return None
 
 
-def train(model, tokenizer, datasets, params: Params, task, labels: list[str],
+def train(model, tokenizer, datasets, params: Params, method: Method, task, labels: list[str],
           checkpoint_dir: Path, curves_dir: Path, resume_from: Path | None = None) -> TrainSummary:
-    """Run the Trainer (from ``resume_from`` when given); return the training summary."""
-    method = get_method(params.peft.method)
+    """Run the Trainer (from ``resume_from`` when given); return the training summary.
+    (It reads most of params: train.*, eval.batch_size, seed, the method's sections.)"""
     bound_kernel_cache(params.train.mixed_precision)
     callbacks = [checkpoints.marker_callback(), curves_callback(curves_dir, resume=resume_from is not None)]
     if method.after_step:
@@ -399,10 +399,9 @@ def peak_rates(optimizer) -> tuple[float, ...]:
     return tuple(sorted({float(f"{group.get('initial_lr', group['lr']):.6g}") for group in optimizer.param_groups}))
 
 
-def launch_command(params: Params) -> list[str] | None:
+def launch_command(train: TrainParams) -> list[str] | None:
     """How train.launcher runs the train stage: None for this process, or accelerate's
     launcher with the project's config (an argument list: params never reach a shell)."""
-    train = params.train
     if train.launcher == "python":
         return None
     import shutil
