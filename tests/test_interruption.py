@@ -48,8 +48,9 @@ def test_fingerprint_follows_exactly_what_training_reads(tmp_path):
     def edited(section: str, **values) -> Params:
         return Params().model_copy(update={section: getattr(Params(), section).model_copy(update=values)})
 
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data/a.arrow").write_bytes(b"1")
+    (tmp_path / "data/train").mkdir(parents=True)
+    (tmp_path / "data/train/data-00000-of-00001.arrow").write_bytes(b"1")
+    (tmp_path / "data/train/state.json").write_text('{"_fingerprint": "aaaa"}')
     base = fingerprint(Params())
     assert fingerprint(Params()) == base
     assert fingerprint(edited("lora", r=8)) != base  # LoRA reads lora.*
@@ -62,8 +63,27 @@ def test_fingerprint_follows_exactly_what_training_reads(tmp_path):
     assert fingerprint(prompt.model_copy(update={"lora": prompt.lora.model_copy(update={"r": 8})})) == prompt_base
     assert fingerprint(prompt.model_copy(update={"prompt": prompt.prompt.model_copy(
         update={"num_virtual_tokens": 7})})) != prompt_base
-    (tmp_path / "data/a.arrow").write_bytes(b"2")
+    # The data by the datasets' own fingerprints, which follow the rows: not every byte read again.
+    (tmp_path / "data/train/data-00000-of-00001.arrow").write_bytes(b"2")
+    assert fingerprint(Params()) == base
+    (tmp_path / "data/train/state.json").write_text('{"_fingerprint": "bbbb"}')
     assert fingerprint(Params()) != base
+
+
+def test_saved_datasets_fingerprints_follow_their_rows(tmp_path):
+    """What the checkpoint fingerprint stands on: `datasets` saves a fingerprint derived from
+    the rows and the transforms, the same for the same rows, different for others."""
+    import json
+
+    import datasets
+
+    def saved(rows: list[int], name: str) -> str:
+        data = datasets.Dataset.from_dict({"x": rows}).map(lambda batch: {"y": [v * 2 for v in batch["x"]]},
+                                                            batched=True)
+        datasets.DatasetDict({"train": data}).save_to_disk(str(tmp_path / name))
+        return json.loads((tmp_path / name / "train/state.json").read_text())["_fingerprint"]
+
+    assert saved([1, 2, 3], "a") == saved([1, 2, 3], "b") != saved([1, 2, 4], "c")
 
 
 def kill_after_checkpoint(project: Path, step: int, sig: int) -> None:

@@ -107,3 +107,54 @@ def test_an_unknown_task_is_one_line():
 
     with pytest.raises(InputError, match="task 'ner': expected one of token_classification, sequence_classification"):
         get_task("ner")
+
+
+TOY_MODULE = '''"""A toy task kind for the seam test: topic classification, sequence classification's
+functions under a kind of its own."""
+
+from peftpipe.tasks.sequence_classification import SequenceClassification
+
+
+class TopicClassification(SequenceClassification, module=__name__):
+    kind = "topic_classification"
+'''
+
+
+@pytest.mark.slow
+def test_a_new_task_kind_is_one_module_and_one_registry_line(tmp_path, tiny_model_dir):
+    """In a copy of the package, add tasks/topic.py and one REGISTRY line, change nothing
+    else, and the stages train, evaluate and export a topic_classification model."""
+    import filecmp
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import STAGES, stage_args, venv_env, write_tiny_classifier
+
+    from peftpipe.params import write_params
+
+    package = Path(shutil.copytree(ROOT / "src/peftpipe", tmp_path / "src/peftpipe",
+                                   ignore=shutil.ignore_patterns("__pycache__")))
+    (package / "tasks/topic.py").write_text(TOY_MODULE)
+    registry = (package / "tasks/__init__.py").read_text()
+    line = '    "generation": ("generation", "Generation"),\n'
+    assert line in registry
+    (package / "tasks/__init__.py").write_text(registry.replace(
+        line, line + '    "topic_classification": ("topic", "TopicClassification"),\n'))
+    changed = filecmp.dircmp(ROOT / "src/peftpipe/tasks", package / "tasks", ignore=["__pycache__"])
+    assert changed.right_only == ["topic.py"] and changed.diff_files == ["__init__.py"]
+
+    project = write_tiny_classifier(tmp_path / "project", tiny_model_dir)
+    write_params(project / "params.yaml", {"export": {"onnx": False}})
+    text = (project / "params.yaml").read_text()  # this process's schema does not know the new kind
+    assert "kind: sequence_classification" in text
+    (project / "params.yaml").write_text(text.replace("kind: sequence_classification", "kind: topic_classification"))
+    env = {**venv_env(), "PYTHONPATH": str(tmp_path / "src")}
+    for name in [*STAGES[:4], "settings", *STAGES[4:]]:
+        done = subprocess.run([sys.executable, str(ROOT / f"stages/{name}.py"), *stage_args(name)], cwd=project,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{name}: {done.stderr[-2000:]}"
+    import json
+
+    assert json.loads((project / "models/export/peftpipe.json").read_text())["task"] == "topic_classification"
+    assert json.loads((project / "metrics/eval.json").read_text())["overall"]["accuracy"] >= 0

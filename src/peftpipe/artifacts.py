@@ -12,7 +12,7 @@ from peftpipe.io import read_json, read_json_file, write_json
 from peftpipe.methods import METHODS, Method, get_method
 from peftpipe.models import inspect_model_folder, load_task_model, resolve_model
 from peftpipe.params import ModelParams, Params, QuantizationParams, TaskKind
-from peftpipe.tasks import get_task, task_named_by
+from peftpipe.tasks import get_task, head_fits, task_named_by
 
 TASKS = typing.get_args(TaskKind)
 
@@ -123,7 +123,7 @@ def check_model_folder(folder: Path, info: TrainedInfo) -> None:
     task = get_task(info.task, info.labels)
     architecture = (config.get("architectures") or [""])[0]
     named = task_named_by(architecture)
-    if named is not None and named.kind != info.task:
+    if named is not None and not head_fits(task, architecture):
         raise ModelError(f"{path}: architecture {architecture} is a {named.kind} model, but "
                          f"{TRAINED_INFO_FILE} says task {info.task}; export the model again")
     if named is None or task.writes_labels:

@@ -29,12 +29,15 @@ _STEP = re.compile(r"^checkpoint-(\d+)$")
 def fingerprint(params: Params, data_dir: Path, settings: Path) -> str:
     """Hash of what decides the training trajectory, exactly what training reads: seed, task,
     model and train, the method's settings (the settings stage's file: peft and only the
-    sections the method reads) and the data's bytes."""
+    sections the method reads) and the data. The data by what stands for its bytes, not the
+    bytes again (the stage has just loaded them): the saved datasets' own fingerprints
+    (state.json, which `datasets` derives from the rows and every transform), the split
+    list and the label list."""
     digest = hashlib.sha256()
     sections = {"seed": params.seed, **{name: getattr(params, name).model_dump() for name in ("task", "model", "train")}}
     digest.update(json.dumps(sections, sort_keys=True).encode())
     digest.update(Path(settings).read_bytes())
-    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file() and p.suffix == ".json"):
         digest.update(path.relative_to(data_dir).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -18,6 +18,7 @@ from peftpipe.io import atomic_path, read_json_file, unusable
 from peftpipe.packaged import Shipped
 from peftpipe.params import ModelParams, QuantizationParams
 from peftpipe.quantized import keep_standard_layout, quiet_kernel_notice
+from peftpipe.tasks.heads import HEAD_NAMES
 
 quiet_kernel_notice()  # before anything imports bitsandbytes (peft and transformers do)
 
@@ -279,7 +280,6 @@ def quantization_config(quantization: QuantizationParams, head: list[str]):
 
 
 # What a classification head is called: BERT-style models, decoder LLMs.
-HEAD_NAMES = ["classifier", "score"]
 
 
 def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str | None = None,
@@ -291,7 +291,7 @@ def load_task_model(task, path: str, labels: list[str], tokenizer, revision: str
         tokenizer.pad_token = tokenizer.eos_token
     options = {}
     if quantization is not None:
-        options["quantization_config"] = quantization_config(quantization, HEAD_NAMES)
+        options["quantization_config"] = quantization_config(quantization, list(HEAD_NAMES))
     try:
         model = task.load_model(path, labels, revision, **options)
     except ModelError:

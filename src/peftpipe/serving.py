@@ -19,7 +19,7 @@ from peftpipe.artifacts import (
 )
 from peftpipe.errors import ModelError
 from peftpipe.models import inspect_model_folder
-from peftpipe.tasks import Task, generation, get_task, task_for_architecture
+from peftpipe.tasks import Task, get_task, task_for_architecture
 
 
 def folder_info(folder: Path) -> TrainedInfo | None:
@@ -77,7 +77,10 @@ def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
     if not (folder / TRAINED_INFO_FILE).exists():
         raise ModelError(f"{folder}: no {TRAINED_INFO_FILE} naming the labels; export the model again (dvc repro export)")
     model, tokenizer, info = load_trained(folder)
-    return generation.write_labels(model, tokenizer, texts, info.labels, info.model.max_length)
+    task = get_task(info.task, info.labels)
+    if task.write_labels is None:
+        raise ModelError(f"{folder}: a {task.kind} model writes no labels; use inference_pipeline or predict")
+    return task.write_labels(model, tokenizer, texts, info.labels, info.model.max_length)
 
 
 def check_pipeline(folder: Path, task, example: dict):
@@ -171,8 +174,8 @@ class Predictor:
         if self.shared and self.model.active_adapter != self.adapter:
             self.model.set_adapter(self.adapter)  # a base shared by several adapters: this call's
         if self.task.writes_labels:
-            written = generation.write_labels(self.model, self.tokenizer, texts, self.info.labels,
-                                              self.info.model.max_length, batch_size)
+            written = self.task.write_labels(self.model, self.tokenizer, texts, self.info.labels,
+                                             self.info.model.max_length, batch_size)
             return [{"label": label, "score": round(p, 4)} for label, p in written]
         classify = self.classify
         # Token counts: one tokenizer call for a list of texts (a pair's two texts go together).

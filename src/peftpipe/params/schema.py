@@ -126,7 +126,7 @@ def only_checking():
 
 
 class TaskParams(Section):
-    kind: TaskKind = Field("token_classification", description="token_classification | sequence_classification | generation")
+    kind: TaskKind = Field(KINDS[0], description=" | ".join(KINDS))
 
 
 Column = str | int  # a name, or a position in a file without a header row (data.header: false)

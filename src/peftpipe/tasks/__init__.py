@@ -1,6 +1,7 @@
 """Task kinds: a registry of Task classes (tasks/base.py), as methods.py is for PEFT methods.
 
-Adding a task is one module with its functions and a Task subclass, and one line here.
+Adding a task is one module with its functions and a Task subclass, and one line in
+REGISTRY (tests/test_task_seam.py adds a toy kind that way and runs it through the stages).
 Nothing outside this package compares task names or guesses a task from its data:
 tests/test_task_seam.py walks the source and fails on either.
 """
@@ -12,17 +13,23 @@ from functools import cache
 from peftpipe.errors import InputError
 from peftpipe.tasks.base import Task
 
-KINDS = ("token_classification", "sequence_classification", "generation")
+# kind: (module in this package, its Task class). The first is the default.
+REGISTRY = {
+    "token_classification": ("token_classification", "TokenClassification"),
+    "sequence_classification": ("sequence_classification", "SequenceClassification"),
+    "generation": ("generation", "Generation"),
+}
+KINDS = tuple(REGISTRY)
 
 
 @cache
 def _classes() -> dict[str, type[Task]]:
-    from peftpipe.tasks.generation import Generation
-    from peftpipe.tasks.sequence_classification import SequenceClassification
-    from peftpipe.tasks.token_classification import TokenClassification
+    """The Task classes, imported when first asked for (their modules import heavy libraries)."""
+    import importlib
 
-    found = {cls.kind: cls for cls in (TokenClassification, SequenceClassification, Generation)}
-    assert tuple(found) == KINDS, "KINDS lists the registered tasks, in order"
+    found = {kind: getattr(importlib.import_module(f"{__name__}.{module}"), name)
+             for kind, (module, name) in REGISTRY.items()}
+    assert all(cls.kind == kind for kind, cls in found.items()), "each registered class names its own kind"
     return found
 
 
@@ -46,6 +53,11 @@ def task_for_architecture(architecture: str, labels=()) -> Task:
 
 # Heads of language models, which write labels (generation); a bare encoder names no task.
 LANGUAGE_MODEL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def head_fits(task: Task, architecture: str) -> bool:
+    """Whether a model class (config.json's architectures) has ``task``'s head."""
+    return architecture.endswith(task.head_suffix or LANGUAGE_MODEL_SUFFIXES)
 
 
 def task_named_by(architecture: str) -> Task | None:

@@ -32,7 +32,7 @@ FUNCTIONS = (
     "pipeline_input", "prediction_rows", "confusion_rows", "reference_predictions", "compute_metrics",
     "trainer_metrics",
 )
-OPTIONAL = ("preprocess_logits", "sentences_from_word_rows")
+OPTIONAL = ("preprocess_logits", "sentences_from_word_rows", "write_labels")
 
 
 class Task:
@@ -53,6 +53,9 @@ class Task:
     class_weights: ClassVar[bool] = True
     preprocess_logits = None
     sentences_from_word_rows = None
+    # Serving a model that writes its labels (writes_labels): (model, tokenizer, texts,
+    # labels, max_length, batch_size) -> [(label, probability)].
+    write_labels = None
 
     def __init_subclass__(cls, module: str | None = None, **kwargs):
         """Bind the protocol from ``module``: what the module defines itself overrides what

@@ -31,10 +31,14 @@ def load_with_head(auto_class: str, path: str, labels: list[str], revision: str 
         raise ModelError(f"model {path!r} ({kind}) {unsuitable}") from None
 
 
+# The names transformers gives a new classification head: BERT-style ``classifier``, a
+# decoder's ``score``. Trained and saved with the adapter, and kept out of 4-bit quantization.
+HEAD_NAMES = ("classifier", "score")
+
+
 def head_modules(model) -> list[str]:
-    """The freshly initialised head (BERT-style ``classifier``, a decoder's ``score``),
-    which must be trained and saved with the adapter."""
-    return [name for name in ("classifier", "score") if hasattr(model, name)]
+    """The freshly initialised head, which must be trained and saved with the adapter."""
+    return [name for name in HEAD_NAMES if hasattr(model, name)]
 
 
 def length_sorted_batches(lengths, batch_size: int, what: str):

@@ -240,6 +240,12 @@ def reference_predictions(train_gold: list[str], gold_labels: list[str]) -> list
     return [majority] * len(gold_labels)
 
 
+def positive_index(labels: list[str]) -> int | None:
+    """Two classes: the second in data.labels order is the positive one (as GLUE reports
+    MRPC): ``f1`` is its F1. More classes: none (``f1`` is macro F1)."""
+    return 1 if len(labels) == 2 else None
+
+
 def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro and per-class P/R/F1 (scikit-learn)."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report
@@ -248,7 +254,8 @@ def compute_metrics(gold_labels: list[str], predicted: list[str], labels: list[s
         raise DataError("cannot score an empty split")
     report = classification_report(gold_labels, predicted, labels=labels, output_dict=True, zero_division=0)
     macro = report["macro avg"]
-    positive = report[labels[1]] if len(labels) == 2 else None
+    index = positive_index(labels)
+    positive = report[labels[index]] if index is not None else None
     return {
         "overall": {
             "accuracy": float(accuracy_score(gold_labels, predicted)),
@@ -292,9 +299,7 @@ class SequenceClassification(ClassCounts, module=__name__):
     samples_per_class = True
 
     def positive_index(self, labels: list[str]) -> int | None:
-        """Two classes: the second in data.labels order is the positive one (as GLUE
-        reports MRPC); compute_metrics' ``f1`` is its F1."""
-        return 1 if len(labels) == 2 else None
+        return positive_index(labels)
 
     def pipeline_options(self, tokenizer) -> dict:
         return {"truncation": True}
