@@ -140,17 +140,17 @@ def main() -> None:
     commit = run(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" ({', '.join(cpu_flags())})" if cpu_flags() else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     rows = []
     for name in names:
         print(f"recipes: {name} ...", file=sys.stderr, flush=True)
         rows.append(run_recipe(name, commit))
         print(f"recipes: {name}: {json.dumps(rows[-1])[:300]}", file=sys.stderr, flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = table(rows, machine, date)
-    (RESULTS / f"recipes-{stamp}.json").write_text(json.dumps(
-        {"date": date, "machine": machine, "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
-    (RESULTS / f"recipes-{stamp}.md").write_text(text)
+        text = table(rows, machine, date)  # written after each recipe: a long run shows what it has
+        (RESULTS / f"recipes-{stamp}.json").write_text(json.dumps(
+            {"date": date, "machine": machine, "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
+        (RESULTS / f"recipes-{stamp}.md").write_text(text)
     if args.docs:
         put_into_docs(text)
     print(text)
