@@ -500,3 +500,23 @@ def test_the_api_docs_render_offline_in_a_real_browser():
         assert {"/v1/predict", "/v1/models", "/health", "/ready"} <= paths
         assert all(url.startswith(f"http://127.0.0.1:{port}") for url in browser.execute_script(
             "return performance.getEntriesByType('resource').map(r => r.name)"))
+
+
+@pytest.mark.slow
+def test_several_workers_share_the_port_and_stop_together(exported):
+    """--workers 2: two processes answer on one port, each with the model loaded; SIGTERM
+    to the server stops both."""
+    port = free_port()
+    server = start(["--model", f"ner={exported}", "--workers", "2", "--threads", "1"], port)
+    try:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 2
+        expected = predict_json(exported, TEXTS[:1])
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: httpx.post(f"http://127.0.0.1:{port}/v1/predict",
+                                                         json={"texts": TEXTS[:1]}, timeout=60), range(16)))
+        assert all(answer.status_code == 200 and answer.json()["results"] == expected for answer in answers)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert not any(Path(f"/proc/{child}").exists() for child in children)

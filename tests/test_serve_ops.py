@@ -329,3 +329,41 @@ def test_within_deadline_cancels_the_job_when_the_time_is_up():
         return job.cancelled()
 
     assert asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- CPUs and workers
+
+
+@pytest.mark.parametrize("files, cores, expected", [
+    ({"cpu.max": "150000 100000\n"}, 4, 1),  # a container's --cpus 1.5: one whole core's threads
+    ({"cpu.max": "max 100000\n"}, 4, 4),  # no quota: the cores it may run on
+    ({"cpu.max": "800000 100000\n"}, 2, 2),  # a quota above the affinity: the affinity
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4, 2),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3, 3),
+    ({"cpu.max": "50000 100000\n"}, 2, 1),  # under one CPU: still one thread
+    ({}, 2, 2),  # no cgroup files
+])
+def test_threads_follow_the_cpus_this_process_may_really_use(tmp_path, monkeypatch, files, cores, expected):
+    from peftpipe.serve import cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert cpus.available_cpus(tmp_path) == expected
+
+
+def test_use_threads_sets_torch_and_onnx_runtime(monkeypatch):
+    import torch
+
+    from peftpipe.serve.cpus import use_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("PEFTPIPE_ORT_THREADS", raising=False)
+    try:
+        use_threads(1)
+        assert torch.get_num_threads() == 1 and os.environ["PEFTPIPE_ORT_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+        os.environ.pop("PEFTPIPE_ORT_THREADS", None)
+        os.environ.pop("OMP_NUM_THREADS", None)

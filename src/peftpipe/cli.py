@@ -14,11 +14,15 @@ from peftpipe.errors import InputError, ModelError, PeftpipeError
 def _fail(err: Exception, debug: bool) -> None:
     if debug:
         raise err
+    click.echo(f"error: {_error_line(err)}", err=True)
+    sys.exit(2)
+
+
+def _error_line(err: Exception) -> str:
     from peftpipe.limits import one_line
     from peftpipe.stage import unexpected
 
-    click.echo(f"error: {one_line(str(err) if isinstance(err, PeftpipeError) else unexpected(err))}", err=True)
-    sys.exit(2)
+    return one_line(str(err) if isinstance(err, PeftpipeError) else unexpected(err))
 
 
 def stdin_lines() -> list[str]:
@@ -134,16 +138,23 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
               help="On SIGTERM, how long requests in flight may still take.")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow pages from ORIGIN (e.g. https://app.example.com) to call the API (repeat it).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Compute threads per worker (default: the CPUs this process may use, by affinity and "
+                   "cgroup quota, shared among the workers).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes on the one port, each with its own models and batcher.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="info: one access-log line per request.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, host: str, port: int,
           token_file: Path | None, max_batch: int, max_wait_ms: float, max_queue: int, timeout_s: float,
-          drain_seconds: float, cors_origins: tuple[str, ...], log_level: str, log_format: str, debug: bool) -> None:
+          drain_seconds: float, cors_origins: tuple[str, ...], threads: int | None, workers: int, log_level: str,
+          log_format: str, debug: bool) -> None:
     """Serve exported models over HTTP: POST /v1/predict answers as `predict --json`;
     GET /v1/models, /health, /ready, /metrics, /docs; a page to try it at /."""
     from peftpipe.serve import app as server
+    from peftpipe.serve.cpus import available_cpus
     from peftpipe.serve.observe import configure_logging
 
     copies: list[Path] = []  # --exp exports copied out of the DVC cache: removed at exit
@@ -178,14 +189,23 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                    timeout_graceful_shutdown=drain_seconds))
     bound = listening.getsockname()[1]
+    threads = threads or max(1, available_cpus() // workers)
     click.echo(f"serve: http://{host}:{bound}/ (loading {', '.join(f'{n} ({f})' for n, f in folders.items())}; "
+               f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}; "
                f"/ready says when; API at /v1/predict, schema at /docs)", err=True)
+    def finish() -> int:  # a worker's end: its models failed to load (one line), or a clean stop
+        if failures and debug:
+            raise failures[0]
+        if failures:
+            click.echo(f"error: {_error_line(failures[0])}", err=True)
+        return 2 if failures else 0
+
     try:
-        uvicorn_server.run(sockets=[listening])
+        code = server.run_workers(uvicorn_server, listening, workers, threads, finish)
     finally:
         server.remove_copies(copies)
-    if failures:
-        _fail(failures[0], debug)
+    if code:
+        sys.exit(code)
 
 
 @main.command()

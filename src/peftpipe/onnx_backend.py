@@ -9,6 +9,7 @@ graph), and generation needs its decoding loop; both stay on PyTorch.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def session(path: Path):
         raise ModelError(f"{path}: no ONNX model here; export writes one for merged classifiers (dvc repro export)")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    threads = os.environ.get("PEFTPIPE_ORT_THREADS")  # peftpipe serve: its CPU quota (serve/cpus.py)
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

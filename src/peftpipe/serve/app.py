@@ -593,6 +593,39 @@ def listen(host: str, port: int):
     return listening
 
 
+def run_workers(uvicorn_server, listening, workers: int, threads: int, finish: Callable[[], int]) -> int:
+    """Serve on ``listening`` in this process (one worker), or in ``workers`` forked
+    processes sharing the socket, each loading the models and batching on its own; SIGTERM
+    and SIGINT are passed on to them. ``finish()`` says how a worker ended (its exit code,
+    after printing why). The exit code: the first failed worker's, or 0."""
+    import os
+    import signal
+
+    from peftpipe.serve.cpus import use_threads
+
+    if workers == 1:
+        use_threads(threads)
+        uvicorn_server.run(sockets=[listening])
+        return finish()
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own models, batcher and threads
+            code = 2
+            try:
+                use_threads(threads)
+                uvicorn_server.run(sockets=[listening])
+                code = finish()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    forward = lambda signum, frame: [os.kill(pid, signum) for pid in children]  # noqa: E731
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    return next((code for code in codes if code > 0), 0)
+
+
 def remove_copies(folders: list[Path]) -> None:
     """The --exp copies taken out of the DVC cache: gone when the server stops."""
     import shutil
