@@ -1,22 +1,30 @@
-"""Load on `peftpipe serve` against the naive server, side by side in one run.
+"""Load on `peftpipe serve` against its peers, side by side in one run.
 
-Both serve the default's export (models/export, after `dvc repro`) on loopback ports:
+All serve the default's export (models/export, after `dvc repro`) on loopback ports:
 - peftpipe: `peftpipe serve` (queued requests run in batches of similar length);
 - naive: the same endpoint written the usual way (bench/naive_server.py: the transformers
-  pipeline called once per request in FastAPI's thread pool, no batching).
+  pipeline called once per request in FastAPI's thread pool, no batching);
+- litserve: the same pipeline batched by LitServe (bench/litserve_server.py: max_batch_size
+  32, batch_timeout 5 ms; pip install -e ".[bench]").
 For each level of concurrent clients (each sends one test text per request, the next as
 soon as the answer comes), for --seconds each: requests/s, texts/s, p50/p99 latency, errors.
+--busy N measures every server again with N CPU-bound processes on the same cores (started
+and stopped here: a server rarely has an idle machine). --limits first measures what the
+model can do offline on the same texts: the Predictor in batches of 32, and the model's
+forward alone with its tokenizer in length-sorted batches of 32, for the backend served.
 Then a soak at --soak-clients for --soak-seconds: the server's RSS at its start and end.
 Loopback only, bounded in count and time, stops by itself.
 
     python bench/serve_load.py                      # 1, 8, 32, 64 clients x 30 s, 5 min soak
-    python bench/serve_load.py --seconds 5 --soak-seconds 20
+    python bench/serve_load.py --clients 32 --seconds 20 --soak-seconds 0 --busy 2 --limits \
+        --servers peftpipe naive litserve
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -50,12 +58,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(kind: str, port: int) -> subprocess.Popen:
+def start(kind: str, port: int, backend: str = "torch") -> subprocess.Popen:
     if kind == "peftpipe":
         args = [str(Path(sys.executable).parent / "peftpipe"), "serve", "--model", f"default={EXPORT}",
-                "--port", str(port)]
+                "--port", str(port), "--backend", backend, "--log-level", "warning"]
     else:
-        args = [sys.executable, str(ROOT / "bench/naive_server.py"), str(EXPORT), str(port)]
+        args = [sys.executable, str(ROOT / f"bench/{kind}_server.py"), str(EXPORT), str(port)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process)
@@ -108,41 +116,97 @@ async def level(url: str, texts: list[str], clients: int, seconds: float) -> dic
             "p50_ms": round(pct(0.50), 1), "p99_ms": round(pct(0.99), 1)}
 
 
+LIMITS = """
+import json, sys, time
+sys.path.insert(0, {src!r})
+from peftpipe.serving import Predictor
+texts, backend = json.loads(sys.stdin.read()), {backend!r}
+predictor = Predictor({export!r}, backend)
+def rate(run):
+    run(texts[:64])  # warm-up
+    started = time.perf_counter(); run(texts); return len(texts) / (time.perf_counter() - started)
+import torch
+pipe = predictor.classify
+model, tokenizer = pipe.model, pipe.tokenizer
+def forward(batch_texts):
+    order = sorted(batch_texts, key=len)
+    with torch.inference_mode():
+        for i in range(0, len(order), 32):
+            model(**tokenizer(order[i:i + 32], padding=True, truncation=True, return_tensors="pt"))
+print(json.dumps({{"predictor_texts_per_s": round(rate(lambda t: predictor(t, 32)), 1),
+                   "forward_texts_per_s": round(rate(forward), 1)}}))
+"""
+
+
+def limits(texts: list[str], backend: str) -> dict:
+    """What the model can do offline on these texts, in a fresh process (same threads as a server)."""
+    script = LIMITS.format(src=str(ROOT / "src"), backend=backend, export=str(EXPORT))
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode:
+        raise SystemExit(f"limits: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def busy(processes: int):
+    """``processes`` CPU-bound processes on this machine's cores while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3600\n"
+                                  "while time.time() < end: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def measure(kind: str, texts: list[str], args, results: dict, mode: str) -> None:
+    port = free_port()
+    server = start(kind, port, args.backend)
+    url = f"http://127.0.0.1:{port}/v1/predict"
+    try:
+        asyncio.run(level(url, texts, 4, 2))  # warm-up
+        results["levels"].setdefault(mode, {})[kind] = []
+        for clients in args.clients:
+            found = asyncio.run(level(url, texts, clients, args.seconds))
+            results["levels"][mode][kind].append(found)
+            print(mode, kind, json.dumps(found), flush=True)
+        if kind == "peftpipe" and mode == "idle" and args.soak_seconds:
+            before = rss_mib(server.pid)
+            soak = asyncio.run(level(url, texts, args.soak_clients, args.soak_seconds))
+            results["soak"] = {**soak, "rss_start_mib": round(before, 1), "rss_end_mib": round(rss_mib(server.pid), 1)}
+            print("soak", json.dumps(results["soak"]), flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--soak-clients", type=int, default=32)
     parser.add_argument("--soak-seconds", type=float, default=300)
-    parser.add_argument("--servers", nargs="+", default=["peftpipe", "naive"], choices=["peftpipe", "naive"])
+    parser.add_argument("--servers", nargs="+", default=["peftpipe", "naive"], choices=["peftpipe", "naive", "litserve"])
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="what peftpipe serve runs")
+    parser.add_argument("--busy", type=int, default=0, help="also measure with this many CPU-bound processes beside")
+    parser.add_argument("--limits", action="store_true", help="first measure the Predictor and the forward offline")
     args = parser.parse_args()
     texts = test_texts()
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                      "command": " ".join(sys.argv), "levels": {}, "soak": {}}
-    for kind in args.servers:
-        port = free_port()
-        server = start(kind, port)
-        url = f"http://127.0.0.1:{port}/v1/predict"
-        try:
-            asyncio.run(level(url, texts, 4, 2))  # warm-up
-            results["levels"][kind] = []
-            for clients in args.clients:
-                found = asyncio.run(level(url, texts, clients, args.seconds))
-                results["levels"][kind].append(found)
-                print(kind, json.dumps(found), flush=True)
-            if kind == "peftpipe" and args.soak_seconds:
-                before = rss_mib(server.pid)
-                soak = asyncio.run(level(url, texts, args.soak_clients, args.soak_seconds))
-                results["soak"] = {**soak, "rss_start_mib": round(before, 1), "rss_end_mib": round(rss_mib(server.pid), 1)}
-                print("soak", json.dumps(results["soak"]), flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    if len(results["levels"]) == 2:
-        print(table(results))
+    if args.limits:
+        results["limits"] = limits(texts, args.backend)
+        print("limits", json.dumps(results["limits"]), flush=True)
+    for mode in ["idle", *(["busy"] if args.busy else [])]:
+        with busy(args.busy if mode == "busy" else 0):
+            for kind in args.servers:
+                measure(kind, texts, args, results, mode)
+    print(table(results))
     out = ROOT / "bench/results" / f"serve-load-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -156,13 +220,26 @@ def machine() -> str:
 
 
 def table(results: dict) -> str:
-    lines = [f"{'clients':>7} | {'peftpipe req/s':>14} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | "
-             f"{'naive req/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} | ratio"]
-    for ours, naive in zip(results["levels"]["peftpipe"], results["levels"]["naive"]):
-        ratio = ours["requests_per_s"] / naive["requests_per_s"] if naive["requests_per_s"] else float("nan")
-        lines.append(f"{ours['clients']:>7} | {ours['requests_per_s']:>14} {ours['p50_ms']:>8} {ours['p99_ms']:>8} "
-                     f"{ours['errors']:>4} | {naive['requests_per_s']:>11} {naive['p50_ms']:>8} {naive['p99_ms']:>8} "
-                     f"{naive['errors']:>4} | {ratio:.2f}x")
+    """Per mode and client count: each server's requests/s, p50/p99 and errors, and
+    peftpipe's ratio to each peer (and to the forward-only limit, when measured)."""
+    lines = []
+    forward = (results.get("limits") or {}).get("forward_texts_per_s")
+    if results.get("limits"):
+        lines.append(f"limits (offline, same texts, batches of 32): Predictor "
+                     f"{results['limits']['predictor_texts_per_s']} texts/s, forward only {forward} texts/s")
+    for mode, servers in results["levels"].items():
+        kinds = list(servers)
+        lines.append(f"{mode}: " + " | ".join(f"{kind} req/s p50 p99 err" for kind in kinds) + " | ratios")
+        for i, ours in enumerate(servers.get("peftpipe", servers[kinds[0]])):
+            cells, ratios = [], []
+            for kind in kinds:
+                row = servers[kind][i]
+                cells.append(f"{kind} {row['requests_per_s']} {row['p50_ms']} {row['p99_ms']} {row['errors']}")
+                if kind != "peftpipe" and "peftpipe" in servers and row["requests_per_s"]:
+                    ratios.append(f"{ours['requests_per_s'] / row['requests_per_s']:.2f}x {kind}")
+            if forward and "peftpipe" in servers:
+                ratios.append(f"{ours['requests_per_s'] / forward:.0%} of forward")
+            lines.append(f"  {ours['clients']:>3} clients: " + " | ".join(cells) + " | " + ", ".join(ratios))
     soak = results.get("soak")
     if soak:
         growth = (soak["rss_end_mib"] - soak["rss_start_mib"]) / soak["rss_start_mib"]

@@ -255,7 +255,11 @@ def test_validation_scores_during_training_come_from_the_logits():
 def test_the_task_names_its_positive_class_and_serving_answer():
     task = get_task("sequence_classification", LABELS)
     assert task.positive_index(LABELS) == 1 and task.positive_index(["a", "b", "c"]) is None
-    assert task.pipeline_options(None) == {"truncation": True}
-    assert task.answer("t", {"label": "x", "score": 0.123456}, tokens=16, limit=16) == {"label": "x", "score": 0.1235}
+    assert task.pipeline_options(None) == {"truncation": True, "top_k": None}
+    assert task.answer("t", {"label": "x", "score": 0.123456}, tokens=16, limit=16) == {
+        "label": "x", "score": 0.1235, "truncated": False}
     assert task.answer("t", {"label": "x", "score": 0.5}, tokens=17, limit=16) == {
-        "label": "x", "score": 0.5, "truncated_at_tokens": 16}
+        "label": "x", "score": 0.5, "truncated": True, "truncated_at_tokens": 16}
+    ranked = [{"label": "b", "score": 0.71234}, {"label": "a", "score": 0.28766}]
+    assert task.answer("t", ranked, tokens=3, limit=16) == {
+        "label": "b", "score": 0.7123, "scores": {"b": 0.7123, "a": 0.2877}, "truncated": False}

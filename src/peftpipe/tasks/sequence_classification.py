@@ -302,9 +302,17 @@ class SequenceClassification(ClassCounts, module=__name__):
         return positive_index(labels)
 
     def pipeline_options(self, tokenizer) -> dict:
-        return {"truncation": True}
+        return {"truncation": True, "top_k": None}  # every class's score, best first
 
     def answer(self, text, output, tokens: int, limit: int) -> dict:
-        # A classifier reads one window: say when the text was longer, rather than hide it.
-        return {"label": output["label"], "score": round(float(output["score"]), 4),
-                **({"truncated_at_tokens": limit} if tokens > limit else {})}
+        """The best class and its score, every class's score (``output``: the pipeline's
+        ranked list; one dict is the best class alone), and whether the text was cut: a
+        classifier reads one window, and says when the text was longer rather than hide it."""
+        ranked = output if isinstance(output, list) else [output]
+        row = {"label": ranked[0]["label"], "score": round(float(ranked[0]["score"]), 4)}
+        if len(ranked) > 1:
+            row["scores"] = {entry["label"]: round(float(entry["score"]), 4) for entry in ranked}
+        row["truncated"] = tokens > limit
+        if tokens > limit:
+            row["truncated_at_tokens"] = limit
+        return row
