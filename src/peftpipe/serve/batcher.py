@@ -56,8 +56,6 @@ class Batcher:
         if self.queued + len(texts) > self.max_queue:
             raise Overloaded(f"{self.queued} texts are waiting for this model; the queue holds {self.max_queue} "
                              f"(limit --max-queue)")
-        if texts and isinstance(texts[0], dict):  # pairs run one at a time in the predictor anyway
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor, texts)
         waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
         self.queued += len(texts)
         await self.queue.put(waiting)
