@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import copy_repo, git_repo, run_cli, run_stage, write_tiny_recipe
@@ -58,7 +59,7 @@ class FakeExperiments:
     def __init__(self):
         self.ran = {}
 
-    def run(self, name, values, link):
+    def run(self, name, values, link, minutes=0):
         assert name not in self.ran
         self.ran[name] = values
 
@@ -112,7 +113,7 @@ def test_a_pruned_or_failed_experiment_is_recorded_as_such(tmp_path):
     params = toy_params(tmp_path, sampler="random", study="states")
     outcomes = iter([tune.Outcome(0.5), tune.Outcome(0.1, pruned=True), tune.Outcome(None)])
 
-    def run(name, values, link):
+    def run(name, values, link, minutes=0):
         if name.endswith("-3"):
             raise RuntimeError(f"{name}: dvc exp run failed: planted")
 
@@ -130,7 +131,7 @@ WORKER = textwrap.dedent("""
     params = parse_params({"recipe": "toy", "tune": {"sampler": "random", "study": "shared",
         "storage": sys.argv[1], "space": {"lora.r": {"choices": [4, 8, 16, 32]},
                                           "train.learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}}})
-    def run(name, values, link):
+    def run(name, values, link, minutes=0):
         print(name, flush=True)
         time.sleep(0.3)
     tune.search(params, 4, 0, run=run, read=lambda name, metric: tune.Outcome(0.5), say=lambda line: None)
@@ -241,3 +242,45 @@ def test_a_worker_that_loses_the_race_to_create_the_study_joins_it(tmp_path, mon
     monkeypatch.setattr(optuna, "create_study", broken)
     with pytest.raises(RuntimeError, match="database is down"):  # any other failure is not a race
         tune.open_study(params)
+
+
+def test_each_trial_gets_the_per_trial_time_budget(tmp_path):
+    params = toy_params(tmp_path, sampler="random", study="budget")
+    params = params.model_copy(update={"tune": params.tune.model_copy(update={"trial_minutes": 7.5})})
+    budgets = []
+    tune.search(params, 2, 0, run=lambda name, values, link, minutes=0: budgets.append(minutes),
+                read=lambda name, metric: tune.Outcome(0.5), say=lambda line: None)
+    assert budgets == [7.5, 7.5]
+
+
+def test_a_trial_over_its_budget_is_stopped_with_every_process_it_started(tmp_path, monkeypatch):
+    """run_experiment's budget: the dvc run and the stage processes under it are stopped."""
+    import os
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/child\nwait\n")
+    (bin_dir / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", {})
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"toy-1: over its budget of 0.01 min \(tune.trial_minutes\); stopped"):
+        tune.run_experiment("toy-1", {"lora.r": 8}, None, minutes=0.01)
+    assert time.monotonic() - started < 30
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
+
+
+def test_a_mapping_params_key_can_be_searched():
+    """split.per_class.train: rows per class, searched like any leaf; its value checked."""
+    params = parse_params({"task": {"kind": "sequence_classification"},
+                           "tune": {"space": {"split.per_class.train": {"choices": [32, 64, 128]}}}})
+    assert tune.distributions(params.tune.space)["split.per_class.train"].choices == (32, 64, 128)
+    with pytest.raises(ParamsError, match=r"space.split.per_class.train: got 0, expected a value split.per_class.train"):
+        parse_params({"tune": {"space": {"split.per_class.train": {"choices": [0, 64]}}}})
+    with pytest.raises(ParamsError, match="a param key such as lora.r"):
+        parse_params({"tune": {"space": {"lora.r.x": {"choices": [1, 2]}}}})

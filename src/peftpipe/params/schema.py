@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -471,6 +472,7 @@ class TuneParams(Section):
                         description="validation score to maximise (metrics/train.json validation.<metric>)")
     trials: int = Field(12, gt=0, le=100000, description="this worker's budget in trials")
     timeout_minutes: float = Field(0, ge=0, description="this worker's budget in time (0: none)")
+    trial_minutes: float = Field(0, ge=0, description="one trial's budget in time: over it, stopped and failed (0: none)")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="tpe | random | grid (choices only)")
     pruner: Literal["median", "none"] = Field("median", description="median: stop a trial below the median")
     seed: int = Seed(0, "the sampler's")
@@ -490,14 +492,20 @@ class TuneParams(Section):
     @classmethod
     def _searchable(cls, value: dict) -> dict:
         for key, searched in value.items():
-            field = _field_at(key.split("."))
+            # A key of a mapping-valued param (split.per_class.train) is searched as its own value.
+            entry = _mapping_entry(key)
+            field = _field_at(key.split(".")) if entry is None else entry
             if field is None or key.split(".")[0] == "tune" or (isinstance(field.annotation, type) and \
                     issubclass(field.annotation, BaseModel)):
-                raise _allowed(f"space.{key}", key, "a param key such as lora.r or train.learning_rate")
+                raise _allowed(f"space.{key}", key, "a param key such as lora.r, train.learning_rate or "
+                                                    "split.per_class.train")
             section, name = key.rsplit(".", 1) if "." in key else ("", key)
+            if entry is not None:
+                section, name = section.rsplit(".", 1)
             for tried in searched.choices if searched.choices is not None else (searched.low, searched.high):
                 try:  # the param's own section checks the value (its type and bounds)
-                    _section_at(section).model_validate({name: tried})
+                    _section_at(section).model_validate({name: {key.rsplit(".", 1)[1]: tried}}
+                                                        if entry is not None else {name: tried})
                 except ValidationError as err:
                     problem = err.errors(include_url=False)[0]["msg"]
                     raise _allowed(f"space.{key}", tried, f"a value {key} takes ({problem[0].lower()}{problem[1:]})") \
@@ -567,6 +575,14 @@ def _section_at(key: str) -> type[BaseModel]:
     for part in filter(None, key.split(".")):
         section = section.model_fields[part].annotation
     return section
+
+
+def _mapping_entry(key: str):
+    """The field of ``key``'s parent when that parent is a mapping-valued param
+    (``split.per_class`` for ``split.per_class.train``), else None."""
+    parts = key.split(".")
+    parent = _field_at(parts[:-1]) if len(parts) > 2 else None
+    return parent if parent is not None and typing.get_origin(parent.annotation) is dict else None
 
 
 def _field_at(parts: list[str]):

@@ -191,16 +191,31 @@ def experiment_name(study: str, suffix: str | int) -> str:
     return f"tune-{re.sub(r'[^A-Za-z0-9_-]+', '-', study)}-{suffix}"
 
 
-def run_experiment(name: str, values: dict, link: TrialLink | None, target: str | None = "train") -> None:
+def run_experiment(name: str, values: dict, link: TrialLink | None, target: str | None = "train",
+                   minutes: float = 0) -> None:
     """``dvc exp run --temp``: the workspace stays as it is, so workers and the user's own
-    edits do not collide; the experiment is recorded under ``name``."""
+    edits do not collide; the experiment is recorded under ``name``. ``minutes``: its time
+    budget (0: none); over it, the run and every process it started are stopped."""
     import os
+    import signal
 
     # --temp runs in a copy of the repository: paths that leave it are pinned (not searched).
     pinned = experiments.set_options(experiments.pinned_paths(load_params("params.yaml")))
     command = ["dvc", "exp", "run", "--temp", "-n", name, *pinned, *experiments.set_options(values), *([target] if target else [])]
     env = {**os.environ, **(link.to_environment() if link else {})}
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own group: a budget stops the stages it started too
+    try:
+        stdout, stderr = process.communicate(timeout=minutes * 60 or None)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        raise RuntimeError(f"{name}: over its budget of {minutes:g} min (tune.trial_minutes); stopped") from None
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if result.returncode != 0:
         tail = " ".join((result.stderr or result.stdout).split())[-400:]
         raise RuntimeError(f"{name}: dvc exp run failed: {tail}")
@@ -234,7 +249,7 @@ def read_outcome(name: str, metric: str) -> Outcome:
 
 
 def search(params: Params, trials: int, timeout_minutes: float,
-           run: Callable[[str, dict, TrialLink], None] = run_experiment,
+           run: Callable[..., None] = run_experiment,
            read: Callable[[str, str], Outcome] = read_outcome, say: Callable[[str], None] = print,
            push: Callable[[str], str | None] | None = None):
     """Run up to ``trials`` trials (or until ``timeout_minutes``) of the study; the study.
@@ -270,7 +285,7 @@ def search(params: Params, trials: int, timeout_minutes: float,
                          params.tune.pruner)
         say(f"tune: trial {trial.number} ({experiment}): {_shown(values)}")
         try:
-            run(experiment, {**values, "tune.trial": trial.number}, link)
+            run(experiment, {**values, "tune.trial": trial.number}, link, minutes=params.tune.trial_minutes)
             outcome = read(experiment, params.tune.metric)
             if push and (problem := push(experiment)):
                 say(problem)
