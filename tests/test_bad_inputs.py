@@ -127,6 +127,9 @@ DATA_CASES = {
         [{"tokens": ["EU", "rejects"], "tags": "B-ORG O"}])}, ner()),
     "tokens as a number": Case("split 'train': row 0: tokens is a number, expected a list", {"train.jsonl": jsonl(
         [{"tokens": 3, "tags": ["O"]}])}, ner()),
+    "numbers as tokens": Case("split 'train': row 0: token 1 is a number (1.5), expected a word: write it as a "
+                              "string in the file", {"train.jsonl": jsonl(
+        [{"tokens": ["price", 1.50], "tags": ["O", "O"]}])}, ner()),
     "nested token lists": Case("split 'train': row 0: token 0 is a list, expected a word", {"train.jsonl": jsonl(
         [{"tokens": [["EU"], "rejects"], "tags": ["B-ORG", "O"]}])}, ner()),
     "tag ids mixed with names": Case("split 'train': row 0: tag 1 (1) is an id, but tag 0 is a name", {"train.jsonl": jsonl(

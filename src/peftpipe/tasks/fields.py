@@ -58,6 +58,17 @@ def word_list(value, field: str, item: str, expected: str, where: str) -> list:
     return values
 
 
+def words(value, field: str, where: str) -> list[str]:
+    """A list of words: strings only. A number in a JSON or parquet list has lost its text
+    (1.50 reads as 1.5, 1e3 as 1000.0): refused, naming it, rather than turned into other text."""
+    found = word_list(value, field, "token", "a word", where)
+    for position, element in enumerate(found):
+        if not isinstance(element, str):
+            raise DataError(f"{where}: token {position} is {describe(element)} ({element!r}), expected a word: "
+                            f"write it as a string in the file (\"{element}\") so its text is kept as written")
+    return found
+
+
 def text(value, field: str, where: str) -> str:
     """A text field as a string (null is an empty text: the caller drops such rows)."""
     if is_null(value):

@@ -44,8 +44,7 @@ def canonical(frame: pd.DataFrame, data, labels: dict[int, str], where: str) -> 
     groups = frame["group"].to_numpy() if "group" in frame else None
     frame = frame[list(wanted)].rename(columns=wanted)
     rows = [f"{where}: row {i}" for i in range(len(frame))]
-    tokens = [list(map(str, fields.word_list(t, "tokens", "token", "a word", row)))
-              for t, row in zip(frame["tokens"], rows)]
+    tokens = [fields.words(t, "tokens", row) for t, row in zip(frame["tokens"], rows)]
     given = [fields.word_list(t, "tags", "tag", "a tag", row) for t, row in zip(frame["tags"], rows)]
     written = [_tag_names(row_tags, labels, row) for row_tags, row in zip(given, rows)]
     # b-per read as B-per is said, not done silently (download prints it from attrs).
