@@ -385,8 +385,16 @@ def test_queued_and_temp_runs_get_paths_that_leave_the_repository_pinned(tmp_pat
                               f"++eval.extra.other={outside}/other.jsonl", "-S", "++model.name=" + pinned["model.name"]]
 
     ran = []
-    monkeypatch.setattr(tune.subprocess, "run", lambda command, **kw: ran.append(command) or
-                        type("Done", (), {"returncode": 0})())
+
+    class Finished:  # the dvc process, done at once
+        def __init__(self, command, **options):
+            ran.append(command)
+            self.returncode, self.pid = 0, 0
+
+        def communicate(self, timeout=None):
+            return "", ""
+
+    monkeypatch.setattr(tune.subprocess, "Popen", Finished)
     tune.run_experiment("tune-x-0", {"lora.r": 8}, None)
     assert f"++data.files.train={outside}/train.jsonl" in ran[0] and "++lora.r=8" in ran[0]
 
@@ -490,3 +498,34 @@ def test_an_unknown_method_names_the_known_ones():
     with pytest.raises(ModelError) as caught:
         get_method("lorra")
     assert str(caught.value) == f"unknown PEFT method 'lorra'; known: {', '.join(METHODS)}"
+
+
+def test_the_methods_table_says_what_f1_means_and_warns_when_rows_mix_meanings():
+    from peftpipe.tools import method_sweep
+
+    def row(method, meaning):
+        return {"method": method, "experiment": f"method-{method}", "f1": 0.5, "ci": {"low": 0.4, "high": 0.6},
+                "trainable_share": None, "train_seconds": None, "ms_per_example": None, "f1_is": meaning}
+
+    one = method_sweep.table([row("lora", "F1 of the positive class 'equivalent'"),
+                              row("vera", "F1 of the positive class 'equivalent'")])
+    assert one.splitlines()[-1] == "f1: F1 of the positive class 'equivalent'"
+    mixed = method_sweep.table([row("lora", "F1 of the positive class 'equivalent'"),
+                                row("vera", "macro F1 over 3 classes")])
+    assert mixed.splitlines()[-1] == ("note: f1 means different things in these rows (F1 of the positive class "
+                                      "'equivalent'; macro F1 over 3 classes): compare rows of one meaning only")
+
+
+@pytest.mark.parametrize("kind, labels, meaning", [
+    ("token_classification", ["O", "B-PER", "I-PER"], "entity-level micro F1 (seqeval)"),
+    ("sequence_classification", ["not_equivalent", "equivalent"], "F1 of the positive class 'equivalent'"),
+    ("sequence_classification", ["a", "b", "c"], "macro F1 over 3 classes"),
+    ("generation", ["negative", "positive"], "macro F1 over 2 classes"),
+])
+def test_each_scores_file_says_what_its_f1_is(kind, labels, meaning):
+    from peftpipe.evaluation import scored
+
+    task = get_task(kind, labels)
+    assert task.f1_meaning(labels) == meaning
+    gold = [["O", "B-PER", "I-PER"]] * 3 if kind == "token_classification" else [labels[0], labels[1], labels[0]]
+    assert scored(task, gold, gold, labels)["f1_is"] == meaning

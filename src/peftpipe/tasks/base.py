@@ -81,6 +81,13 @@ class Task:
 
     # ----------------------------------------------------------------------- scores
 
+    def f1_meaning(self, labels: list[str]) -> str:
+        """What ``f1`` is in this task's scores, for the files and tables that show it (a
+        two-class classifier's f1 is its positive class's; otherwise macro over the classes)."""
+        index = self.positive_index(labels)
+        return f"F1 of the positive class {labels[index]!r}" if index is not None else \
+            f"macro F1 over {len(labels)} classes"
+
     def positive_index(self, labels: list[str]) -> int | None:
         """Which class ``f1`` is for; None where f1 is not one class's."""
         return None

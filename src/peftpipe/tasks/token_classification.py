@@ -409,6 +409,9 @@ class TokenClassification(Task, module=__name__):
     head_suffix = "ForTokenClassification"
     per_token = True
 
+    def f1_meaning(self, labels: list[str]) -> str:
+        return "entity-level micro F1 (seqeval)"
+
     def labels_in(self, gold) -> set[str]:
         return set(map(str, gold))
 

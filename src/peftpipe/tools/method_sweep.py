@@ -63,6 +63,7 @@ def rows(shown: list, metric: str = "f1") -> list[dict]:
             "train_seconds": run.get("train", {}).get("train_seconds"),
             "peak_rss_mib": (run.get("train", {}).get("peak_memory_mib") or {}).get("rss"),
             "ms_per_example": run.get("export", {}).get("merged_ms_per_example"),
+            "f1_is": run["metrics"].get("f1_is"),
         }
     return sorted(found.values(), key=lambda row: -(row[metric] or 0.0))
 
@@ -109,6 +110,12 @@ def table(found: list[dict], metric: str = "f1") -> str:
         paired = (f"  {vs['diff']:+.4f} [{vs['low']:+.4f}, {vs['high']:+.4f}], p {vs['p']:.4f}"
                   f"{' *' if vs.get('p_adjusted', vs['p']) < 0.05 else ''}" if vs else "")
         lines.append(f"{row['method']:<15} {score:<26} {share:>8} {seconds:>8} {peak:>8} {latency:>10}{paired}")
+    meanings = sorted({row["f1_is"] for row in found if row.get("f1_is")})
+    if metric == "f1" and len(meanings) > 1:
+        lines.append(f"note: f1 means different things in these rows ({'; '.join(meanings)}): compare rows "
+                     f"of one meaning only")
+    elif metric == "f1" and meanings:
+        lines.append(f"f1: {meanings[0]}")
     if against:
         tested = sum(1 for row in found if row.get("vs"))
         lines.append(f"* p < 0.05 once adjusted for the {tested} comparisons (Holm): a significant difference from "
