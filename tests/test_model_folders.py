@@ -134,3 +134,23 @@ def test_an_export_is_read_once_and_checked_once_when_served(ner_export, monkeyp
 
 
 real_read_text = Path.read_text
+
+
+def test_entity_spans_cover_whole_words(ner_export, tmp_path):
+    """A word the tokenizer splits ("alices": alice + ##s) is one span, tagged by its first
+    sub-word as training labels it, never half a word."""
+    import torch
+    from transformers import BertForTokenClassification
+
+    from peftpipe.serving import Predictor
+
+    folder = Path(shutil.copytree(ner_export, tmp_path / "export"))
+    model = BertForTokenClassification.from_pretrained(folder)
+    with torch.no_grad():  # every token B-PER: each word its own entity
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    model.save_pretrained(folder)
+    text = "alices visited paris"
+    spans = Predictor(folder)([text])[0]
+    assert [(s["word"], s["start"], s["end"]) for s in spans] == [
+        ("alices", 0, 6), ("visited", 7, 14), ("paris", 15, 20)]

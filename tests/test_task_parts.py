@@ -274,15 +274,15 @@ def test_entities_are_served_as_written_with_their_offsets_and_scores():
 
 
 @pytest.mark.parametrize("max_length, options", [
-    (512, {"aggregation_strategy": "simple", "stride": 128}),
-    (2, {"aggregation_strategy": "simple"}),  # a quarter of 2 is no overlap
+    (512, {"aggregation_strategy": "first", "stride": 128}),
+    (2, {"aggregation_strategy": "first"}),  # a quarter of 2 is no overlap
 ])
 def test_token_classification_reads_long_texts_in_overlapping_windows(max_length, options):
     from peftpipe.tasks import get_task
 
     task = get_task("token_classification", ["O"])
     assert task.pipeline_options(type("Tokenizer", (), {"model_max_length": max_length})()) == options
-    assert task.pipeline_options(None) == {"aggregation_strategy": "simple"}
+    assert task.pipeline_options(None) == {"aggregation_strategy": "first"}
 
 
 # --------------------------------------------------------------------------- the Task class binding its module

@@ -97,7 +97,7 @@ BATCH_SIZE = 16
 
 
 def predict(folder: Path, texts: list[str | dict], backend: str = "torch", batch_size: int = BATCH_SIZE) -> list:
-    """Per text: entity spans (token classification, aggregation_strategy=simple), the class
+    """Per text: entity spans (token classification, aggregation_strategy=first: whole words), the class
     with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
     for models trained on pairs), or the label a generation model writes, with its probability.
 

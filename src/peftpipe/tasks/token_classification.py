@@ -425,7 +425,9 @@ class TokenClassification(Task, module=__name__):
         # A text longer than one window is read in overlapping windows (a quarter overlap),
         # so its tail is tagged too instead of being cut off.
         stride = tokenizer.model_max_length // 4 if tokenizer is not None else 0
-        return {"aggregation_strategy": "simple", **({"stride": stride} if stride else {})}
+        # "first": a word's tag is its first sub-word's, as training labels it and evaluate
+        # scores it, so a span covers whole words ("simple" tagged "Ac" and left "me" of "Acme").
+        return {"aggregation_strategy": "first", **({"stride": stride} if stride else {})}
 
     def answer_row(self, given, answer) -> dict:
         return {"text": given, "entities": answer}
