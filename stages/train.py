@@ -61,7 +61,8 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
                                  curves, resume_from)
     if processes.is_main_process:
         with atomic_path(adapter, directory=True) as tmp:
-            save_trained(model, tokenizer, method, trained_info(params, method, labels), tmp)
+            pairs = "text_pair" in datasets["train"].column_names
+            save_trained(model, tokenizer, method, trained_info(params, method, labels, pairs), tmp)
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
                                **training.batch_metrics(params, len(datasets["train"]), batches, processes.num_processes),

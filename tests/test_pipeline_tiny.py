@@ -56,7 +56,7 @@ def test_all_stages_run_and_agree(finished_project):
     assert train["validation"]["loss"] == pytest.approx(0.034601, rel=1e-2)
 
     adapter = root / "models/adapter"
-    assert (adapter / "adapter_model.safetensors").exists() and (adapter / "peftpipe.json").exists()
+    assert (adapter / "adapter_model.safetensors").exists() and read_json(adapter / "peftpipe.json")["pairs"] is False
     assert "classifier" in json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"]
 
     check = read_json(root / "metrics/export.json")

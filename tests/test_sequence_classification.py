@@ -189,7 +189,7 @@ def test_p_tuning_on_pairs_runs_every_stage_and_exports_the_adapter(tmp_path, ti
     # Prompt methods cannot merge: the export is the adapter, and it reloads to the same logits.
     check = read_json("metrics/export.json")
     assert check["prediction_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-4
-    assert (tmp_path / "models/export/peftpipe.json").exists()
+    assert read_json("models/export/peftpipe.json")["pairs"] is True  # trained on pairs: serving takes pairs
     assert "kept as an adapter" in (tmp_path / "models/export/README.md").read_text()
     row = json.loads((tmp_path / "data/predictions/test.jsonl").read_text().splitlines()[0])
     assert set(row) == {"text", "text_pair", "gold", "predicted"}

@@ -367,3 +367,30 @@ def test_use_threads_sets_torch_and_onnx_runtime(monkeypatch):
         torch.set_num_threads(before)
         os.environ.pop("PEFTPIPE_ORT_THREADS", None)
         os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def test_pairs_to_a_model_trained_on_single_texts_are_422(tmp_path, tiny_model_dir):
+    """peftpipe.json says whether the model read pairs; a single-text classifier refuses them."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from peftpipe.artifacts import TrainedInfo, write_info
+    from peftpipe.params import ModelParams
+    from peftpipe.serve import app as server
+
+    folder = tmp_path / "export"
+    config = BertConfig.from_pretrained(tiny_model_dir, num_labels=2, id2label={0: "neg", 1: "pos"})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    info = TrainedInfo(task="sequence_classification", peft_method="none", labels=["neg", "pos"],
+                       model=ModelParams(source="local", name=str(tiny_model_dir), max_length=32), pairs=False)
+    write_info(folder, info)
+    with client_for(server.create_app(server.load({"m": folder}, "torch"))) as client:
+        refused = client.post("/v1/predict", json={"pairs": [["alice", "bob"]]})
+        assert refused.status_code == 422 and refused.json()["error"] == (
+            "this model was trained on single texts, not pairs; give texts (drop --pair)")
+        assert client.post("/v1/predict", json={"texts": ["alice"]}).status_code == 200
+    write_info(folder, info.model_copy(update={"pairs": None}))  # an older export that did not say: served
+    with client_for(server.create_app(server.load({"m": folder}, "torch"))) as client:
+        assert client.post("/v1/predict", json={"pairs": [["alice", "bob"]]}).status_code == 200

@@ -53,17 +53,21 @@ class TrainedInfo(BaseModel):
     # An export's test scores with their 95% intervals ({"f1": {"value", "low", "high"}}):
     # what `peftpipe serve`'s /v1/models shows beside the model.
     test: dict | None = None
+    # Whether it was trained on text pairs (data.columns.text_pair): serving refuses the other
+    # kind of input. None: an older folder that did not say.
+    pairs: bool | None = None
 
     @property
     def method(self) -> Method:
         return get_method(self.peft_method)
 
 
-def trained_info(params: Params, method: Method, labels: list[str]) -> TrainedInfo:
-    """What a model trained with ``params`` is (peftpipe.json): read from params once, here."""
+def trained_info(params: Params, method: Method, labels: list[str], pairs: bool) -> TrainedInfo:
+    """What a model trained with ``params`` is (peftpipe.json): read from params once, here.
+    ``pairs``: its training rows were text pairs."""
     return TrainedInfo(task=params.task.kind, peft_method=method.name, model=params.model,
                        quantization=params.quantization if method.quantized else None, labels=labels,
-                       seed=params.seed)
+                       seed=params.seed, pairs=pairs)
 
 
 def save_trained(model, tokenizer, method: Method, info: TrainedInfo, folder: Path) -> None:

@@ -163,7 +163,11 @@ class Predictor:
         return other
 
     def input_problem(self, texts: list) -> str | None:
-        return self.task.serving_input_problem(texts, self.backend)
+        problem = self.task.serving_input_problem(texts, self.backend)
+        if problem is None and self.info is not None and self.info.pairs is False and \
+                any(isinstance(text, dict) for text in texts):
+            problem = "this model was trained on single texts, not pairs; give texts (drop --pair)"
+        return problem
 
     def __call__(self, texts: list[str | dict], batch_size: int = BATCH_SIZE) -> list:
         problem = self.input_problem(texts)
