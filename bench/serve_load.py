@@ -66,7 +66,8 @@ def start(kind: str, port: int, backend: str = "torch") -> subprocess.Popen:
         args = [sys.executable, str(ROOT / f"bench/{kind}_server.py"), str(EXPORT), str(port)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        # peftpipe opens its port before the models load: /ready says when they have.
+        wait_until_up(f"http://127.0.0.1:{port}/{'ready' if kind == 'peftpipe' else 'health'}", process)
     except RuntimeError as err:
         raise SystemExit(f"{kind}: {err}") from None
     return process
