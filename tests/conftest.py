@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -350,3 +351,34 @@ def datasets_progress_bars(monkeypatch):
 
     bars = importlib.import_module("datasets.utils.tqdm")  # the module: datasets.utils.tqdm names its class too
     monkeypatch.setattr(bars, "_hf_datasets_progress_bars_disabled", False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_app(app, port: int | None = None):
+    """``app`` on uvicorn in a thread on ``port`` (a free one if None), on loopback: yields
+    its base URL; stopped on leaving."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import STAGES, run_stage, venv_env, write_tiny_recipe
+from conftest import STAGES, free_port, run_stage, serving_app, venv_env, write_tiny_recipe
 
 from peftpipe.cli import main
 from peftpipe.params import write_params
@@ -246,12 +245,6 @@ def test_the_page_is_served_with_security_headers_and_builds_no_markup_from_data
     assert "innerHTML" not in PAGE and "insertAdjacentHTML" not in PAGE  # labels become text, never markup
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(args: list[str], port: int) -> subprocess.Popen:
     from peftpipe.serve.app import wait_until_up
 
@@ -386,24 +379,6 @@ class MarkupPredictor(RecordingPredictor):
         return [{"text": text, "label": self.LABEL, "score": 0.75} for text in texts]
 
 
-@contextlib.contextmanager
-def running(app, port: int):
-    """``app`` served by uvicorn in a thread on ``port``; stopped on leaving."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.mark.slow
 def test_label_names_show_as_text_never_as_markup_and_a_gone_server_is_said_in_a_real_browser():
     from selenium.webdriver.common.by import By
@@ -414,7 +389,7 @@ def test_label_names_show_as_text_never_as_markup_and_a_gone_server_is_said_in_a
     served = {name: server.Served(name, MarkupPredictor(name), {"name": name}) for name in ("entities", "classes")}
     port = free_port()
     with headless_browser() as browser:
-        with running(server.create_app(served), port):
+        with serving_app(server.create_app(served), port):
             browser.get(f"http://127.0.0.1:{port}/")
             WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
             browser.find_element(By.ID, "go").click()
@@ -491,7 +466,7 @@ def test_the_api_docs_render_offline_in_a_real_browser():
     from peftpipe.serve import app as server
 
     port = free_port()
-    with headless_browser() as browser, running(
+    with headless_browser() as browser, serving_app(
             server.create_app({"m": server.Served("m", RecordingPredictor(), {"name": "m"})}), port):
         browser.get(f"http://127.0.0.1:{port}/docs")
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
@@ -511,6 +486,13 @@ def test_several_workers_share_the_port_and_stop_together(exported):
     try:
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) == 2
+        # /ready answered from one worker; the other may still be loading (it answers 503 then).
+        deadline = time.monotonic() + 120
+        ready = 0
+        while ready < 10 and time.monotonic() < deadline:
+            ready = ready + 1 if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200 else 0
+            time.sleep(0.05)
+        assert ready == 10, "both workers should be ready"
         expected = predict_json(exported, TEXTS[:1])
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: httpx.post(f"http://127.0.0.1:{port}/v1/predict",

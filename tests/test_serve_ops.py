@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import venv_env
+from conftest import serving_app, venv_env
 
 httpx = pytest.importorskip("httpx")
 PEFTPIPE = str(Path(sys.executable).parent / "peftpipe")
@@ -61,31 +61,6 @@ def client_for(app):
         yield test_client
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(app):
-    """``app`` on uvicorn in a thread, on a free port: yields the base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 # --------------------------------------------------------------------------- deadlines, back-pressure
 
 
@@ -104,7 +79,7 @@ def test_a_request_past_its_deadline_gets_504_and_its_texts_never_run():
 
 def test_the_work_of_a_client_that_disconnected_is_dropped_unrun():
     predictor = SlowPredictor(1.0)
-    with running(app_for(predictor, timeout_s=30)) as url, ThreadPoolExecutor(1) as pool:
+    with serving_app(app_for(predictor, timeout_s=30)) as url, ThreadPoolExecutor(1) as pool:
         first = pool.submit(httpx.post, f"{url}/v1/predict", json={"texts": ["first"]}, timeout=30)
         time.sleep(0.2)  # the model is busy with "first" for 1 s
         body = json.dumps({"texts": ["gone"]}).encode()
@@ -394,3 +369,37 @@ def test_pairs_to_a_model_trained_on_single_texts_are_422(tmp_path, tiny_model_d
     write_info(folder, info.model_copy(update={"pairs": None}))  # an older export that did not say: served
     with client_for(server.create_app(server.load({"m": folder}, "torch"))) as client:
         assert client.post("/v1/predict", json={"pairs": [["alice", "bob"]]}).status_code == 200
+
+
+def test_an_experiment_export_that_cannot_be_read_leaves_no_copy_and_says_what_to_run(tmp_path, monkeypatch):
+    """--exp NAME copies the export out of DVC's cache into the temp folder; a failed read
+    removes its folder, and a missing cache names `dvc pull`. remove_copies clears the rest."""
+    import tempfile
+
+    import dvc.api
+
+    from peftpipe import experiments
+    from peftpipe.errors import InputError
+    from peftpipe.serve import app as server
+
+    class DataIndexDirError(Exception):
+        pass
+
+    class Unreadable:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def get(self, *args, **kwargs):
+            raise DataIndexDirError("failed to load directory")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(dvc.api, "DVCFileSystem", Unreadable)
+    monkeypatch.setattr(experiments, "commit_of", lambda name: name)
+    with pytest.raises(InputError, match=r"--exp HEAD: its models/export is not in this clone's DVC cache; "
+                                         r"run `dvc pull`"):
+        server.experiment_export("HEAD")
+    assert list(tmp_path.iterdir()) == []
+    copy = tmp_path / "peftpipe-serve-x"
+    (copy / "export").mkdir(parents=True)
+    server.remove_copies([copy])
+    assert not copy.exists()

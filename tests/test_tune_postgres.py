@@ -30,7 +30,7 @@ WORKER = textwrap.dedent("""
     storage, trials, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     params = parse_params({"recipe": "toy", "tune": {"sampler": "random", "study": "shared", "storage": storage,
         "space": {"lora.r": {"choices": [4, 8, 16, 32]}}}})
-    def run(name, values, link):
+    def run(name, values, link, minutes=0):
         print(name, flush=True)
         time.sleep(pause)
     tune.search(params, trials, 0, run=run, read=lambda name, metric: tune.Outcome(0.5), say=print)
