@@ -114,7 +114,8 @@ class Predictor:
     once and `peftpipe serve` keeps loaded. What differs by task is the task's (answer,
     pipeline options, input problems)."""
 
-    def __init__(self, folder: Path, backend: str = "torch", adapter_name: str = "default"):
+    def __init__(self, folder: Path, backend: str = "torch", adapter_name: str = "default",
+                 info: TrainedInfo | None = None):
         folder = Path(folder)
         if not exported(folder):
             raise ModelError(f"{folder}: no exported model here; run `dvc repro` first (or pass --model)")
@@ -124,7 +125,7 @@ class Predictor:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         quiet.install()
-        self.info = folder_info(folder)
+        self.info = info if info is not None else folder_info(folder)  # ``info``: read and checked by the caller
         self.folder, self.backend, self.task = folder, backend, served_task(folder, self.info)
         problem = self.task.serving_input_problem([], backend)
         if problem:
@@ -137,7 +138,7 @@ class Predictor:
             self.model = self.classify.model
 
     @staticmethod
-    def base_key(folder: Path, backend: str) -> tuple | None:
+    def base_key(folder: Path, backend: str, info: TrainedInfo | None = None) -> tuple | None:
         """What a trained adapter folder needs of its base (model, revision, task, labels,
         4-bit or not): adapters with the same key can share one copy of the base. None for
         a plain (merged) model or an ONNX graph."""
@@ -149,17 +150,18 @@ class Predictor:
         # bias vectors: peft keeps one such adapter per model, so it gets a base of its own.
         if json.loads((folder / "adapter_config.json").read_text()).get("bias", "none") != "none":
             return None
-        info = read_trained_info(folder)
+        info = info if info is not None else read_trained_info(folder)
         return (info.task, info.model.source, info.model.name, info.model.revision, tuple(info.labels),
                 info.method.quantized, info.method.name)
 
-    def sharing(self, folder: Path, adapter_name: str) -> Predictor:
+    def sharing(self, folder: Path, adapter_name: str, info: TrainedInfo | None = None) -> Predictor:
         """Another adapter of the same base, loaded onto this predictor's model under
         ``adapter_name``: one copy of the base in memory; each call selects its adapter."""
         self.model.load_adapter(str(folder), adapter_name=adapter_name)
         self.shared = True
         other = copy.copy(self)  # the same model, pipeline and task; its own folder and adapter
         other.folder, other.adapter = Path(folder), adapter_name
+        other.info = info if info is not None else folder_info(Path(folder))  # its own card and scores
         return other
 
     def input_problem(self, texts: list) -> str | None:

@@ -463,17 +463,18 @@ def model_card(name: str, info) -> dict:
 def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
     """Every model loaded before any is served: one that fails stops start-up with its
     one-line error (never a half-up server)."""
-    from peftpipe.serving import Predictor
+    from peftpipe.serving import Predictor, folder_info
 
     served, bases = {}, {}
     for name, folder in models.items():
         started = time.perf_counter()
         try:
-            key = Predictor.base_key(Path(folder), backend)
+            info = folder_info(Path(folder)) if Path(folder).is_dir() else None  # read and checked once
+            key = Predictor.base_key(Path(folder), backend, info)
             if key is not None and key in bases:  # another adapter of a base already loaded: share it
-                predictor = bases[key].sharing(Path(folder), name)
+                predictor = bases[key].sharing(Path(folder), name, info)
             else:
-                predictor = Predictor(folder, backend, adapter_name=name)
+                predictor = Predictor(folder, backend, adapter_name=name, info=info)
                 if key is not None:
                     bases[key] = predictor
         except (InputError, ModelError) as err:
