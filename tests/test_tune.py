@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, git_repo, run_cli, run_stage, write_tiny_recipe
 
+from peftpipe import experiments
 from peftpipe.errors import ParamsError
 from peftpipe.io import read_json
 from peftpipe.params import parse_params, write_params
@@ -284,3 +285,21 @@ def test_a_mapping_params_key_can_be_searched():
         parse_params({"tune": {"space": {"split.per_class.train": {"choices": [0, 64]}}}})
     with pytest.raises(ParamsError, match="a param key such as lora.r"):
         parse_params({"tune": {"space": {"lora.r.x": {"choices": [1, 2]}}}})
+
+
+def test_a_list_param_is_searched_over_whole_lists_and_set_as_hydra_reads_it():
+    params = parse_params({"tune": {"space": {"peft.modules_to_save": {"choices": [[], ["pooler", "encoder.layer.5"]]}}}})
+    found = tune.distributions(params.tune.space)["peft.modules_to_save"]
+    assert found.choices == ("[]", "[pooler,encoder.layer.5]")
+    assert experiments.set_options({"peft.modules_to_save": ["pooler", "encoder.layer.5"], "train.bf16": True}) == \
+        ["-S", "++peft.modules_to_save=[pooler,encoder.layer.5]", "-S", "++train.bf16=true"]
+    with pytest.raises(ParamsError, match="space.peft.modules_to_save: got "):
+        parse_params({"tune": {"space": {"peft.modules_to_save": {"choices": [["pooler", ""]]}}}})
+
+
+def test_a_relative_sqlite_storage_is_this_workspaces_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = tune.storage_url(parse_params({"tune": {"storage": "sqlite:///searches/r.db"}}).tune)
+    assert url == f"sqlite:///{tmp_path / 'searches' / 'r.db'}"
+    assert (tmp_path / "searches").is_dir()
+    assert tune.storage_url(parse_params({"tune": {"storage": "sqlite:////srv/t.db"}}).tune) == "sqlite:////srv/t.db"

@@ -35,10 +35,13 @@ def pinned_paths(params: Params, root: Path | None = None) -> dict[str, str]:
 def set_options(values: dict) -> list[str]:
     """``{param key: value}`` as `dvc exp run` options: `-S ++key=value`, hydra's add-or-override,
     because a params.yaml may leave keys at the schema's defaults by omitting them."""
-    return [option for key, value in values.items() for option in ("-S", f"++{key}={_yaml(value)}")]
+    return [option for key, value in values.items() for option in ("-S", f"++{key}={override_text(value)}")]
 
 
-def _yaml(value) -> str:
+def override_text(value) -> str:
+    """A value as hydra's override grammar reads it: [a,b] for a list of names."""
+    if isinstance(value, list):
+        return "[" + ",".join(override_text(item) for item in value) + "]"
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 

@@ -447,7 +447,8 @@ class SearchRange(Section):
     high: float | None = None
     log: bool = False
     step: float | None = Field(None, gt=0)
-    choices: list[bool | int | float | str] | None = None
+    # A list-valued param (peft.modules_to_save) is searched over whole lists: [[], [pooler]].
+    choices: list[bool | int | float | str | list[str]] | None = None
 
     @model_serializer(mode="wrap")
     def _set_fields_only(self, handler):  # {choices: [4, 8]}, not every field with its null

@@ -52,8 +52,13 @@ def study_name(params: Params) -> str:
 
 
 def storage_url(tune: TuneParams) -> str:
-    """The study's storage: tune.storage, or a SQLite file in .dvc/tmp (absolute: trials run
-    in temporary copies of the repository)."""
+    """The study's storage: tune.storage, or a SQLite file in .dvc/tmp. A SQLite file is
+    named absolutely (trials run in temporary copies of the repository): a relative
+    sqlite:///searches/x.db is this workspace's file, the one a recipe commits."""
+    if tune.storage.startswith("sqlite:///") and not tune.storage.startswith("sqlite:////"):
+        relative = Path(tune.storage.removeprefix("sqlite:///"))
+        relative.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{relative.resolve()}"
     if tune.storage:
         return tune.storage
     DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +182,9 @@ def distributions(space: dict[str, SearchRange]) -> dict:
     found = {}
     for key, searched in space.items():
         if searched.choices is not None:
-            found[key] = CategoricalDistribution(searched.choices)
+            # Optuna's choices are scalars: a list choice travels as its override text, [a,b].
+            found[key] = CategoricalDistribution([experiments.override_text(c) if isinstance(c, list) else c
+                                                  for c in searched.choices])
         elif float(searched.low).is_integer() and float(searched.high).is_integer() and not searched.log \
                 and (searched.step is None or float(searched.step).is_integer()):
             found[key] = IntDistribution(int(searched.low), int(searched.high), step=int(searched.step or 1))
