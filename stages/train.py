@@ -47,6 +47,7 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {method.name}, {counts['trainable_params']:,} of "
           f"{counts['total_params']:,} parameters trainable ({counts['trainable_share']:.2%})")
+    run = checkpoints.fingerprint(params, tokenized, settings)  # what decides this run: resumes match it, peftpipe.json records it
     note = training.precision_note(params.train.mixed_precision, torch.cuda.is_available(), training.cpu_flags())
     if note:
         processes.print(note)
@@ -54,7 +55,7 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
         summary = accelerate_loop.train(model, tokenizer, datasets, params, method, task, labels, curves)
     else:
         with processes.main_process_first():  # the main one sweeps partial checkpoints first
-            resume_from = checkpoints.prepare(checkpoint_dir, checkpoints.fingerprint(params, tokenized, settings))
+            resume_from = checkpoints.prepare(checkpoint_dir, run)
         if resume_from:
             processes.print(f"train: resuming from {resume_from}")
         summary = training.train(model, tokenizer, datasets, params, method, task, labels, checkpoint_dir,
@@ -62,7 +63,7 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
     if processes.is_main_process:
         with atomic_path(adapter, directory=True) as tmp:
             pairs = "text_pair" in datasets["train"].column_names
-            save_trained(model, tokenizer, method, trained_info(params, method, labels, pairs), tmp)
+            save_trained(model, tokenizer, method, trained_info(params, method, labels, pairs, run), tmp)
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
                                **training.batch_metrics(params, len(datasets["train"]), batches, processes.num_processes),

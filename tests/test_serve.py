@@ -70,15 +70,30 @@ def test_the_api_answers_exactly_as_predict_json(client, exported):
     assert client.post("/v1/predict", json={"texts": TEXTS[:1]}).json()["results"] == predict_json(exported, TEXTS[:1])
 
 
-def test_models_health_ready_page_and_schema(client):
+def test_models_health_ready_page_and_schema(client, exported):
     card = client.get("/v1/models").json()["models"][0]
     assert card["name"] == "ner" and card["task"] == "token_classification" and "B-PER" in card["labels"]
     assert card["method"] == "lora" and card["test"]["f1"]["low"] <= card["test"]["f1"]["value"] <= card["test"]["f1"]["high"]
+    assert card["source"] == {"folder": str(exported)}
+    trained = json.loads((exported.parent / "adapter/peftpipe.json").read_text())
+    assert len(card["fingerprint"]) == 64 and card["fingerprint"] == trained["fingerprint"]
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"ready": True, "models": ["ner"]}
     page = client.get("/")
     assert page.status_code == 200 and "/v1/predict" in page.text and "http" not in page.text.split("<script>")[1]
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_models_say_where_each_came_from_and_which_are_one_run(exported, caplog):
+    from peftpipe.serve import app as server
+
+    with caplog.at_level("WARNING", logger="peftpipe.serve"):
+        served = server.load({"default": exported, "r8": exported}, "torch",
+                             {"r8": {"experiment": "r8", "commit": "0" * 40}})
+    assert served["r8"].card["source"] == {"experiment": "r8", "commit": "0" * 40}
+    assert served["default"].card["source"] == {"folder": str(exported)}
+    assert served["r8"].card["fingerprint"] == served["default"].card["fingerprint"]
+    assert "default and r8 are one training run" in caplog.text
 
 
 @pytest.mark.parametrize("body, status, needle", [

@@ -56,18 +56,22 @@ class TrainedInfo(BaseModel):
     # Whether it was trained on text pairs (data.columns.text_pair): serving refuses the other
     # kind of input. None: an older folder that did not say.
     pairs: bool | None = None
+    # What made it: the training run's fingerprint (checkpoints.fingerprint: seed, task, model
+    # and train params, the method's settings, the data's own fingerprints). /v1/models shows
+    # it, so two served models from different runs can be told apart. None: an older folder.
+    fingerprint: str | None = None
 
     @property
     def method(self) -> Method:
         return get_method(self.peft_method)
 
 
-def trained_info(params: Params, method: Method, labels: list[str], pairs: bool) -> TrainedInfo:
+def trained_info(params: Params, method: Method, labels: list[str], pairs: bool, fingerprint: str) -> TrainedInfo:
     """What a model trained with ``params`` is (peftpipe.json): read from params once, here.
-    ``pairs``: its training rows were text pairs."""
+    ``pairs``: its training rows were text pairs; ``fingerprint``: the run's (checkpoints.fingerprint)."""
     return TrainedInfo(task=params.task.kind, peft_method=method.name, model=params.model,
                        quantization=params.quantization if method.quantized else None, labels=labels,
-                       seed=params.seed, pairs=pairs)
+                       seed=params.seed, pairs=pairs, fingerprint=fingerprint)
 
 
 def save_trained(model, tokenizer, method: Method, info: TrainedInfo, folder: Path) -> None:

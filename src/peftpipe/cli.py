@@ -160,11 +160,13 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
     copies: list[Path] = []  # --exp exports copied out of the DVC cache: removed at exit
     try:
         folders = server.parse_models(models) if models or not experiments else {}
+        sources: dict[str, dict] = {}
         for name in experiments:
             if name in folders:
                 raise InputError(f"--exp {name!r}: the name is given twice")
-            folders[name] = server.experiment_export(name)
+            folders[name], commit = server.experiment_export(name)
             copies.append(folders[name].parent)
+            sources[name] = {"experiment": name, "commit": commit}
         token = server.read_token(token_file) if token_file else None
         listening = server.listen(host, port)  # a port in use stops here, before minutes of loading
     except Exception as err:
@@ -181,7 +183,7 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
         failures.append(err)
         uvicorn_server.should_exit = True
 
-    app = server.create_app(lambda: server.load(folders, backend), token=token, max_batch=max_batch,
+    app = server.create_app(lambda: server.load(folders, backend, sources), token=token, max_batch=max_batch,
                             max_wait_ms=max_wait_ms, timeout_s=timeout_s, max_queue=max_queue,
                             cors_origins=cors_origins, on_failure=stop_on_failure)
     import uvicorn

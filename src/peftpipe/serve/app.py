@@ -451,18 +451,22 @@ def _openapi(app, bearer: bool) -> dict:
     return app.openapi_schema
 
 
-def model_card(name: str, info) -> dict:
+def model_card(name: str, info, source: dict) -> dict:
     """What /v1/models says of an export: from its peftpipe.json (``info``, a TrainedInfo;
-    a plain transformers folder has none: its name only)."""
+    a plain transformers folder has none: its name and source only). ``source``: where it was
+    read ({"folder": path} or {"experiment": name, "commit": sha}); with the training run's
+    fingerprint it tells apart two served models, or shows they are one."""
     if info is None:
-        return {"name": name}
+        return {"name": name, "source": source}
     return {"name": name, "task": info.task, "labels": info.labels, "method": info.merged_from or info.peft_method,
-            "base_model": info.model.name, "test": info.test}  # test: {metric: {value, low, high}}, from export
+            "base_model": info.model.name, "test": info.test,  # test: {metric: {value, low, high}}, from export
+            "source": source, "fingerprint": info.fingerprint}
 
 
-def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
+def load(models: dict[str, Path], backend: str, sources: dict[str, dict] | None = None) -> dict[str, Served]:
     """Every model loaded before any is served: one that fails stops start-up with its
-    one-line error (never a half-up server)."""
+    one-line error (never a half-up server). ``sources``: where a model came from, when not
+    its folder (an experiment's export, copied out of the DVC cache)."""
     from peftpipe.serving import Predictor, folder_info
 
     served, bases = {}, {}
@@ -479,8 +483,17 @@ def load(models: dict[str, Path], backend: str) -> dict[str, Served]:
                     bases[key] = predictor
         except (InputError, ModelError) as err:
             raise ModelError(f"--model {name}={folder}: {err}") from None
-        served[name] = Served(name, predictor, model_card(name, predictor.info), base=key or name,
+        source = (sources or {}).get(name) or {"folder": str(folder)}
+        served[name] = Served(name, predictor, model_card(name, predictor.info, source), base=key or name,
                               load_seconds=round(time.perf_counter() - started, 3))
+    runs: dict[str, list[str]] = {}
+    for name, model in served.items():
+        if model.card.get("fingerprint"):
+            runs.setdefault(model.card["fingerprint"], []).append(name)
+    for names in (names for names in runs.values() if len(names) > 1):
+        # `--exp r8` right after `dvc exp run -n r8`: the workspace holds r8's results too.
+        LOG.warning("serve: %s are one training run (the same fingerprint): the same model under %d names",
+                    " and ".join(names), len(names))
     return served
 
 
@@ -635,9 +648,10 @@ def remove_copies(folders: list[Path]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def experiment_export(name: str) -> Path:
+def experiment_export(name: str) -> tuple[Path, str]:
     """Experiment (or any revision) ``name``'s models/export, copied out of the DVC cache
-    into a temporary folder: served as it was exported, nothing retrained."""
+    into a temporary folder: served as it was exported, nothing retrained. With the commit
+    it was read from."""
     import tempfile
 
     from dvc.api import DVCFileSystem
@@ -646,7 +660,8 @@ def experiment_export(name: str) -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="peftpipe-serve-"))  # the caller removes it (remove_copies)
     try:
-        fs = DVCFileSystem(".", rev=commit_of(name))
+        commit = commit_of(name)
+        fs = DVCFileSystem(".", rev=commit)
         fs.get("models/export", str(folder / "export"), recursive=True)
     except Exception as err:  # dvc raises many types for an unknown revision or a missing output
         remove_copies([folder])
@@ -655,4 +670,4 @@ def experiment_export(name: str) -> Path:
                              f"(or `dvc exp apply {name} && dvc repro`) first") from None
         raise InputError(f"--exp {name}: cannot read its models/export ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:200]}); give an experiment, branch or commit") from None
-    return folder / "export"
+    return folder / "export", commit
