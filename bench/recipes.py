@@ -96,21 +96,35 @@ def cell(scores: dict | None, metric: str, interval: bool = True) -> str:
     return f"{s['value']:.4f} [{s['low']:.4f}, {s['high']:.4f}]" if interval else f"{s['value']:.4f}"
 
 
-def table(rows: list[dict], machine: str, date: str) -> str:
-    lines = [f"Rerun with `python bench/recipes.py` on {date}, {machine}, commit {rows[0]['commit'][:10]}: each "
-             "recipe from scratch in a fresh clone (`peftpipe recipe NAME && dvc exp run`), test split, 95% "
-             "bootstrap intervals.", "",
-             "| recipe | metric | trained [95% interval] | untrained base | trivial reference | wall time |",
-             "|---|---|---|---|---|---|"]
+def table(rows: list[dict]) -> str:
+    machines = sorted({row["machine"] for row in rows})
+    lines = [f"Rerun with `python bench/recipes.py` on {'; '.join(machines)}: each recipe from scratch in a fresh "
+             "clone of the commit named (`peftpipe recipe NAME && dvc exp run`), test split, 95% bootstrap "
+             "intervals.", "",
+             "| recipe | metric | trained [95% interval] | untrained base | trivial reference | wall time | commit, date |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
+        made = f"{row['commit'][:7]}, {row['date']}"
         if "error" in row:
-            lines.append(f"| `{row['recipe']}` | - | failed: {row['error'][:120]} | - | - | - |")
+            lines.append(f"| `{row['recipe']}` | - | failed: {row['error'][:120]} | - | - | - | {made} |")
             continue
         for metric in row["test"]:
             lines.append(f"| `{row['recipe']}` | {metric} | **{cell(row['test'], metric)}** | "
                          f"{cell(row['base'], metric, False)} | {cell(row['reference'], metric, False)} | "
-                         f"{row['seconds'] // 60} min {row['seconds'] % 60} s |")
+                         f"{row['seconds'] // 60} min {row['seconds'] % 60} s | {made} |")
     return "\n".join(lines) + "\n"
+
+
+def earlier_rows(files: list[Path], rerun: list[str]) -> list[dict]:
+    """Rows of earlier runs (their results JSON) for recipes not rerun now, each keeping the
+    commit, date and machine it was measured with."""
+    kept: dict[str, dict] = {}
+    for file in files:
+        found = json.loads(file.read_text())
+        for row in found["rows"]:
+            if row["recipe"] not in rerun:
+                kept[row["recipe"]] = {"date": found["date"], "machine": found["machine"], **row}
+    return list(kept.values())
 
 
 def put_into_docs(text: str) -> None:
@@ -126,6 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="recipes (default: every *-cpu recipe and the default)")
     parser.add_argument("--docs", action="store_true", help="put the table into docs/recipes.md")
+    parser.add_argument("--with", dest="earlier", action="append", type=Path, default=[], metavar="RESULTS_JSON",
+                        help="also show this earlier run's rows (bench/results/recipes-*.json) for recipes not rerun")
     args = parser.parse_args()
     names = args.names or ["default", *sorted(p.stem for p in (ROOT / "recipes").glob("*-cpu.yaml"))]
     if run(["git", "status", "--porcelain", "--untracked-files=no"], ROOT).stdout.strip():
@@ -135,12 +151,12 @@ def main() -> None:
     machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" ({', '.join(cpu_flags())})" if cpu_flags() else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    rows = []
+    rows, earlier = [], earlier_rows(args.earlier, names)
     for name in names:
         print(f"recipes: {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_recipe(name, commit))
+        rows.append({"date": date, "machine": machine, **run_recipe(name, commit)})
         print(f"recipes: {name}: {json.dumps(rows[-1])[:300]}", file=sys.stderr, flush=True)
-        text = table(rows, machine, date)  # written after each recipe: a long run shows what it has
+        text = table(earlier + rows)  # written after each recipe: a long run shows what it has
         (RESULTS / f"recipes-{stamp}.json").write_text(json.dumps(
             {"date": date, "machine": machine, "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
         (RESULTS / f"recipes-{stamp}.md").write_text(text)
