@@ -41,8 +41,8 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
                     "the evaluate stage reads it after training; fix the path or remove the entry")
     model, tokenizer = load_base(params.model, task, labels, params.seed,  # seeded: the adapter below is too
                                  params.quantization if method.quantized else None)
-    batches = training.batches_per_epoch(params, [len(ids) for ids in datasets["train"]["input_ids"]])
-    steps = training.total_steps(params, batches, processes.num_processes)
+    batches = training.batches_per_epoch(params.train, params.seed, [len(ids) for ids in datasets["train"]["input_ids"]])
+    steps = training.total_steps(params.train, batches, processes.num_processes)
     model = adapters.wrap(model, method, task, params, steps)
     counts = adapters.parameter_counts(model)
     processes.print(f"train: {method.name}, {counts['trainable_params']:,} of "
@@ -66,7 +66,7 @@ def main(params, tokenized, settings, adapter, report, curves, checkpoint_dir):
             save_trained(model, tokenizer, method, trained_info(params, method, labels, pairs, run), tmp)
         checkpoints.clear(checkpoint_dir)  # finished: a forced rerun starts from scratch
         write_metrics(report, {**summary.metrics(), "processes": processes.num_processes,
-                               **training.batch_metrics(params, len(datasets["train"]), batches, processes.num_processes),
+                               **training.batch_metrics(params.train, len(datasets["train"]), batches, processes.num_processes),
                                **counts, "peak_memory_mib": training.peak_memory_mib()}, params.seed)
     processes.wait_for_everyone()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items() if v is not None)

@@ -56,11 +56,11 @@ def test_sampler_epochs_differ_and_repeat():
 def test_steps_count_token_batches():
     params = parse_params({"model": {"max_length": 16}, "train": {"batch_tokens": 32, "epochs": 2}})
     lengths = [4] * 16 + [16] * 4  # 8 rows of 4 tokens per batch, 2 of 16: 2 + 2 batches an epoch
-    assert training.batches_per_epoch(params, lengths) == 4
-    assert training.total_steps(params, 4) == 8
-    assert training.total_steps(params, 4, processes=2) == 4
-    assert training.batches_per_epoch(params.model_copy(update={"train": params.train.model_copy(
-        update={"batch_tokens": None, "batch_size": 5})}), lengths) == 4
+    assert training.batches_per_epoch(params.train, params.seed, lengths) == 4
+    assert training.total_steps(params.train, 4) == 8
+    assert training.total_steps(params.train, 4, processes=2) == 4
+    assert training.batches_per_epoch(params.train.model_copy(update={"batch_tokens": None, "batch_size": 5}),
+                                      params.seed, lengths) == 4
 
 
 @pytest.mark.parametrize(("train", "expected"), [

@@ -286,28 +286,28 @@ def peak_memory_mib() -> dict:
     return peak
 
 
-def batches_per_epoch(params: Params, train_lengths: list[int]) -> int:
+def batches_per_epoch(train: TrainParams, seed: int, train_lengths: list[int]) -> int:
     """Batches in one pass over the train split: batch_size rows each, or token budgets
     (their number depends on the lengths only, the same in every epoch)."""
-    if params.train.batch_tokens:
-        return len(token_budget_batches(train_lengths, params.train.batch_tokens, params.seed))
-    return math.ceil(len(train_lengths) / params.train.batch_size)
+    if train.batch_tokens:
+        return len(token_budget_batches(train_lengths, train.batch_tokens, seed))
+    return math.ceil(len(train_lengths) / train.batch_size)
 
 
-def total_steps(params: Params, batches: int, processes: int = 1) -> int:
+def total_steps(train: TrainParams, batches: int, processes: int = 1) -> int:
     """Optimizer steps the training will take, from :func:`batches_per_epoch` (each
     process's batches make one step)."""
-    if params.train.max_steps > 0:
-        return params.train.max_steps
-    return math.ceil(params.train.epochs * math.ceil(batches / processes))
+    if train.max_steps > 0:
+        return train.max_steps
+    return math.ceil(train.epochs * math.ceil(batches / processes))
 
 
-def batch_metrics(params: Params, train_rows: int, batches: int, processes: int = 1) -> dict:
+def batch_metrics(train: TrainParams, train_rows: int, batches: int, processes: int = 1) -> dict:
     """What one optimizer step takes, for metrics/train.json: rows, or with train.batch_tokens
     the token budget and the rows a batch holds on average."""
-    if not params.train.batch_tokens:
-        return {"effective_batch_size": processes * params.train.batch_size}
-    return {"effective_batch_tokens": processes * params.train.batch_tokens,
+    if not train.batch_tokens:
+        return {"effective_batch_size": processes * train.batch_size}
+    return {"effective_batch_tokens": processes * train.batch_tokens,
             "mean_batch_rows": round(train_rows / batches, 2)}
 
 
