@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peftpipe.tasks import KINDS, get_task, task_for_architecture
+from peftpipe.tasks import KINDS, get_task, task_for_architecture, task_named_by
 from peftpipe.tasks.base import CONSTANTS, FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,15 @@ def test_a_plain_model_folder_is_read_by_its_head():
     assert task_for_architecture("BertForTokenClassification").kind == "token_classification"
     assert task_for_architecture("RobertaForSequenceClassification").kind == "sequence_classification"
     assert task_for_architecture("LlamaForCausalLM").kind == "generation"
+
+
+@pytest.mark.parametrize(("architecture", "kind"), [
+    ("BertForTokenClassification", "token_classification"), ("RobertaForSequenceClassification", "sequence_classification"),
+    ("LlamaForCausalLM", "generation"), ("GPT2LMHeadModel", "generation"), ("T5ForConditionalGeneration", "generation"),
+    ("BertModel", None), ("LlamaModel", None)])
+def test_a_head_names_its_task_and_a_bare_encoder_none(architecture, kind):
+    named = task_named_by(architecture)
+    assert (named.kind if named is not None else None) == kind
 
 
 def test_an_unknown_task_is_one_line():
