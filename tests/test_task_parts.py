@@ -43,6 +43,14 @@ def test_word_list_stops_naming_the_row_the_field_and_what_it_holds(value, messa
     assert str(caught.value) == message
 
 
+def test_words_refuse_a_number_whose_text_is_lost_naming_it_and_the_fix():
+    with pytest.raises(DataError) as caught:
+        fields.words(["EU", 1.5], "tokens", WHERE)
+    assert str(caught.value) == (f"{WHERE}: token 1 is a number (1.5), expected a word: write it as a string in "
+                                 f"the file (\"1.5\") so its text is kept as written")
+    assert fields.words(["EU", "1.50"], "tokens", WHERE) == ["EU", "1.50"]
+
+
 def test_word_list_stops_on_a_nul_byte_naming_the_word():
     with pytest.raises(DataError, match=rf"^{WHERE}: token 1 holds a NUL byte \(\\x00\) at character 2"):
         fields.word_list(["EU", "re\x00jects"], "tokens", "token", "a word", WHERE)
