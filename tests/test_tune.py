@@ -276,6 +276,38 @@ def test_a_trial_over_its_budget_is_stopped_with_every_process_it_started(tmp_pa
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
 
 
+def test_stopping_tune_stops_the_trial_it_was_running(tmp_path, monkeypatch):
+    """Ctrl-C reaches peftpipe tune only (the trial's run is in its own session): the run and
+    the stage processes under it are stopped with it, not left training unrecorded."""
+    import os
+    import signal
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/child\nwait\n")
+    (bin_dir / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", {})
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune.run_experiment("toy-2", {"lora.r": 8}, None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
+
+
 def test_a_mapping_params_key_can_be_searched():
     """split.per_class.train: rows per class, searched like any leaf; its value checked."""
     params = parse_params({"task": {"kind": "sequence_classification"},

@@ -212,16 +212,24 @@ def run_experiment(name: str, values: dict, link: TrialLink | None, target: str 
     env = {**os.environ, **(link.to_environment() if link else {})}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own group: a budget stops the stages it started too
-    try:
-        stdout, stderr = process.communicate(timeout=minutes * 60 or None)
-    except subprocess.TimeoutExpired:
+    def stop() -> None:  # the run and every stage process it started
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
+
+    try:
+        stdout, stderr = process.communicate(timeout=minutes * 60 or None)
+    except subprocess.TimeoutExpired:
+        stop()
         raise RuntimeError(f"{name}: over its budget of {minutes:g} min (tune.trial_minutes); stopped") from None
+    except BaseException:
+        # Ctrl-C or a kill reaches this process only: the run is in its own session, so
+        # without this it would go on training with no one to record it.
+        stop()
+        raise
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if result.returncode != 0:
         tail = " ".join((result.stderr or result.stdout).split())[-400:]
