@@ -20,13 +20,14 @@ import time
 import click
 
 
-def build(folder: str, layers: int) -> None:
+def build(folder: str, layers: int, num_labels: int = 4) -> None:
+    """SmolLM2-135M's shapes with random weights and ``layers`` layers, saved to ``folder``."""
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                         num_labels=4, pad_token_id=0)
+                         num_labels=num_labels, pad_token_id=0)
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(folder)
 

@@ -20,17 +20,7 @@ import tempfile
 import time
 
 import click
-
-
-def build(folder: str, layers: int) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                         num_labels=8, pad_token_id=0)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(folder)
+from cpu_4bit_kernels import build  # bench/ is on the path: python bench/qlora_step.py
 
 
 def with_lora(folder: str, four_bit: bool):
@@ -87,7 +77,7 @@ def main(layers: int, batch: int, tokens: int, steps: int, rounds: int) -> None:
               dtype=torch.long), "labels": torch.randint(0, 8, (batch,))}
     found: dict[str, list[float]] = {"fp32": [], "bf16_autocast": [], "nf4_4bit": []}
     with tempfile.TemporaryDirectory() as folder:
-        build(folder, layers)
+        build(folder, layers, num_labels=8)
         models = {"fp32": with_lora(folder, False), "nf4_4bit": with_lora(folder, True)}
         for _ in range(rounds):
             for name, model, bf16 in (("fp32", models["fp32"], False), ("bf16_autocast", models["fp32"], True),

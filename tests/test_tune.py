@@ -254,10 +254,9 @@ def test_each_trial_gets_the_per_trial_time_budget(tmp_path):
     assert budgets == [7.5, 7.5]
 
 
-def test_a_trial_over_its_budget_is_stopped_with_every_process_it_started(tmp_path, monkeypatch):
-    """run_experiment's budget: the dvc run and the stage processes under it are stopped."""
+def fake_long_dvc_run(tmp_path, monkeypatch) -> None:
+    """`dvc` on PATH: a run that starts a long stage process (its pid in tmp_path/child) and waits."""
     import os
-    import time
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -266,30 +265,35 @@ def test_a_trial_over_its_budget_is_stopped_with_every_process_it_started(tmp_pa
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", {})
+
+
+def stage_process_gone(tmp_path) -> bool:
+    import time
+
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
+
+
+def test_a_trial_over_its_budget_is_stopped_with_every_process_it_started(tmp_path, monkeypatch):
+    """run_experiment's budget: the dvc run and the stage processes under it are stopped."""
+    import time
+
+    fake_long_dvc_run(tmp_path, monkeypatch)
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"toy-1: over its budget of 0.01 min \(tune.trial_minutes\); stopped"):
         tune.run_experiment("toy-1", {"lora.r": 8}, None, minutes=0.01)
     assert time.monotonic() - started < 30
-    child = int((tmp_path / "child").read_text())
-    time.sleep(0.2)
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
+    assert stage_process_gone(tmp_path)
 
 
 def test_stopping_tune_stops_the_trial_it_was_running(tmp_path, monkeypatch):
     """Ctrl-C reaches peftpipe tune only (the trial's run is in its own session): the run and
     the stage processes under it are stopped with it, not left training unrecorded."""
-    import os
     import signal
-    import time
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path}/child\nwait\n")
-    (bin_dir / "dvc").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.chdir(tmp_path)
-    write_params(tmp_path / "params.yaml", {})
+    fake_long_dvc_run(tmp_path, monkeypatch)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -302,10 +306,7 @@ def test_stopping_tune_stops_the_trial_it_was_running(tmp_path, monkeypatch):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    child = int((tmp_path / "child").read_text())
-    time.sleep(0.2)
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone (or a zombie)
+    assert stage_process_gone(tmp_path)
 
 
 def test_a_mapping_params_key_can_be_searched():
