@@ -176,7 +176,7 @@ class FakeLM:
 
 PROMPTS = [[5, 6, 7], [9], [3, 4]]
 GREEDY = {"max_new_tokens": 2, "min_new_tokens": 2, "do_sample": False, "num_beams": 1, "output_logits": True,
-          "return_dict_in_generate": True, "pad_token_id": 0}
+          "return_dict_in_generate": True, "pad_token_id": 0, "use_cache": True}
 
 
 @pytest.mark.parametrize("seq2seq, padded", [
@@ -208,6 +208,7 @@ def test_a_prompt_learning_adapter_generates_prompts_of_one_length_per_batch(cap
     out = generation.generate_logits(model, SimpleNamespace(pad_token_id=0), prompts, 2, 2)
     assert [c["input_ids"] for c in model.calls[1:]] == [[[9]], [[5, 6], [3, 4]]]
     assert [c["attention_mask"] for c in model.calls[1:]] == [[[1]], [[1, 1], [1, 1]]]
+    assert [c["use_cache"] for c in model.calls[1:]] == [False, False]  # its cache goes wrong (below)
     assert [o[:, 0].tolist() for o in out] == [[11, 12], [9, 10], [7, 8]]
     assert "generate (batches of one length): 2/2" in capsys.readouterr().err
 
@@ -347,3 +348,4 @@ def test_generation_serves_with_pytorch_only_and_reads_one_text():
     assert task.serving_input_problem(["a text"], "torch") is None
     assert task.serving_input_problem([{"text": "a", "text_pair": "b"}], "torch") == (
         "a generation model reads one text, not pairs; drop --pair")
+
