@@ -167,7 +167,7 @@ def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batc
     # " neutral wis" with it and " neutral<|im_end|>" without (64% of test rows were no label).
     # A label is a few tokens, so recomputing them costs little: prompt-learning adapters
     # generate without the cache.
-    use_cache = not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    use_cache = not _prompt_learning(model)
     out: list[np.ndarray] = [np.empty(0)] * len(prompts)
     model.eval()
     with torch.inference_mode():
@@ -194,8 +194,7 @@ def _generation_batches(model, prompts: list[list[int]], batch_size: int):
     batch of 64: tests/test_generation.py), so evaluate and serving disagreed; without padding
     every batching gives the output the prompt gives alone, on every release."""
     lengths = [len(p) for p in prompts]
-    config = getattr(model, "active_peft_config", None)
-    if not getattr(config, "is_prompt_learning", False):
+    if not _prompt_learning(model):
         yield from length_sorted_batches(lengths, batch_size, "generate (batches)")
         return
     by_length: dict[int, list[int]] = {}
@@ -204,6 +203,11 @@ def _generation_batches(model, prompts: list[list[int]], batch_size: int):
     batches = [same[start:start + batch_size] for same in by_length.values()
                for start in range(0, len(same), batch_size)]
     yield from progress(batches, len(batches), "generate (batches of one length)")
+
+
+def _prompt_learning(model) -> bool:
+    """Whether the model's active adapter learns prompts (prefix tuning, P-tuning)."""
+    return getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
 
 
 def _pad(row: list[int], width: int, value: int, left: bool) -> list[int]:
