@@ -186,7 +186,12 @@ class Predictor:
         classify = self.classify
         lengths = token_counts(classify.tokenizer, texts)
         # Pairs ({"text", "text_pair"}) batch like single texts: the pipeline reads each dict as one input.
-        outputs = in_length_order(classify, texts, lengths, served_batch_size(self.backend, batch_size))
+        batch_size = served_batch_size(self.backend, batch_size)
+        if self.task.pipeline_outputs is not None and not any(isinstance(text, dict) for text in texts):
+            outputs = self.task.pipeline_outputs(classify.model, classify.tokenizer, texts, batch_size,
+                                                 **self.task.pipeline_options(classify.tokenizer))
+        else:
+            outputs = in_length_order(classify, texts, lengths, batch_size)
         limit = classify.tokenizer.model_max_length
         return [self.task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]
 

@@ -32,7 +32,7 @@ FUNCTIONS = (
     "pipeline_input", "prediction_rows", "confusion_rows", "reference_predictions", "compute_metrics",
     "trainer_metrics",
 )
-OPTIONAL = ("preprocess_logits", "sentences_from_word_rows", "write_labels")
+OPTIONAL = ("preprocess_logits", "sentences_from_word_rows", "write_labels", "pipeline_outputs")
 
 
 class Task:
@@ -56,6 +56,9 @@ class Task:
     # Serving a model that writes its labels (writes_labels): (model, tokenizer, texts,
     # labels, max_length, batch_size) -> [(label, probability)].
     write_labels = None
+    # Serving: (model, tokenizer, texts, batch_size, **pipeline_options) -> what the
+    # transformers pipeline outputs for each text, computed faster; None: the pipeline runs.
+    pipeline_outputs = None
 
     def __init_subclass__(cls, module: str | None = None, **kwargs):
         """Bind the protocol from ``module``: what the module defines itself overrides what
