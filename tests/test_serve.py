@@ -142,6 +142,37 @@ def test_the_batcher_runs_requests_together_and_routes_each_answer_back():
     assert len(calls) < len(requests) and max(map(len, calls)) <= 16  # batched, never over max_batch
 
 
+def test_up_to_parallel_batches_run_at_once_and_no_more():
+    """With parallel=2 two batches are in the model at the same time (each on its own
+    thread), a third waits; what queued meanwhile forms the next batch."""
+    import threading
+
+    from peftpipe.serve.app import Batcher
+
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def predictor(texts, batch_size=None):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return list(texts)
+
+    async def clients(parallel):
+        batcher = Batcher(predictor, max_batch=2, parallel=parallel)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([i]) for i in range(12)))
+        await batcher.stop()
+        return answers
+
+    for parallel in (1, 2, 3):
+        most[0] = 0
+        assert asyncio.run(clients(parallel)) == [[i] for i in range(12)]
+        assert most[0] == parallel
+
+
 def test_a_request_that_fails_its_batch_fails_alone_and_the_others_get_their_answers():
     """A batch that raises is run again request by request: each request gets its own
     answer or its own error, whoever it was batched with."""
@@ -190,6 +221,28 @@ class RecordingPredictor:
 
     def rows(self, texts, answers):
         return [{"text": text, **answer} for text, answer in zip(texts, answers)]
+
+
+def test_batches_run_in_parallel_only_through_models_that_allow_it():
+    """--threads N runs N batches at once through a classifier; a model that keeps state
+    across a call (generation, adapters sharing a base) or does not say runs one at a time."""
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    class Stateless(RecordingPredictor):
+        runs_in_parallel = True
+
+    class Stateful(RecordingPredictor):
+        runs_in_parallel = False
+
+    served = {"a": server.Served("a", Stateless(), {"name": "a"}), "b": server.Served("b", Stateful(), {"name": "b"}),
+              "c": server.Served("c", RecordingPredictor(), {"name": "c"})}
+    with TestClient(server.create_app(served, parallel=3)) as client:
+        assert client.get("/ready").status_code == 200
+        assert [served[name].batcher.parallel for name in "abc"] == [3, 1, 1]
+        assert served["a"].batcher.executor._max_workers == 3
+        assert client.post("/v1/predict", json={"model": "a", "texts": ["x"]}).status_code == 200
 
 
 def test_a_good_and_a_bad_request_batched_together_each_get_their_own_answer():
@@ -455,7 +508,9 @@ def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapt
     one, two = together["one"].predictor, together["two"].predictor
     assert one.model is two.model and set(one.model.peft_config) == {"one", "two"}  # one base in memory
     assert together["one"].base == together["two"].base  # and one worker thread for both
+    assert not one.runs_in_parallel and not two.runs_in_parallel  # set_adapter per call: one batch at a time
     alone = [Predictor(folder) for folder in two_adapters]
+    assert alone[0].runs_in_parallel
     expected = [predictor(TEXTS) for predictor in alone]
     assert expected[0] != expected[1], "two adapters that answer alike would not show a wrong switch"
     for _ in range(2):  # in turn: each call selects its own adapter

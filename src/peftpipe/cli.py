@@ -139,8 +139,8 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow pages from ORIGIN (e.g. https://app.example.com) to call the API (repeat it).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
-              help="Compute threads per worker (default: the CPUs this process may use, by affinity and "
-                   "cgroup quota, shared among the workers).")
+              help="Batches run at once per worker, one compute thread each (default: the CPUs this process "
+                   "may use, by affinity and cgroup quota, shared among the workers).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes on the one port, each with its own models and batcher.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -183,15 +183,15 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
         failures.append(err)
         uvicorn_server.should_exit = True
 
+    threads = threads or max(1, available_cpus() // workers)
     app = server.create_app(lambda: server.load(folders, backend, sources), token=token, max_batch=max_batch,
                             max_wait_ms=max_wait_ms, timeout_s=timeout_s, max_queue=max_queue,
-                            cors_origins=cors_origins, on_failure=stop_on_failure)
+                            cors_origins=cors_origins, on_failure=stop_on_failure, parallel=threads)
     import uvicorn
 
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                    timeout_graceful_shutdown=drain_seconds))
     bound = listening.getsockname()[1]
-    threads = threads or max(1, available_cpus() // workers)
     click.echo(f"serve: http://{host}:{bound}/ (loading {', '.join(f'{n} ({f})' for n, f in folders.items())}; "
                f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}; "
                f"/ready says when; API at /v1/predict, schema at /docs)", err=True)
@@ -203,7 +203,7 @@ def serve(models: tuple[str, ...], experiments: tuple[str, ...], backend: str, h
         return 2 if failures else 0
 
     try:
-        code = server.run_workers(uvicorn_server, listening, workers, threads, finish)
+        code = server.run_workers(uvicorn_server, listening, workers, finish)
     finally:
         server.remove_copies(copies)
     if code:

@@ -164,6 +164,12 @@ class Predictor:
         other.info = info if info is not None else folder_info(Path(folder))  # its own card and scores
         return other
 
+    @property
+    def runs_in_parallel(self) -> bool:
+        """Whether batches may run through this model at once: a classifier's forward keeps
+        no state; generation and adapters sharing a base (set_adapter per call) do."""
+        return not self.task.writes_labels and not self.shared
+
     def input_problem(self, texts: list) -> str | None:
         problem = self.task.serving_input_problem(texts, self.backend)
         if problem is None and self.info is not None and self.info.pairs is False and \

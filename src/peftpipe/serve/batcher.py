@@ -1,7 +1,9 @@
 """Requests to one model, run together in batches, each answer routed back to its request.
 
 A batch holds at most ``max_batch`` texts (a request that does not fit waits for the next
-one) and waits at most ``max_wait_ms`` after its first request for more. A batch that
+one) and waits at most ``max_wait_ms`` after its first request for more. Up to ``parallel``
+batches run at once (each in its own thread of the executor): a batch is formed when one
+may start, from whatever queued while the others ran. A batch that
 fails is run again request by request, so one request's bad input fails that request only.
 Work whose request is gone (its client disconnected, its deadline passed) is dropped before
 it runs. At most ``max_queue`` texts wait: past that, ``submit`` refuses at once (429).
@@ -31,9 +33,11 @@ class Batcher:
     waiting at most ``max_wait_ms`` after the first for more to arrive."""
 
     def __init__(self, predictor, max_batch: int = 32, max_wait_ms: float = 0.0, executor=None,
-                 max_queue: int = 1 << 30, on_batch: Callable[[int], None] | None = None):
+                 max_queue: int = 1 << 30, on_batch: Callable[[int], None] | None = None, parallel: int = 1):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="peftpipe-model")
+        self.parallel = parallel
+        self.executor = executor or ThreadPoolExecutor(parallel, thread_name_prefix="peftpipe-model")
+        self.running: set[asyncio.Task] = set()
         self.max_queue, self.on_batch = max_queue, on_batch
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self.queued = 0  # texts waiting, not yet in a batch
@@ -43,10 +47,11 @@ class Batcher:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in [self.task, *self.running]:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @property
     def full(self) -> bool:
@@ -69,7 +74,9 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         held: _Waiting | None = None  # a request that did not fit the last batch goes first in the next
+        slots = asyncio.Semaphore(self.parallel)
         while True:
+            await slots.acquire()  # a batch forms when it can run: what queued meanwhile joins it
             batch = [held if held is not None else await self._take()]
             held, size = None, len(batch[0].texts)
             deadline = loop.time() + self.max_wait
@@ -91,8 +98,12 @@ class Batcher:
                 batch.append(waiting)
                 size += len(waiting.texts)
             batch = [waiting for waiting in batch if not waiting.future.done()]  # gone: dropped unrun
-            if batch:
-                await self._answer(loop, batch)
+            if not batch:
+                slots.release()
+                continue
+            running = loop.create_task(self._answer(loop, batch))
+            self.running.add(running)
+            running.add_done_callback(lambda done: (self.running.discard(done), slots.release()))
 
     async def _answer(self, loop, batch: list[_Waiting]) -> None:
         """Run ``batch`` in one model call; if that fails, each request again alone, so one

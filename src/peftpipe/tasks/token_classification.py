@@ -393,8 +393,10 @@ def _subword_rule(tokenizer):
     continuations ("##me": 4 characters for the text's 2), else by a space before it."""
     model = getattr(getattr(tokenizer, "_tokenizer", None), "model", None)
     if getattr(model, "continuing_subword_prefix", None):
-        lengths = np.array([len(token) for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
-        return lambda ids, starts, ends, text: lengths[ids] != ends - starts
+        # The window's own tokens only: a table of the whole vocabulary, built per call, took
+        # a sixth of the served model's time.
+        return lambda ids, starts, ends, text: np.fromiter(
+            map(len, tokenizer.convert_ids_to_tokens(ids.tolist())), dtype=np.int64, count=len(ids)) != ends - starts
     return lambda ids, starts, ends, text: np.array(
         [start > 0 and " " not in text[start - 1:start + 1] for start in starts.tolist()], dtype=bool)
 
