@@ -63,7 +63,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(kind: str, port: int, backend: str = "torch", serve_args: str = "") -> subprocess.Popen:
+def start(kind: str, port: int, backend: str = "auto", serve_args: str = "") -> subprocess.Popen:
     if kind.startswith("peftpipe"):
         args = [str(Path(sys.executable).parent / "peftpipe"), "serve", "--model", f"default={EXPORT}",
                 "--port", str(port), "--backend", backend, "--log-level", "warning", *shlex.split(serve_args)]
@@ -262,7 +262,7 @@ def main() -> None:
                         help="peftpipe, naive, litserve, and variants: 'peftpipe-w2=--workers 2'")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every server this many times, taking turns (the table shows medians)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="what peftpipe serve runs")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="what peftpipe serve runs")
     parser.add_argument("--serve-args", default="", help="more options for peftpipe serve, e.g. '--workers 2'")
     parser.add_argument("--busy", type=int, default=0, help="also measure with this many CPU-bound processes beside")
     parser.add_argument("--limits", action="store_true", help="first measure the Predictor and the forward offline")

@@ -41,7 +41,7 @@ def test_export_writes_checked_onnx_graphs_that_predict_serves(exported_ner):
     for graph in graphs.values():
         assert (exported_ner / "models/export" / graph["file"]).is_file() == graph["shipped"]
     texts = ["alice visited paris and met bob", "carol works at acme in berlin", "the company went to london"]
-    by_torch = predicted(texts)
+    by_torch = predicted(["--backend", "torch", *texts])
     assert any(row["entities"] for row in by_torch), "the tiny model should find some entities here"
     assert predicted(["--backend", "onnx", *texts]) == by_torch
     assert graphs["int8"]["shipped"], graphs["int8"]  # per-channel int8 agrees on this model
@@ -52,6 +52,21 @@ def test_export_writes_checked_onnx_graphs_that_predict_serves(exported_ner):
         assert [(e["word"], e["type"], e["start"], e["end"]) for e in int8_row["entities"]] == \
             [(e["word"], e["type"], e["start"], e["end"]) for e in torch_row["entities"]]
         assert all(abs(a["score"] - b["score"]) < 0.05 for a, b in zip(int8_row["entities"], torch_row["entities"]))
+
+
+def test_auto_runs_the_checked_fp32_graph_where_the_export_has_one(exported_ner, tmp_path, monkeypatch):
+    import shutil
+
+    from peftpipe.serving import Predictor, chosen_backend
+
+    export = exported_ner / "models/export"
+    assert Predictor(export).backend == "onnx" and chosen_backend(export, "torch") == "torch"
+    bare = shutil.copytree(export, tmp_path / "export", ignore=shutil.ignore_patterns("onnx"))
+    assert Predictor(bare).backend == "torch"  # no graph: PyTorch
+    texts = ["alice visited paris and met bob", "carol works at acme in berlin"]
+    honest = predicted(texts)
+    planted_swap(monkeypatch, ("onnx",))  # the graph's answers become visibly its own
+    assert predicted(texts) != honest and predicted(["--backend", "torch", *texts]) == honest
 
 
 def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:

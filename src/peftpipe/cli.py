@@ -65,8 +65,9 @@ def main() -> None:
               type=click.Path(file_okay=False, path_type=Path), help="Exported model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one line per text.")
 @click.option("--pair", is_flag=True, help="Each text is a sentence pair, FIRST<TAB>SECOND (as MRPC).")
-@click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True,
-              help="PyTorch, or the exported ONNX graph (fp32, or int8) through ONNX Runtime.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "int8"]), default="auto", show_default=True,
+              help="PyTorch, or the exported ONNX graph (fp32, or int8) through ONNX Runtime; auto: the fp32 graph "
+                   "where the export has one (it agreed with the trained model on every test prediction), else PyTorch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Texts run together, grouped by length (answers as one at a time); int8 runs one at a time.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
@@ -121,7 +122,8 @@ def predict(texts: tuple[str, ...], model_dir: Path, as_json: bool, pair: bool, 
               help="An exported model to serve under NAME (repeat it); default: default=models/export.")
 @click.option("--exp", "experiments", multiple=True, metavar="NAME",
               help="Serve experiment NAME's export, read from the DVC cache (repeat it).")
-@click.option("--backend", type=click.Choice(["torch", "onnx", "int8"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "int8"]), default="auto", show_default=True,
+              help="As predict's: auto serves the export's checked fp32 ONNX graph where it has one, else PyTorch.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),

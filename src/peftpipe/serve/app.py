@@ -473,24 +473,26 @@ def load(models: dict[str, Path], backend: str, sources: dict[str, dict] | None 
     """Every model loaded before any is served: one that fails stops start-up with its
     one-line error (never a half-up server). ``sources``: where a model came from, when not
     its folder (an experiment's export, copied out of the DVC cache)."""
-    from peftpipe.serving import Predictor, folder_info
+    from peftpipe.serving import Predictor, chosen_backend, folder_info
 
     served, bases = {}, {}
     for name, folder in models.items():
         started = time.perf_counter()
         try:
             info = folder_info(Path(folder)) if Path(folder).is_dir() else None  # read and checked once
-            key = Predictor.base_key(Path(folder), backend, info)
+            runs = chosen_backend(Path(folder), backend)
+            key = Predictor.base_key(Path(folder), runs, info)
             if key is not None and key in bases:  # another adapter of a base already loaded: share it
                 predictor = bases[key].sharing(Path(folder), name, info)
             else:
-                predictor = Predictor(folder, backend, adapter_name=name, info=info)
+                predictor = Predictor(folder, runs, adapter_name=name, info=info)
                 if key is not None:
                     bases[key] = predictor
         except (InputError, ModelError) as err:
             raise ModelError(f"--model {name}={folder}: {err}") from None
         source = (sources or {}).get(name) or {"folder": str(folder)}
-        served[name] = Served(name, predictor, model_card(name, predictor.info, source), base=key or name,
+        card = {**model_card(name, predictor.info, source), "backend": predictor.backend}
+        served[name] = Served(name, predictor, card, base=key or name,
                               load_seconds=round(time.perf_counter() - started, 3))
     runs: dict[str, list[str]] = {}
     for name, model in served.items():

@@ -162,12 +162,7 @@ def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batc
 
     device = next(model.parameters()).device
     seq2seq = model.config.is_encoder_decoder
-    # With transformers 5.24 and peft 0.21.2 a prefix-tuned decoder's key/value cache goes
-    # wrong after the first new token: finphrase-prefix-cpu's SmolLM2 wrote " neutral_" and
-    # " neutral wis" with it and " neutral<|im_end|>" without (64% of test rows were no label).
-    # A label is a few tokens, so recomputing them costs little: prompt-learning adapters
-    # generate without the cache.
-    use_cache = not _prompt_learning(model)
+    prompt_learning = _prompt_learning(model)
     out: list[np.ndarray] = [np.empty(0)] * len(prompts)
     model.eval()
     with torch.inference_mode():
@@ -175,16 +170,43 @@ def generate_logits(model, tokenizer, prompts: list[list[int]], steps: int, batc
             width = max(len(prompts[i]) for i in rows)
             pad = tokenizer.pad_token_id
             # Decoder LLMs continue the last token: pad on the left. Encoders: on the right.
-            ids = [_pad(prompts[i], width, pad, left=not seq2seq) for i in rows]
-            mask = [_pad([1] * len(prompts[i]), width, 0, left=not seq2seq) for i in rows]
-            generated = model.generate(
-                input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
-                max_new_tokens=steps, min_new_tokens=steps, do_sample=False, num_beams=1,
-                output_logits=True, return_dict_in_generate=True, pad_token_id=pad, use_cache=use_cache)
-            logits = torch.stack(generated.logits, dim=1).float().cpu().numpy()
+            ids = torch.tensor([_pad(prompts[i], width, pad, left=not seq2seq) for i in rows], device=device)
+            mask = torch.tensor([_pad([1] * len(prompts[i]), width, 0, left=not seq2seq) for i in rows], device=device)
+            if prompt_learning:
+                logits = _greedy_by_forward(model, ids, mask, steps, seq2seq).float().cpu().numpy()
+            else:
+                generated = model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                    num_beams=1, output_logits=True, return_dict_in_generate=True, pad_token_id=pad)
+                logits = torch.stack(generated.logits, dim=1).float().cpu().numpy()
             for j, i in enumerate(rows):
                 out[i] = logits[j]
     return out
+
+
+def _greedy_by_forward(model, ids, mask, steps: int, seq2seq: bool):
+    """(rows x steps x vocabulary) logits of greedy decoding where each step is the model's
+    forward pass over the prompt and what it wrote so far: the computation training did.
+    For prompt-learning adapters, `generate` is not that computation: with transformers 5.24
+    and peft 0.21.2 a prefix-tuned Llama's first generated token already differs from the
+    forward pass with the key/value cache (finphrase-prefix-cpu's SmolLM2 wrote " neutral_"
+    and " neutral wis", 64% of test rows no label), and its second without it
+    (tests/test_generation_units.py). A label is a few tokens: the passes cost little."""
+    import torch
+
+    written = torch.full((ids.shape[0], 1), model.config.decoder_start_token_id, device=ids.device) if seq2seq \
+        else ids[:, :0]
+    every = []
+    for _ in range(steps):
+        if seq2seq:
+            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=written).logits[:, -1, :]
+        else:
+            sequence = torch.cat([ids, written], dim=1)
+            logits = model(input_ids=sequence, attention_mask=torch.cat([mask, torch.ones_like(written)], dim=1)
+                           ).logits[:, -1, :]
+        every.append(logits)
+        written = torch.cat([written, logits.argmax(-1, keepdim=True)], dim=1)
+    return torch.stack(every, dim=1)
 
 
 def _generation_batches(model, prompts: list[list[int]], batch_size: int):
