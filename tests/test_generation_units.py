@@ -126,6 +126,13 @@ def test_an_encoder_decoder_reads_the_text_and_writes_the_label_both_cut_to_max_
     assert dataset[1]["labels"] == ids(tokenizer, "places") + [end]
 
 
+def test_a_row_one_token_over_counts_as_cut():
+    """rows_cut counts every row that lost a token, one included (the report's warning and
+    the stage's check read it)."""
+    dataset = {"full_length": [5, 6, 7, 9], "prompt_ids": [[1] * 5] * 4}  # lost 0, 1, 2 and 4 tokens
+    assert generation.truncation(dataset) == {"rows": 4, "rows_cut": 3, "tokens_cut": 7}
+
+
 def test_train_label_ids_are_the_target_tokens():
     import datasets
 
