@@ -337,6 +337,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="override train.batch_tokens (padded tokens per batch; 0: batch_size rows)")
     parser.add_argument("--learning-rate", type=float, default=None, help="override train.learning_rate")
+    parser.add_argument("--seed", type=int, default=None, help="override seed (model head, adapter init, data order)")
     parser.add_argument("--fast-dropout", action="store_true",
                         help="pipeline with bench/fast_dropout.py's mask in every nn.Dropout (a probe, not a param)")
     parser.add_argument("--compile", action="store_true",
@@ -363,7 +364,8 @@ def main() -> None:
                      **({"batch_tokens": args.batch_tokens or None} if args.batch_tokens is not None else {}),
                      **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
                      **({"mixed_precision": args.mixed_precision} if args.mixed_precision else {})}
-        params = params.model_copy(update={"train": params.train.model_copy(update=overrides)})
+        params = params.model_copy(update={"train": params.train.model_copy(update=overrides),
+                                            **({"seed": args.seed} if args.seed is not None else {})})
         max_length = args.max_length or params.model.max_length
         if args.compile:
             compile_training()
@@ -373,7 +375,7 @@ def main() -> None:
         else:
             result = tutorial_run(params, args.epochs, args.fraction, max_length, Path(out), args.style == "example")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"style": args.style, "recipe": args.recipe, "random_batches": args.random_batches,
+    print(json.dumps({"style": args.style, "recipe": args.recipe, "seed": params.seed, "random_batches": args.random_batches,
                       "fast_dropout": args.fast_dropout,
                       "compile": args.compile,
                       "mixed_precision": params.train.mixed_precision, "learning_rate": params.train.learning_rate, "batch_tokens": params.train.batch_tokens, "epochs": args.epochs, "fraction": args.fraction,
