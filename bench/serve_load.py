@@ -41,8 +41,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
 from peftpipe.serve.app import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,36 +117,6 @@ async def level(url: str, texts: list[str], clients: int, seconds: float) -> dic
     connector = aiohttp.TCPConnector(limit=clients)
     began = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
-    elapsed = time.perf_counter() - began
-    return summary(clients, latencies, errors, elapsed)
-
-
-async def level_httpx(url: str, texts: list[str], clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-    counter = 0
-
-    async def client(index: int, http: httpx.AsyncClient) -> None:
-        nonlocal errors, counter
-        i = index
-        while time.perf_counter() < stop and counter < MAX_REQUESTS:
-            counter += 1
-            started = time.perf_counter()
-            try:
-                answer = await http.post(url, json={"texts": [texts[i % len(texts)]]}, timeout=60)
-                if answer.status_code != 200:
-                    errors += 1
-                else:
-                    latencies.append(time.perf_counter() - started)
-            except httpx.HTTPError:
-                errors += 1
-            i += clients
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    began = time.perf_counter()
-    async with httpx.AsyncClient(limits=limits) as http:
         await asyncio.gather(*(client(i, http) for i in range(clients)))
     elapsed = time.perf_counter() - began
     return summary(clients, latencies, errors, elapsed)
