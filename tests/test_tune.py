@@ -96,6 +96,27 @@ def test_a_four_trial_study_finds_the_planted_best_and_resumes(tmp_path):
     assert {row["param"] for row in read_json(tmp_path / "plots/importances.json")} == {"lora.r", "train.learning_rate"}
 
 
+def test_a_study_file_rewritten_during_a_trial_still_records_it(tmp_path):
+    """`dvc exp run` stashes and restores the workspace's changes: a study database git
+    tracks comes back as a new file (a new inode), and a connection opened before refuses
+    to write. The trial's result is recorded all the same, and the search goes on."""
+    import shutil
+
+    fake = FakeExperiments()
+    params = toy_params(tmp_path)
+    database = tmp_path / "study.db"
+
+    def run(name, values, link, minutes=0):
+        fake.run(name, values, link, minutes)
+        shutil.copy(database, tmp_path / "restored.db")  # what git stash pop writes back
+        (tmp_path / "restored.db").replace(database)
+
+    study = tune.search(params, 3, 0, run=run, read=fake.read, say=lambda line: None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert [t.value for t in study.trials] == [planted(fake.ran[f"tune-toy-{n}"]) for n in range(3)]
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3  # the sampler kept its place
+
+
 def test_each_trial_is_pushed_as_it_ends_and_a_failed_push_is_one_line(tmp_path):
     fake, pushed, said = FakeExperiments(), [], []
     params = toy_params(tmp_path, sampler="random", study="pushed")

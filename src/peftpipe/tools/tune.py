@@ -103,6 +103,19 @@ def open_study(params: Params):
         raise
 
 
+def reopened(study, params: Params):
+    """The study on a new connection, its sampler and pruner kept (a fresh seeded sampler
+    would draw the same points again). `dvc exp run` stashes the workspace's changes and
+    puts them back, which rewrites a study database that git tracks and the search has
+    changed (searches/<recipe>/study.db) as a new file: SQLite then refuses every write
+    through a connection opened before ("attempt to write a readonly database"), and the
+    trial's result was lost."""
+    import optuna
+
+    return optuna.load_study(study_name=study.study_name, storage=storage_url(params.tune), sampler=study.sampler,
+                             pruner=study.pruner)
+
+
 def shown_url(url: str) -> str:
     """A storage URL as it may be printed: any password replaced by ***."""
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -300,24 +313,27 @@ def search(params: Params, trials: int, timeout_minutes: float,
                          params.tune.pruner)
         say(f"tune: trial {trial.number} ({experiment}): {_shown(values)}")
         try:
-            run(experiment, {**values, "tune.trial": trial.number}, link, minutes=params.tune.trial_minutes)
+            try:
+                run(experiment, {**values, "tune.trial": trial.number}, link, minutes=params.tune.trial_minutes)
+            finally:
+                study = reopened(study, params)
             outcome = read(experiment, params.tune.metric)
             if push and (problem := push(experiment)):
                 say(problem)
         except (RuntimeError, KeyboardInterrupt) as err:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL)
             if isinstance(err, KeyboardInterrupt):
                 raise
             say(f"tune: trial {trial.number} failed: {err}")
             continue
         if outcome.pruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial.number, state=TrialState.PRUNED)
             say(f"tune: trial {trial.number} pruned")
         elif outcome.value is None:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL)
             say(f"tune: trial {trial.number}: no validation {params.tune.metric} in metrics/train.json")
         else:
-            study.tell(trial, outcome.value)
+            study.tell(trial.number, outcome.value)
             say(f"tune: trial {trial.number}: validation {params.tune.metric} {outcome.value:.4f} "
                 f"(best so far {study.best_value:.4f}, trial {study.best_trial.number})")
     return study
