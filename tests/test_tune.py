@@ -4,12 +4,15 @@ and, end to end on the tiny model, trials recorded as DVC experiments."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import copy_repo, git_repo, run_cli, run_stage, write_tiny_recipe
 
 from peftpipe import experiments
@@ -115,6 +118,55 @@ def test_a_study_file_rewritten_during_a_trial_still_records_it(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert [t.value for t in study.trials] == [planted(fake.ran[f"tune-toy-{n}"]) for n in range(3)]
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3  # the sampler kept its place
+
+
+def test_a_resumed_search_draws_new_points_and_the_same_record_the_same_next_one(tmp_path):
+    """Each `peftpipe tune` starts its sampler from tune.seed: seeded by the trials the study
+    holds, the second does not draw the first one's points again (it did: the mrpc search's
+    trial 4 repeated trial 2)."""
+    import shutil
+
+    fake = FakeExperiments()
+    params = parse_params({"recipe": "toy", "tune": {"sampler": "random", "study": "toy",
+                                                     "storage": f"sqlite:///{tmp_path}/study.db",
+                                                     "space": {"train.learning_rate": {"low": 1e-5, "high": 1e-2}}}})
+    read = lambda name, metric: tune.Outcome(0.5)  # noqa: E731
+    tune.search(params, 1, 0, run=fake.run, read=read, say=lambda line: None)
+    shutil.copy(tmp_path / "study.db", tmp_path / "after-one.db")
+    study = tune.search(params, 1, 0, run=fake.run, read=read, say=lambda line: None)
+    first, second = (t.params["train.learning_rate"] for t in study.trials)
+    assert first != second
+    (tmp_path / "after-one.db").replace(tmp_path / "study.db")  # the same record again
+    again = tune.search(params, 1, 0, run=lambda *args, **kwargs: None, read=read, say=lambda line: None)
+    assert again.trials[1].params["train.learning_rate"] == second
+
+
+def test_sigterm_stops_tune_as_ctrl_c_does(tmp_path, monkeypatch):
+    """`peftpipe tune` turns SIGTERM into the interrupt that stops the trial it runs."""
+    import signal
+
+    from peftpipe.cli import main
+    from peftpipe.tools import tune as search_module
+
+    stopped = []
+
+    def search(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            stopped.append(True)
+            raise
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", {"tune": {"space": {"lora.r": {"choices": [4, 8]}}}})
+    monkeypatch.setattr(search_module, "search", search)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        CliRunner().invoke(main, ["tune"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped == [True]
 
 
 def test_each_trial_is_pushed_as_it_ends_and_a_failed_push_is_one_line(tmp_path):

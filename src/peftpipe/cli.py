@@ -452,10 +452,15 @@ def tune(trials: int | None, timeout_minutes: float | None, no_best: bool, remot
     pipeline once (tune-<study>-best) and are scored on test. Run it again to continue the
     study; run it on more machines with a shared tune.storage to search in parallel (and
     --push to gather their experiments in one git and DVC remote)."""
+    import signal
+
     from peftpipe.params import load_params
     from peftpipe.tools import tune as search
 
     push = (lambda name: search.push_experiment(name, remote)) if remote else None
+    # `kill` or a job's time limit stops the trial being run, as Ctrl-C does (its experiment
+    # runs in a session of its own, which neither signal reaches).
+    signal.signal(signal.SIGTERM, search.interrupt)
     try:
         params = load_params("params.yaml")
         study = search.search(params, params.tune.trials if trials is None else trials,

@@ -71,14 +71,18 @@ def check(params: Params) -> None:
                           "the pruner follows one Trainer's evaluations")
 
 
-def make_sampler(tune: TuneParams):
+def make_sampler(tune: TuneParams, trials_so_far: int = 0):
+    """The sampler, seeded by tune.seed and the trials the study already holds: a resumed
+    search draws new points (seeded alike, each `peftpipe tune` drew the last one's points
+    again), and the same record gives the same next point."""
     import optuna
 
+    seed = None if tune.seed is None else tune.seed + trials_so_far
     if tune.sampler == "grid":
         grid_points(tune.space)  # checked here, walked by next_grid_point
     if tune.sampler in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=tune.seed)
-    return optuna.samplers.TPESampler(seed=tune.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def open_study(params: Params):
@@ -129,7 +133,9 @@ def _open_study(params: Params):
              "sampler": make_sampler(params.tune), "pruner": make_pruner(params.tune.pruner)}
     for attempt in range(10):
         try:
-            return optuna.create_study(**where, direction="maximize", load_if_exists=True)
+            study = optuna.create_study(**where, direction="maximize", load_if_exists=True)
+            study.sampler = make_sampler(params.tune, len(study.trials))
+            return study
         except Exception as err:
             # Workers started together on a new database or study: each creates what it finds
             # missing (optuna's tables, then the study) and the loser's insert collides with
@@ -204,6 +210,11 @@ def distributions(space: dict[str, SearchRange]) -> dict:
         else:
             found[key] = FloatDistribution(searched.low, searched.high, log=searched.log, step=searched.step)
     return found
+
+
+def interrupt(signum, frame) -> None:
+    """A SIGTERM handler: stop as Ctrl-C stops (the running trial's processes with it)."""
+    raise KeyboardInterrupt
 
 
 def experiment_name(study: str, suffix: str | int) -> str:
