@@ -89,7 +89,8 @@ def medians(results: list[dict]) -> list[str]:
         ratios = [result["ratio"] or 0.0 for result in results if result["pair"] == name]
         if len(ratios) > 1:
             shown = ", ".join(f"{ratio:.2f}x" if ratio else "not reached" for ratio in ratios)
-            lines.append(f"{name}: median {statistics.median(ratios):.2f}x over {len(ratios)} seeds ({shown})")
+            middle = statistics.median(ratios)
+            lines.append(f"{name}: median {f'{middle:.2f}x' if middle else 'not reached'} over {len(ratios)} seeds ({shown})")
     return lines
 
 
