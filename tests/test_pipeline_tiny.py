@@ -97,6 +97,7 @@ def test_exported_model_loads_plainly_and_predicts(finished_project):
             assert span["type"] in {"PER", "LOC", "ORG"}
 
 
+@pytest.mark.slow  # two whole tiny pipelines: with the end-to-end runs (the quick suite stays under 5 min)
 def test_same_seed_gives_identical_eval_metrics(tiny_project):
     for name in STAGES[:6]:
         run_stage(name)

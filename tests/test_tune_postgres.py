@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# A real PostgreSQL started per module: with the end-to-end runs, out of the quick selection.
+pytestmark = pytest.mark.slow
+
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("psycopg2")
 
