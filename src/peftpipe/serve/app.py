@@ -115,9 +115,9 @@ class AppState:
             served = self.source
         workers: dict = {}
         for model in served.values():
-            shared = model.base is not None and sum(other.base == model.base for other in served.values()) > 1
-            parallel = 1 if shared or not getattr(model.predictor, "runs_in_parallel", False) else self.options.parallel
-            worker = workers.setdefault(model.base if shared else model.name,
+            # The predictor says whether it may run batches at once (not when it shares its base).
+            parallel = self.options.parallel if getattr(model.predictor, "runs_in_parallel", False) else 1
+            worker = workers.setdefault(model.base if model.base is not None else model.name,
                                         ThreadPoolExecutor(parallel, thread_name_prefix="peftpipe-model"))
             batch_sizes = self.metrics.batch.labels(model.name)
             model.batcher = Batcher(model.predictor, self.options.max_batch, self.options.max_wait_ms,
