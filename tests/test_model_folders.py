@@ -154,3 +154,26 @@ def test_entity_spans_cover_whole_words(ner_export, tmp_path):
     spans = Predictor(folder)([text])[0]
     assert [(s["word"], s["start"], s["end"]) for s in spans] == [
         ("alices", 0, 6), ("visited", 7, 14), ("paris", 15, 20)]
+
+
+def test_served_entities_tokenize_each_text_once(ner_export):
+    """The NER path reads a text whole in windows and reports no cut, so the texts go through
+    the tokenizer once a call, not a second time to count tokens."""
+    from peftpipe.serving import Predictor
+
+    predictor = Predictor(ner_export, backend="torch")
+    tokenizer = predictor.classify.tokenizer
+    calls = []
+    real_call = type(tokenizer).__call__
+
+    def counting_call(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("text"))
+        return real_call(self, *args, **kwargs)
+
+    type(tokenizer).__call__ = counting_call
+    try:
+        answers = predictor(["alice visited paris", "bob"])
+    finally:
+        type(tokenizer).__call__ = real_call
+    assert len(answers) == 2 and all(isinstance(spans, list) for spans in answers)
+    assert calls == [["alice visited paris", "bob"]]

@@ -203,13 +203,16 @@ class Predictor:
                                              self.info.model.max_length, batch_size)
             return [{"label": label, "score": round(p, 4)} for label, p in written]
         classify = self.classify
-        lengths = token_counts(classify.tokenizer, texts)
-        # Pairs ({"text", "text_pair"}) batch like single texts: the pipeline reads each dict as one input.
         batch_size = served_batch_size(self.backend, batch_size)
         if self.task.pipeline_outputs is not None and not any(isinstance(text, dict) for text in texts):
+            # The task's own path tokenizes once and reads a long text in windows, whole:
+            # there is no cut to report, so no second tokenizer pass to count tokens.
             outputs = self.task.pipeline_outputs(classify.model, classify.tokenizer, texts, batch_size,
                                                  **self.task.pipeline_options(classify.tokenizer))
+            lengths = [None] * len(texts)
         else:
+            # Pairs ({"text", "text_pair"}) batch like single texts: the pipeline reads each dict as one input.
+            lengths = token_counts(classify.tokenizer, texts)
             outputs = in_length_order(classify, texts, lengths, batch_size)
         limit = classify.tokenizer.model_max_length
         return [self.task.answer(text, output, n, limit) for text, output, n in zip(texts, outputs, lengths)]

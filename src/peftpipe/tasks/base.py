@@ -127,8 +127,9 @@ class Task:
         """Keyword arguments of the transformers pipeline that serves this task."""
         return {}
 
-    def answer(self, text, output, tokens: int, limit: int):
-        """One served answer from the pipeline's output for ``text`` (``tokens`` long)."""
+    def answer(self, text, output, tokens: int | None, limit: int):
+        """One served answer from the pipeline's output for ``text`` (``tokens`` long; None
+        where the task's ``pipeline_outputs`` answered, which reads a text whole in windows)."""
         raise NotImplementedError
 
     def answer_row(self, given, answer) -> dict:

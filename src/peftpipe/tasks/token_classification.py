@@ -556,7 +556,7 @@ class TokenClassification(Task, module=__name__):
     def answer_row(self, given, answer) -> dict:
         return {"text": given, "entities": answer}
 
-    def answer(self, text, output, tokens: int, limit: int) -> list[dict]:
+    def answer(self, text, output, tokens: int | None, limit: int) -> list[dict]:
         """Entity spans; a span's ``word`` is cut from the input text by its offsets, so an
         uncased model still shows the text as written."""
         return [{"word": text[s["start"]:s["end"]], "type": s["entity_group"], "score": round(float(s["score"]), 4),
