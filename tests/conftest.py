@@ -35,6 +35,27 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: seconds.get(item.nodeid, float("inf")))
 
 
+# Mutation runs only (TESTING.md): the serving tests' fixtures train and export tiny models
+# through the real stages, 3-10 s each, which every mutant's run would repeat. With this set, a
+# fixture built once by a plain run of the unmutated code (PEFTPIPE_TEST_FIXTURE_CACHE_FILL=1)
+# is copied instead. A mutant then meets fixtures its own code did not build: it can only
+# survive more often, never be counted caught for it. Never set for the export module's mutants
+# (its fixtures are its output) nor in ordinary runs.
+FIXTURE_CACHE = os.environ.get("PEFTPIPE_TEST_FIXTURE_CACHE")
+
+
+def built_once(key: str, folder: Path, build) -> Path:
+    """``build()`` fills ``folder``; with a fixture cache, a copy of the unmutated build instead."""
+    cached = Path(FIXTURE_CACHE) / key if FIXTURE_CACHE else None
+    if cached is not None and cached.is_dir():
+        shutil.copytree(cached, folder, dirs_exist_ok=True, symlinks=True)
+        return folder
+    build()
+    if cached is not None and os.environ.get("PEFTPIPE_TEST_FIXTURE_CACHE_FILL") == "1":
+        shutil.copytree(folder, cached, symlinks=True)
+    return folder
+
+
 WORDS = ("alice bob carol paris london berlin acme globex initech visited works at in the "
          "and met from to a city company person went saw").split()
 ENTITIES = {"alice": "PER", "bob": "PER", "carol": "PER", "paris": "LOC", "london": "LOC",
@@ -76,7 +97,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
+    if FIXTURE_CACHE:  # one fixed folder, so the cached builds that name it as their base find it
+        folder = Path(FIXTURE_CACHE) / "tiny-bert"
+        if folder.is_dir():
+            return folder
+        folder.mkdir(parents=True)
+    else:
+        folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "##ed", "##ing"]
     # Built with `tokenizers` directly: transformers 5 ignores BertTokenizerFast(vocab_file=).
     backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))

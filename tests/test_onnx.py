@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import STAGES, run_stage, write_tiny_classifier
+from conftest import STAGES, built_once, run_stage, write_tiny_classifier
 
 from peftpipe import onnx_backend, serving
 from peftpipe.cli import main
@@ -20,10 +20,12 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def exported_ner(tiny_project):
-    write_params(tiny_project / "params.yaml", {"train": {"max_steps": 40}})
-    for name in STAGES:
-        run_stage(name)
-    return tiny_project
+    def build():
+        write_params(tiny_project / "params.yaml", {"train": {"max_steps": 40}})
+        for name in STAGES:
+            run_stage(name)
+
+    return built_once("onnx-exported-ner", tiny_project, build)
 
 
 def predicted(args: list[str]) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import STAGES, free_port, run_stage, serving_app, venv_env, write_tiny_recipe
+from conftest import STAGES, built_once, free_port, run_stage, serving_app, venv_env, write_tiny_recipe
 
 from peftpipe.cli import main
 from peftpipe.params import write_params
@@ -32,16 +32,20 @@ TEXTS = ["alice visited paris and met bob", "carol works at acme in berlin", "th
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_model_dir) -> Path:
     """A tiny NER model trained and exported by the real stages (module-wide: about 10 s)."""
-    folder = write_tiny_recipe(tmp_path_factory.mktemp("serve"), tiny_model_dir)
-    write_params(folder / "params.yaml", {"train": {"max_steps": 40}, "export": {"onnx": False}})
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        for name in STAGES:
-            run_stage(name)
-    finally:
-        os.chdir(before)
-    return folder / "models/export"
+    folder = tmp_path_factory.mktemp("serve")
+
+    def build():
+        write_tiny_recipe(folder, tiny_model_dir)
+        write_params(folder / "params.yaml", {"train": {"max_steps": 40}, "export": {"onnx": False}})
+        before = Path.cwd()
+        os.chdir(folder)
+        try:
+            for name in STAGES:
+                run_stage(name)
+        finally:
+            os.chdir(before)
+
+    return built_once("serve-exported", folder, build) / "models/export"
 
 
 def predict_json(folder: Path, texts: list[str]) -> list[dict]:
@@ -485,19 +489,23 @@ def two_adapters(tmp_path_factory, tiny_model_dir) -> list[Path]:
     """Two LoRA adapters of the tiny model (biases frozen, different seeds), as the train stage saves them."""
     import shutil
 
-    folder = write_tiny_recipe(tmp_path_factory.mktemp("adapters"), tiny_model_dir)
-    before = Path.cwd()
-    os.chdir(folder)
-    found = []
-    try:
-        for seed in (1, 2):
-            write_params(folder / "params.yaml", {"seed": seed, "lora": {"bias": "none"}, "train": {"max_steps": 30}})
-            for name in ("download", "split", "tokenize_align", "train"):
-                run_stage(name)
-            found.append(Path(shutil.copytree(folder / "models/adapter", folder / f"adapter-{seed}")))
-    finally:
-        os.chdir(before)
-    return found
+    folder = tmp_path_factory.mktemp("adapters")
+
+    def build():
+        write_tiny_recipe(folder, tiny_model_dir)
+        before = Path.cwd()
+        os.chdir(folder)
+        try:
+            for seed in (1, 2):
+                write_params(folder / "params.yaml", {"seed": seed, "lora": {"bias": "none"}, "train": {"max_steps": 30}})
+                for name in ("download", "split", "tokenize_align", "train"):
+                    run_stage(name)
+                shutil.copytree(folder / "models/adapter", folder / f"adapter-{seed}")
+        finally:
+            os.chdir(before)
+
+    built_once("serve-two-adapters", folder, build)
+    return [folder / f"adapter-{seed}" for seed in (1, 2)]
 
 
 def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapters):
