@@ -152,3 +152,12 @@ def test_batches_run_in_length_order_and_int8_runs_one_at_a_time():
     assert serving.in_length_order(classify, texts, lengths, 2) == [f"answer to {t}" for t in texts]
     assert calls == [(["a", "bb", "ccc", "dddd"], 2)]
     assert serving.served_batch_size("int8", 16) == 1 and serving.served_batch_size("onnx", 16) == 16
+
+
+def test_serve_loads_the_backend_asked_for_and_names_it_on_the_card(exported_ner):
+    from peftpipe.serve import app as server
+
+    export = exported_ner / "models/export"
+    assert server.load({"m": export}, "auto")["m"].card["backend"] == "onnx"  # the checked fp32 graph
+    torch_served = server.load({"m": export}, "torch")["m"]
+    assert torch_served.card["backend"] == torch_served.predictor.backend == "torch"

@@ -97,7 +97,30 @@ def test_models_say_where_each_came_from_and_which_are_one_run(exported, caplog)
     assert served["r8"].card["source"] == {"experiment": "r8", "commit": "0" * 40}
     assert served["default"].card["source"] == {"folder": str(exported)}
     assert served["r8"].card["fingerprint"] == served["default"].card["fingerprint"]
-    assert "default and r8 are one training run" in caplog.text
+    assert [record.getMessage() for record in caplog.records] == [
+        "serve: default and r8 are one training run (the same fingerprint): the same model under 2 names"]
+    assert [served[name].card["name"] for name in ("default", "r8")] == ["default", "r8"]
+
+
+def test_a_model_served_alone_or_beside_another_run_is_not_called_a_duplicate(exported, two_adapters, caplog):
+    from peftpipe.serve import app as server
+
+    with caplog.at_level("WARNING", logger="peftpipe.serve"):
+        server.load({"alone": exported}, "torch")
+        served = server.load({"one": two_adapters[0], "ner": exported}, "torch")
+    assert caplog.records == []
+    assert served["one"].card["fingerprint"] != served["ner"].card["fingerprint"]
+    assert (served["one"].base, served["ner"].base) != (None, None) and served["ner"].base == "ner"
+
+
+def test_load_says_how_long_each_model_took(exported):
+    from peftpipe.serve import app as server
+
+    started = time.perf_counter()
+    served = server.load({"ner": exported}, "torch")
+    took = time.perf_counter() - started
+    seconds = served["ner"].load_seconds
+    assert isinstance(seconds, float) and 0 < seconds <= round(took, 3) + 0.001 and seconds == round(seconds, 3)
 
 
 @pytest.mark.parametrize("body, status, needle", [
@@ -515,7 +538,7 @@ def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapt
     together = server.load({"one": two_adapters[0], "two": two_adapters[1]}, "torch")
     one, two = together["one"].predictor, together["two"].predictor
     assert one.model is two.model and set(one.model.peft_config) == {"one", "two"}  # one base in memory
-    assert together["one"].base == together["two"].base  # and one worker thread for both
+    assert together["one"].base == together["two"].base is not None  # and one worker thread for both
     assert not one.runs_in_parallel and not two.runs_in_parallel  # set_adapter per call: one batch at a time
     alone = [Predictor(folder) for folder in two_adapters]
     assert alone[0].runs_in_parallel
@@ -523,6 +546,53 @@ def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapt
     assert expected[0] != expected[1], "two adapters that answer alike would not show a wrong switch"
     for _ in range(2):  # in turn: each call selects its own adapter
         assert one(TEXTS) == expected[0] and two(TEXTS) == expected[1]
+
+
+def test_adapters_sharing_a_base_read_their_peftpipe_json_once_each(two_adapters, monkeypatch):
+    import builtins
+
+    from peftpipe.serve import app as server
+
+    opened = []
+    real_open, real_read_text = builtins.open, Path.read_text
+
+    def recording(file, *args, **kwargs):
+        if str(file).endswith("peftpipe.json"):
+            opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(self) if self.name == "peftpipe.json"
+                                                                   else None) or real_read_text(self, *a, **k))
+    served = server.load({"one": two_adapters[0], "two": two_adapters[1]}, "torch")
+    assert served["one"].predictor.model is served["two"].predictor.model
+    assert sorted(opened) == sorted(folder / "peftpipe.json" for folder in two_adapters)
+
+
+def test_adapters_whose_config_names_no_bias_share_a_base(two_adapters, tmp_path):
+    """peft writes ``bias``; a hand-made adapter_config.json without it means none (peft's default)."""
+    import shutil
+
+    from peftpipe.serve import app as server
+
+    copies = []
+    for folder in two_adapters:
+        copy = Path(shutil.copytree(folder, tmp_path / folder.name))
+        config = json.loads((copy / "adapter_config.json").read_text())
+        del config["bias"]
+        (copy / "adapter_config.json").write_text(json.dumps(config))
+        copies.append(copy)
+    served = server.load({"one": copies[0], "two": copies[1]}, "torch")
+    assert served["one"].predictor.model is served["two"].predictor.model
+
+
+def test_an_adapter_sharing_a_base_carries_its_own_card(two_adapters):
+    from peftpipe.serving import Predictor, folder_info
+
+    first = Predictor(two_adapters[0])
+    second = first.sharing(two_adapters[1], "two")  # its peftpipe.json not handed in: read from its folder
+    assert second.info == folder_info(two_adapters[1]) and second.info != first.info
+    assert (second.folder, second.adapter, first.folder) == (two_adapters[1], "two", two_adapters[0])
 
 
 def test_adapters_that_trained_biases_each_get_their_own_base(exported):

@@ -133,6 +133,26 @@ def test_the_port_answers_while_the_models_load_and_ready_says_503_until_then():
         assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 200
 
 
+def test_a_load_that_failed_keeps_ready_503_with_its_reason():
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    failures = []
+
+    def load():
+        raise ValueError("models/x: no config.json")
+
+    with TestClient(server.create_app(load, on_failure=failures.append)) as client:
+        deadline = time.monotonic() + 10
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.02)
+        answered = client.get("/ready")
+    assert answered.status_code == 503
+    assert answered.json() == {"error": "models failed to load: models/x: no config.json"}
+    assert [str(err) for err in failures] == ["models/x: no config.json"]
+
+
 # --------------------------------------------------------------------------- observability
 
 
@@ -186,7 +206,9 @@ def test_the_schema_documents_the_error_shape_every_code_and_the_bearer_scheme()
     for code in ("401", "413", "422", "429"):
         assert responses[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
-    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "the line in --token-file"}
+    assert schema["info"]["description"] == app.description and "predict --json" in app.description
     assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
     assert "security" not in schema["paths"]["/health"]["get"]
 
@@ -235,16 +257,26 @@ def test_the_token_file_is_read_once_so_a_fifo_works(tmp_path):
     (b"\xff\xfe-token-of-enough-length", "--token-file {path}: byte 0 is not UTF-8; write the token as text"),
     (b"short\n", "--token-file {path}: the token is 5 characters; use at least 16"),
     (b"\n\n", "--token-file {path}: the token is 0 characters"),
+    (b"f" * 15, "--token-file {path}: the token is 15 characters; use at least 16"),
+    (None, "--token-file {path}: cannot read it (No such file or directory)"),
 ])
 def test_a_token_file_that_is_no_token_is_one_line(tmp_path, content, message):
     from peftpipe.errors import InputError
     from peftpipe.serve.app import read_token
 
     path = tmp_path / "token"
-    path.write_bytes(content)
+    if content is not None:
+        path.write_bytes(content)
     with pytest.raises(InputError) as raised:
         read_token(path)
     assert message.format(path=path) in str(raised.value)
+
+
+def test_a_token_of_sixteen_characters_is_enough(tmp_path):
+    from peftpipe.serve.app import read_token
+
+    (tmp_path / "token").write_text("  " + "s" * 16 + "  \nignored\n")
+    assert read_token(tmp_path / "token") == "s" * 16
 
 
 def test_a_port_in_use_is_said_before_anything_loads(tmp_path):
@@ -403,3 +435,72 @@ def test_an_experiment_export_that_cannot_be_read_leaves_no_copy_and_says_what_t
     (copy / "export").mkdir(parents=True)
     server.remove_copies([copy])
     assert not copy.exists()
+
+
+def test_a_plain_transformers_folder_is_carded_by_its_name_and_source():
+    from peftpipe.serve import app as server
+
+    assert server.model_card("m", None, {"folder": "/models/m"}) == {"name": "m", "source": {"folder": "/models/m"}}
+
+
+def test_an_internal_error_is_one_line_with_the_first_200_characters_of_its_message():
+    from peftpipe.serve import app as server
+
+    line = server.unexpected_line(ValueError("first\n  second " + "b" * 300))
+    assert line == f"internal error (ValueError: first second {'b' * 187}); the server's log has the details"
+
+
+def test_removing_copies_that_are_already_gone_is_quiet(tmp_path):
+    from peftpipe.serve import app as server
+
+    server.remove_copies([tmp_path / "gone", tmp_path / "also-gone"])  # a second SIGTERM, a failed copy
+
+
+def test_an_experiment_export_is_copied_out_of_the_dvc_cache_with_its_commit(tmp_path, monkeypatch):
+    """--exp REV on a real git + DVC repository: the tracked export comes out whole, in a
+    folder of ours, with the commit it was read from; a revision that does not track it, or
+    one that is not a revision, stops in one line."""
+    import tempfile
+
+    from dvc.repo import Repo
+
+    from peftpipe.errors import InputError
+    from peftpipe.serve import app as server
+
+    repo_dir = tmp_path / "repo"
+    (repo_dir / "models/export").mkdir(parents=True)
+    run = lambda *args: subprocess.run(args, cwd=repo_dir, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty")
+    (repo_dir / "models/export/config.json").write_text('{"model_type": "bert"}')
+    (repo_dir / "models/export/weights").mkdir()
+    (repo_dir / "models/export/weights/part-0.bin").write_bytes(b"\x00\x01" * 64)
+    monkeypatch.chdir(repo_dir)
+    Repo.init(".")
+    with Repo(".") as repo:
+        repo.add("models/export")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "export")
+    head = run("git", "rev-parse", "HEAD").stdout.decode().strip()
+    (repo_dir / "models/export/config.json").write_text('{"model_type": "retrained, not committed"}')
+    with Repo(".") as repo:
+        repo.add("models/export")  # the workspace moves on; HEAD's export is what --exp HEAD serves
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    copy, commit = server.experiment_export("HEAD")
+    assert commit == "HEAD" and copy.name == "export" and copy.parent.parent == temp
+    assert copy.parent.name.startswith("peftpipe-serve-")
+    assert (copy / "config.json").read_text() == '{"model_type": "bert"}'
+    assert (copy / "weights/part-0.bin").read_bytes() == b"\x00\x01" * 64
+    server.remove_copies([copy.parent])
+
+    with pytest.raises(InputError, match=r"^--exp HEAD~1: its models/export is not in this clone's DVC cache; "
+                                         r"run `dvc pull` \(or `dvc exp apply HEAD~1 && dvc repro`\) first$"):
+        server.experiment_export("HEAD~1")  # the commit before the export was tracked
+    with pytest.raises(InputError, match=r"^--exp no-such-rev: cannot read its models/export \(\w+: .*no-such-rev.*\); "
+                                         r"give an experiment, branch or commit$"):
+        server.experiment_export("no-such-rev")
+    assert list(temp.iterdir()) == []  # a failed read leaves no copy
+    assert server.experiment_export(head)[1] == head
