@@ -123,16 +123,24 @@ def test_load_says_how_long_each_model_took(exported):
     assert isinstance(seconds, float) and 0 < seconds <= round(took, 3) + 0.001 and seconds == round(seconds, 3)
 
 
+def test_a_request_exactly_at_each_limit_is_answered(client):
+    assert client.post("/v1/predict", json={"texts": ["alice"] * 8}).status_code == 200  # max_texts 8
+    assert client.post("/v1/predict", json={"texts": ["a" * 200]}).status_code == 200  # max_chars 200
+    over = client.post("/v1/predict", json={"texts": ["a" * 201]})
+    assert over.status_code == 413 and over.json() == {"error": "texts[0]: 201 characters, over 200 (limit max_chars)"}
+
+
 @pytest.mark.parametrize("body, status, needle", [
     ({"model": "nope", "texts": ["x"]}, 404, "no model 'nope'; served: ner"),
     ({"texts": ["x"] * 9}, 413, "limit max_texts"),
     ({"texts": ["word " * 50]}, 413, "limit max_chars"),
-    ({"texts": []}, 422, "texts: empty"),
+    ({"texts": []}, 422, "texts: empty; give at least one text"),
     ({"texts": ["  "]}, 422, "texts[0]: empty"),
     ({"texts": "x"}, 422, "texts: Input should be a valid list"),
     ({"texts": ["x"], "extra": 1}, 422, "extra"),
     ({"pairs": [["a", "b"]]}, 422, "not pairs"),
-    ({}, 422, "give texts"),
+    ({}, 422, "give texts (a list of strings) or pairs (a list of [first, second]), not both"),
+    ({"texts": ["x"], "pairs": [["a", "b"]]}, 422, "give texts (a list of strings) or pairs (a list of [first, second]), not both"),
 ])
 def test_every_limit_and_bad_request_is_one_json_line(client, body, status, needle):
     answered = client.post("/v1/predict", json=body)
@@ -293,7 +301,8 @@ def test_a_good_and_a_bad_request_batched_together_each_get_their_own_answer():
 
 
 @pytest.mark.parametrize("body, needle", [
-    (b'{"texts": ["fine", "a \\ud800 b"]}', "texts[1]: character 2 is '\\ud800', a lone surrogate"),
+    (b'{"texts": ["fine", "a \\ud800 b"]}', "texts[1]: character 2 is '\\ud800', a lone surrogate, which is not "
+                                          "text; send valid UTF-8 (pair surrogates or drop it)"),
     (b'{"pairs": [["fine", "\\udfff"]]}', "texts[0]: character 0 is '\\udfff', a lone surrogate"),
 ])
 def test_a_text_that_is_not_unicode_is_refused_before_the_model_sees_it(body, needle):

@@ -89,7 +89,10 @@ def test_the_work_of_a_client_that_disconnected_is_dropped_unrun():
             time.sleep(0.2)
         assert first.result().status_code == 200
         time.sleep(0.5)
+        counted = httpx.get(f"{url}/metrics").text
     assert predictor.calls == [["first"]]
+    # Nobody reads the answer to a client that left; the count says what it was.
+    assert 'peftpipe_predict_requests_total{code="499",model="m"} 1.0' in counted
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_ready_says_overloaded():
@@ -99,7 +102,9 @@ def test_a_full_queue_answers_429_with_retry_after_and_ready_says_overloaded():
         time.sleep(0.1)  # running: the queue is empty again
         queued = pool.submit(client.post, "/v1/predict", json={"texts": ["a", "b"]})  # fills the queue (2)
         time.sleep(0.1)
-        assert client.get("/ready").status_code == 503 and "overloaded" in client.get("/ready").json()["error"]
+        overloaded = client.get("/ready")
+        assert overloaded.status_code == 503 and overloaded.headers["retry-after"] == "1"
+        assert overloaded.json() == {"error": "overloaded: the queue of m is full (limit --max-queue)"}
         refused = client.post("/v1/predict", json={"texts": ["c"]})
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json() == {"error": "m: 2 texts are waiting for this model; the queue holds 2 "
@@ -124,13 +129,29 @@ def test_the_port_answers_while_the_models_load_and_ready_says_503_until_then():
         assert client.get("/health").json() == {"status": "ok"}
         loading = client.get("/ready")
         assert loading.status_code == 503 and loading.json() == {"error": "models are loading"}
-        assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 503
+        assert loading.headers["retry-after"] == "1"
+        early = client.post("/v1/predict", json={"texts": ["x"]})
+        assert early.status_code == 503 and early.headers["retry-after"] == "1"
+        assert early.json() == {"error": "models are loading; retry shortly"}
         release.set()
         deadline = time.monotonic() + 10
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert client.get("/ready").json() == {"ready": True, "models": ["m"]}
         assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 200
+
+
+def test_a_model_that_refuses_a_text_in_its_batch_answers_422_with_its_reason():
+    from peftpipe.errors import ModelError
+
+    class Refusing(SlowPredictor):
+        def __call__(self, texts, batch_size=None):
+            raise ModelError("m: this text is in a script the tokenizer has no pieces for")
+
+    with client_for(app_for(Refusing())) as client:
+        answered = client.post("/v1/predict", json={"texts": ["x"]})
+    assert answered.status_code == 422
+    assert answered.json() == {"error": "m: this text is in a script the tokenizer has no pieces for"}
 
 
 def test_a_load_that_failed_keeps_ready_503_with_its_reason():
