@@ -154,7 +154,7 @@ def test_a_model_that_refuses_a_text_in_its_batch_answers_422_with_its_reason():
     assert answered.json() == {"error": "m: this text is in a script the tokenizer has no pieces for"}
 
 
-def test_a_load_that_failed_keeps_ready_503_with_its_reason():
+def test_a_load_that_failed_keeps_ready_503_with_its_reason(caplog):
     from fastapi.testclient import TestClient
 
     from peftpipe.serve import app as server
@@ -172,6 +172,8 @@ def test_a_load_that_failed_keeps_ready_503_with_its_reason():
     assert answered.status_code == 503
     assert answered.json() == {"error": "models failed to load: models/x: no config.json"}
     assert [str(err) for err in failures] == ["models/x: no config.json"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("peftpipe")] == [
+        ("ERROR", "loading failed: models/x: no config.json")]
 
 
 # --------------------------------------------------------------------------- observability
