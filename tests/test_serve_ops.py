@@ -527,3 +527,17 @@ def test_an_experiment_export_is_copied_out_of_the_dvc_cache_with_its_commit(tmp
         server.experiment_export("no-such-rev")
     assert list(temp.iterdir()) == []  # a failed read leaves no copy
     assert server.experiment_export(head)[1] == head
+
+
+def test_an_app_built_without_options_has_peftpipe_serves_defaults():
+    """create_app's defaults and the CLI's are written in two places; they must agree."""
+    import inspect
+
+    from peftpipe.cli import main
+    from peftpipe.serve import app as server
+
+    cli = {param.name: param.default for param in main.commands["serve"].params}
+    built = {name: param.default for name, param in inspect.signature(server.create_app).parameters.items()}
+    for name in ("max_batch", "max_wait_ms", "timeout_s", "max_queue"):
+        assert built[name] == cli[name], name
+    assert built["parallel"] == 1  # one batch at a time unless --threads says more
