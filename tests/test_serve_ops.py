@@ -231,7 +231,11 @@ def test_the_schema_documents_the_error_shape_every_code_and_the_bearer_scheme()
     assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
     assert schema["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "the line in --token-file"}
-    assert schema["info"]["description"] == app.description and "predict --json" in app.description
+    assert schema["info"]["description"].startswith("Exported peftpipe models: the rows `peftpipe predict --json` "
+                                                    "prints. Every error is one JSON line")
+    from peftpipe import __version__
+
+    assert (schema["info"]["title"], schema["info"]["version"]) == ("peftpipe serve", __version__)
     assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
     assert "security" not in schema["paths"]["/health"]["get"]
 
@@ -252,10 +256,22 @@ def test_cors_lets_a_named_origin_call_the_api():
                                                        "Access-Control-Request-Method": "POST"})
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "access-control-allow-origin" not in other.headers
+    assert {method.strip() for method in allowed.headers["access-control-allow-methods"].split(",")} >= {"GET", "POST"}
+    with client_for(app_for(SlowPredictor(), cors_origins=("https://app.example.com",))) as client:
+        for header in ("Authorization", "Content-Type", "X-Request-Id"):  # what the page and clients send
+            asked = client.options("/v1/predict", headers={"Origin": "https://app.example.com",
+                                                           "Access-Control-Request-Method": "POST",
+                                                           "Access-Control-Request-Headers": header})
+            assert asked.status_code == 200, header
+        answered = client.post("/v1/predict", json={"texts": ["a"]}, headers={"Origin": "https://app.example.com"})
+    # A page on the other origin may read the request id and Retry-After.
+    exposed = {name.strip().lower() for name in answered.headers["access-control-expose-headers"].split(",")}
+    assert exposed == {"x-request-id", "retry-after"}
 
 
 def test_docs_are_served_from_local_files():
     with client_for(app_for(SlowPredictor())) as client:
+        assert client.get("/redoc").status_code == 404  # one docs page, ours: FastAPI's CDN pages are off
         page = client.get("/docs").text
         assert "/docs/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
         script = client.get("/docs/assets/swagger-ui-bundle.js")

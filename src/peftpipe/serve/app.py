@@ -368,7 +368,6 @@ def create_app(served: dict[str, Served] | Callable[[], dict[str, Served]], limi
     app = FastAPI(title="peftpipe serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Exported peftpipe models: the rows `peftpipe predict --json` prints. "
                               "Every error is one JSON line, {\"error\": \"...\"}.")
-    app.state.peftpipe = state
     app.add_middleware(Guard, state=state)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
