@@ -557,3 +557,53 @@ def test_an_app_built_without_options_has_peftpipe_serves_defaults():
     for name in ("max_batch", "max_wait_ms", "timeout_s", "max_queue"):
         assert built[name] == cli[name], name
     assert built["parallel"] == 1  # one batch at a time unless --threads says more
+
+
+def guarded(app, scope_extra: dict, caplog) -> list[dict]:
+    """``app`` behind the Guard, called once as a server would (plain ASGI): the messages sent."""
+    from peftpipe.serve import app as server
+
+    state = server.AppState({}, server.Limits(), server.Options(), None)
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], **scope_extra}
+    with caplog.at_level("INFO", logger="peftpipe"):
+        asyncio.run(server.Guard(app, state)(scope, receive, send))
+    return sent, state
+
+
+def test_the_guard_marks_every_answer_and_logs_a_client_it_cannot_name(caplog):
+    async def bare(scope, receive, send):  # a response start with no headers at all
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent, state = guarded(bare, {"headers": [(b"X-Request-Id", b"given-id")]}, caplog)
+    assert sent[0]["status"] == 204
+    assert sorted(sent[0]["headers"]) == [(b"x-content-type-options", b"nosniff"), (b"x-request-id", b"given-id")]
+    line = [r.getMessage() for r in caplog.records if r.name == "peftpipe.serve.access"]
+    assert len(line) == 1 and line[0].startswith('given-id - "GET /x" 204 ')
+    latency = state.metrics.registry.get_sample_value("peftpipe_request_seconds_sum", {"path": "other"})
+    assert 0 <= latency < 5
+
+
+def test_an_error_after_the_answer_began_is_logged_not_answered_twice(caplog):
+    async def breaks_midway(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"X-Content-Type-Options", b"nosniff")]})  # already there: not added twice
+        raise RuntimeError("the body could not be written")
+
+    sent, state = guarded(breaks_midway, {"client": ("10.1.2.3", 5000)}, caplog)
+    assert [message["type"] for message in sent] == ["http.response.start"]  # no second start for a 500
+    assert [key.lower() for key, _ in sent[0]["headers"]].count(b"x-content-type-options") == 1
+    rid = dict(sent[0]["headers"])[b"x-request-id"].decode()
+    failed = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in failed] == [f"request {rid} failed"] and failed[0].exc_info
+    assert next(r.getMessage() for r in caplog.records if r.name == "peftpipe.serve.access").startswith(
+        f'{rid} 10.1.2.3 "GET /x" 200 ')
+    assert state.metrics.registry.get_sample_value("peftpipe_requests_total", {"path": "other", "code": "200"}) == 1
