@@ -161,3 +161,27 @@ def test_serve_loads_the_backend_asked_for_and_names_it_on_the_card(exported_ner
     assert server.load({"m": export}, "auto")["m"].card["backend"] == "onnx"  # the checked fp32 graph
     torch_served = server.load({"m": export}, "torch")["m"]
     assert torch_served.card["backend"] == torch_served.predictor.backend == "torch"
+
+
+def test_a_merged_4bit_copy_agreeing_exactly_at_the_minimum_is_kept():
+    import numpy as np
+
+    from peftpipe.errors import ExportError
+    from peftpipe.export import check_quantized
+
+    trained = [np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
+    flipped = [np.array([[0.0, 2.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]  # 2 of 3 rows agree
+    assert check_quantized(trained, flipped, 2 / 3) == 2 / 3
+    with pytest.raises(ExportError) as raised:
+        check_quantized(trained, flipped, 0.7)
+    assert str(raised.value) == ("the merged full-precision model agrees with the 4-bit model on only 66.67% of "
+                                 "test predictions (export.min_quantized_agreement 0.7)")
+
+
+def test_a_token_classifiers_graph_declares_its_sequence_axis(exported_ner):
+    """Per-token logits vary in length with the text: the graph says so (batch, sequence, labels)."""
+    import onnx
+
+    graph = onnx.load(str(exported_ner / "models/export/onnx/model.onnx"), load_external_data=False).graph
+    logits = next(output for output in graph.output if output.name == "logits")
+    assert [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim][:2] == ["batch", "sequence"]
