@@ -280,6 +280,29 @@ def test_batches_run_in_parallel_only_through_models_that_allow_it():
         assert client.post("/v1/predict", json={"model": "a", "texts": ["x"]}).status_code == 200
 
 
+def test_models_on_one_base_share_one_worker_thread_and_others_have_their_own():
+    from fastapi.testclient import TestClient
+
+    from peftpipe.serve import app as server
+
+    class Named(RecordingPredictor):
+        def __call__(self, texts, batch_size=None):
+            self.thread = threading.current_thread().name
+            return super().__call__(texts, batch_size)
+
+    served = {"one": server.Served("one", Named(), {"name": "one"}, base="base-a", load_seconds=1.25),
+              "two": server.Served("two", Named(), {"name": "two"}, base="base-a"),
+              "solo": server.Served("solo", Named(), {"name": "solo"})}
+    with TestClient(server.create_app(served)) as client:
+        assert client.get("/ready").status_code == 200
+        assert served["one"].batcher.executor is served["two"].batcher.executor  # one adapter active at a time
+        assert served["solo"].batcher.executor not in (served["one"].batcher.executor, None)
+        assert client.post("/v1/predict", json={"model": "solo", "texts": ["x"]}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert served["solo"].predictor.thread.startswith("peftpipe-model")  # named for py-spy and thread dumps
+    assert 'peftpipe_model_load_seconds{model="one"} 1.25' in metrics
+
+
 def test_a_good_and_a_bad_request_batched_together_each_get_their_own_answer():
     from fastapi.testclient import TestClient
 
