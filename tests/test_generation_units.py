@@ -377,3 +377,31 @@ def test_generation_serves_with_pytorch_only_and_reads_one_text():
     assert task.serving_input_problem([{"text": "a", "text_pair": "b"}], "torch") == (
         "a generation model reads one text, not pairs; drop --pair")
 
+
+
+def test_a_served_generation_model_gets_its_labels_length_and_batch_size_from_the_predictor():
+    """The Predictor hands the task what the export recorded (labels, max_length) and the
+    caller's batch size; the scores come back rounded as predict prints them."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from peftpipe.serving import Predictor
+
+    seen = []
+
+    class Writer:
+        writes_labels = True
+
+        def serving_input_problem(self, texts, backend):
+            return None
+
+        def write_labels(self, model, tokenizer, texts, labels, max_length, batch_size):
+            seen.append((list(texts), labels, max_length, batch_size))
+            return [(labels[0], 0.912345)] * len(texts)
+
+    predictor = Predictor.__new__(Predictor)  # what __init__ loads, set by hand: no model needed
+    predictor.folder, predictor.backend, predictor.shared, predictor.adapter = Path("m"), "torch", False, "default"
+    predictor.task, predictor.model, predictor.tokenizer = Writer(), None, None
+    predictor.info = SimpleNamespace(labels=["negative", "positive"], model=SimpleNamespace(max_length=48), pairs=False)
+    assert predictor(["a", "b"], batch_size=5) == [{"label": "negative", "score": 0.9123}] * 2
+    assert seen == [(["a", "b"], ["negative", "positive"], 48, 5)]

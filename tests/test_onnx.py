@@ -185,3 +185,8 @@ def test_a_token_classifiers_graph_declares_its_sequence_axis(exported_ner):
     graph = onnx.load(str(exported_ner / "models/export/onnx/model.onnx"), load_external_data=False).graph
     logits = next(output for output in graph.output if output.name == "logits")
     assert [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim][:2] == ["batch", "sequence"]
+
+
+def test_served_batch_sizes_are_at_least_one_and_int8_reads_one_text_at_a_time():
+    assert [serving.served_batch_size("torch", n) for n in (0, 1, 2, 32)] == [1, 1, 2, 32]
+    assert [serving.served_batch_size("int8", n) for n in (1, 32)] == [1, 1]  # one activation scale per text

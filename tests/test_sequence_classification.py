@@ -362,3 +362,20 @@ def test_pairs_are_served_in_batches_with_the_answers_one_at_a_time_gives(tmp_pa
     assert calls == [8]  # one pipeline call for the eight pairs
     assert [row["label"] for row in together] == [row["label"] for row in alone]
     assert [row["score"] for row in together] == pytest.approx([row["score"] for row in alone], abs=1e-3)
+
+
+def test_a_served_text_longer_than_the_model_reads_is_flagged_with_where_it_was_cut(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from peftpipe.serving import Predictor
+
+    config = BertConfig.from_pretrained(tiny_model_dir, num_labels=2, id2label={0: "a", 1: "b"})
+    torch.manual_seed(3)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "export")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, model_max_length=16)
+    tokenizer.save_pretrained(tmp_path / "export")
+    long_text, short_text = " ".join(["alice"] * 30), "alice met bob"
+    answers = Predictor(tmp_path / "export", backend="torch")([short_text, long_text, {"text": long_text, "text_pair": "bob"}])
+    assert [answer["truncated"] for answer in answers] == [False, True, True]
+    assert [answer.get("truncated_at_tokens") for answer in answers] == [None, 16, 16]
