@@ -177,3 +177,23 @@ def test_served_entities_tokenize_each_text_once(ner_export):
         type(tokenizer).__call__ = real_call
     assert len(answers) == 2 and all(isinstance(spans, list) for spans in answers)
     assert calls == [["alice visited paris", "bob"]]
+
+
+def test_a_text_longer_than_one_window_is_tagged_to_its_end(ner_export, tmp_path):
+    """NER reads a long text in overlapping windows: a word past the first window is tagged too."""
+    import torch
+    from transformers import BertForTokenClassification
+
+    from peftpipe.serving import Predictor
+
+    folder = Path(shutil.copytree(ner_export, tmp_path / "export"))
+    model = BertForTokenClassification.from_pretrained(folder)
+    with torch.no_grad():  # every token B-PER: each word its own entity
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    model.save_pretrained(folder)
+    predictor = Predictor(folder, backend="torch")
+    words = ["alice", "bob", "carol"] * 40  # 120 words; the model reads 64 tokens at a time
+    assert predictor.classify.tokenizer.model_max_length < len(words)
+    spans = predictor([" ".join(words)])[0]
+    assert [span["word"] for span in spans] == words

@@ -102,6 +102,48 @@ def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(expo
     assert (exported_ner / "models/export/model.safetensors").read_bytes() == before
 
 
+def planted_shift(monkeypatch, backend: str, by: float) -> None:
+    """onnx_backend.load gives the named graph with every logit moved by ``by``: the same
+    predictions, logits off by exactly that much."""
+    loaded = onnx_backend.load
+
+    def load(folder, name, task=None):
+        model = loaded(folder, name, task)
+        if name == backend:
+            forward = model.forward
+
+            def shifted(*args, **kwargs):
+                output = forward(*args, **kwargs)
+                output["logits"] = output["logits"] + by
+                return output
+
+            model.forward = shifted
+        return model
+
+    monkeypatch.setattr(onnx_backend, "load", load)
+
+
+def test_an_fp32_graph_whose_logits_drift_past_the_tolerance_stops_export(exported_ner, monkeypatch, capsys):
+    """Every prediction agrees, yet the fp32 graph is not the model: its logits are 0.01 off."""
+    planted_shift(monkeypatch, "onnx", 0.01)
+    write_params(exported_ner / "params.yaml", {"export": {"logits_tolerance": 0.002}})
+    with pytest.raises(SystemExit):
+        run_stage("export")
+    assert "agreement 1.0000, minimum 0.999; max logit difference 1.00e-02, export.logits_tolerance 0.002" in \
+        capsys.readouterr().err
+
+
+def test_an_int8_graph_at_its_minimum_agreement_ships_whatever_its_logits(exported_ner, monkeypatch):
+    """int8 is judged by agreement alone (its logits always move): at export.min_int8_agreement
+    it ships, however far its logits or how many of its predictions moved."""
+    planted_swap(monkeypatch, ("int8",))
+    write_params(exported_ner / "params.yaml", {"export": {"min_int8_agreement": 0.0}})
+    run_stage("export")
+    int8 = read_json(exported_ner / "metrics/export.json")["onnx"]["int8"]
+    assert int8["shipped"] and int8["prediction_agreement"] < 0.999
+    assert (exported_ner / "models/export/onnx/model.int8.onnx").is_file()
+
+
 def test_an_int8_graph_below_its_agreement_is_not_shipped(exported_ner, monkeypatch, capsys):
     write_params(exported_ner / "params.yaml", {"export": {"min_int8_agreement": 1.0}})
     planted_swap(monkeypatch, ("int8",))
@@ -190,3 +232,13 @@ def test_a_token_classifiers_graph_declares_its_sequence_axis(exported_ner):
 def test_served_batch_sizes_are_at_least_one_and_int8_reads_one_text_at_a_time():
     assert [serving.served_batch_size("torch", n) for n in (0, 1, 2, 32)] == [1, 1, 2, 32]
     assert [serving.served_batch_size("int8", n) for n in (1, 32)] == [1, 1]  # one activation scale per text
+
+
+def test_int8_answers_a_text_the_same_alone_or_among_others(exported_ner):
+    """int8 quantizes a batch's activations with one scale: the Predictor runs it a text at a
+    time, so an answer never depends on the texts sent with it."""
+    from peftpipe.serving import Predictor
+
+    predictor = Predictor(exported_ner / "models/export", backend="int8")
+    texts = ["alice visited paris and met bob", "carol works at acme in berlin " * 3, "bob"]
+    assert predictor(texts, batch_size=32) == [predictor([text])[0] for text in texts]

@@ -353,13 +353,13 @@ def test_pairs_are_served_in_batches_with_the_answers_one_at_a_time_gives(tmp_pa
     classify = predictor.classify
 
     def counted(inputs, **options):
-        calls.append(len(inputs) if isinstance(inputs, list) else 1)
+        calls.append((len(inputs) if isinstance(inputs, list) else 1, options.get("batch_size")))
         return classify(inputs, **options)
 
     predictor.classify = counted
     predictor.classify.tokenizer = classify.tokenizer
     together = predictor(pairs, batch_size=16)
-    assert calls == [8]  # one pipeline call for the eight pairs
+    assert calls == [(8, 16)]  # one pipeline call for the eight pairs, in the batch size asked for
     assert [row["label"] for row in together] == [row["label"] for row in alone]
     assert [row["score"] for row in together] == pytest.approx([row["score"] for row in alone], abs=1e-3)
 
