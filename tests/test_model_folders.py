@@ -197,3 +197,11 @@ def test_a_text_longer_than_one_window_is_tagged_to_its_end(ner_export, tmp_path
     assert predictor.classify.tokenizer.model_max_length < len(words)
     spans = predictor([" ".join(words)])[0]
     assert [span["word"] for span in spans] == words
+
+
+def test_predict_is_a_predictor_loaded_for_one_call(ner_export):
+    from peftpipe import serving
+
+    texts = ["alice visited paris", "bob"]
+    assert serving.predict(ner_export, texts, backend="torch", batch_size=1) == \
+        serving.Predictor(ner_export, backend="torch")(texts)

@@ -607,3 +607,42 @@ def test_an_error_after_the_answer_began_is_logged_not_answered_twice(caplog):
     assert next(r.getMessage() for r in caplog.records if r.name == "peftpipe.serve.access").startswith(
         f'{rid} 10.1.2.3 "GET /x" 200 ')
     assert state.metrics.registry.get_sample_value("peftpipe_requests_total", {"path": "other", "code": "200"}) == 1
+
+
+@pytest.mark.parametrize("values, expected", [
+    ((), {"default": Path("models/export")}),
+    (("models/a",), {"a": Path("models/a")}),  # a bare folder is named after itself
+    (("x=models/a", "y=/srv/b"), {"x": Path("models/a"), "y": Path("/srv/b")}),
+])
+def test_model_options_name_their_folders(values, expected):
+    from peftpipe.serve.app import parse_models
+
+    assert parse_models(values) == expected
+
+
+@pytest.mark.parametrize("values, message", [
+    (("=models/a",), "--model '=models/a': expected NAME=FOLDER"),
+    (("x=",), "--model 'x=': expected NAME=FOLDER"),
+    (("x=a", "x=b"), "--model 'x=b': the name 'x' is given twice"),
+])
+def test_a_model_option_that_names_nothing_is_one_line(values, message):
+    from peftpipe.errors import InputError
+    from peftpipe.serve.app import parse_models
+
+    with pytest.raises(InputError) as raised:
+        parse_models(values)
+    assert str(raised.value) == message
+
+
+def test_an_artifact_is_read_from_dvc_yaml_or_named_as_missing(tmp_path, monkeypatch):
+    from peftpipe.errors import InputError
+    from peftpipe.serve.app import parse_models
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # this project: dvc.yaml declares peftpipe-model
+    assert parse_models(("ner=artifact:peftpipe-model",)) == {"ner": Path("models/export")}
+    with pytest.raises(InputError) as raised:
+        parse_models(("ner=artifact:nope",))
+    assert str(raised.value) == "--model artifact:nope: no such artifact in dvc.yaml; declared: peftpipe-model"
+    monkeypatch.chdir(tmp_path)  # not a DVC project
+    with pytest.raises(InputError, match=r"^--model artifact:peftpipe-model: cannot read dvc.yaml's artifacts \(\w+\)$"):
+        parse_models(("ner=artifact:peftpipe-model",))

@@ -66,7 +66,7 @@ def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str =
     info = info if info is not None else folder_info(folder)
     task = task or served_task(folder, info)
     if task.writes_labels:
-        raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use write_labels")
+        raise ModelError(f"{folder}: a {task.kind} model has no classification pipeline; use Predictor")
     model, tokenizer = str(folder), None
     if backend != "torch":
         from peftpipe import onnx_backend
@@ -81,18 +81,6 @@ def inference_pipeline(folder: Path, backend: str = "torch", adapter_name: str =
         tokenizer.model_max_length = info.model.max_length
     return pipeline(task.PIPELINE_TAG, model=model, tokenizer=tokenizer, device="cpu",
                     **task.pipeline_options(tokenizer))
-
-
-def write_labels(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
-    """What an exported generation model writes after each text (greedy, as evaluated),
-    with the probability of that continuation."""
-    if not (folder / TRAINED_INFO_FILE).exists():
-        raise ModelError(f"{folder}: no {TRAINED_INFO_FILE} naming the labels; export the model again (dvc repro export)")
-    model, tokenizer, info = load_trained(folder)
-    task = get_task(info.task, info.labels)
-    if task.write_labels is None:
-        raise ModelError(f"{folder}: a {task.kind} model writes no labels; use inference_pipeline or predict")
-    return task.write_labels(model, tokenizer, texts, info.labels, info.model.max_length)
 
 
 def check_pipeline(folder: Path, task, example: dict):
