@@ -242,3 +242,85 @@ def test_int8_answers_a_text_the_same_alone_or_among_others(exported_ner):
     predictor = Predictor(exported_ner / "models/export", backend="int8")
     texts = ["alice visited paris and met bob", "carol works at acme in berlin " * 3, "bob"]
     assert predictor(texts, batch_size=32) == [predictor([text])[0] for text in texts]
+
+
+def test_logit_agreement_counts_positions_and_rows_and_the_largest_difference():
+    import numpy as np
+
+    from peftpipe.export import logit_agreement
+
+    expected = [np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), np.array([0.0, 3.0])]  # 3 positions, then a row
+    actual = [np.array([[2.0, 0.5], [2.5, 0.0], [1.0, 0.0]]), np.array([0.0, 2.75])]
+    assert logit_agreement(expected, actual) == {"max_abs_logit_diff": 2.5, "prediction_agreement": 0.75}
+    assert logit_agreement([], []) == {"max_abs_logit_diff": 0.0, "prediction_agreement": 0.0}
+
+
+@pytest.mark.parametrize("found, minimum, tolerance, problem", [
+    ({"prediction_agreement": 0.999, "max_abs_logit_diff": 1e-3}, 0.999, 1e-3, None),  # both exactly at the limit
+    ({"prediction_agreement": 0.5, "max_abs_logit_diff": 9.0}, 0.5, None, None),  # int8: agreement alone
+    ({"prediction_agreement": 0.9989, "max_abs_logit_diff": 0.0}, 0.999, 1e-3,
+     "agreement 0.9989, minimum 0.999; max logit difference 0.00e+00, export.logits_tolerance 0.001"),
+    ({"prediction_agreement": 1.0, "max_abs_logit_diff": 0.0011}, 0.999, 1e-3,
+     "agreement 1.0000, minimum 0.999; max logit difference 1.10e-03, export.logits_tolerance 0.001"),
+    ({"prediction_agreement": 0.9, "max_abs_logit_diff": 0.25}, 0.95, None,
+     "agreement 0.9000, minimum 0.95; max logit difference 2.50e-01"),
+])
+def test_disagreement_names_what_falls_short(found, minimum, tolerance, problem):
+    from peftpipe.export import disagreement
+
+    assert disagreement(found, minimum, tolerance) == problem
+
+
+def test_compare_logits_wants_every_prediction_and_every_logit_within_tolerance():
+    import numpy as np
+
+    from peftpipe.errors import ExportError
+    from peftpipe.export import compare_logits
+
+    expected = [np.array([[2.0, 0.0], [0.0, 2.0]])]
+    assert compare_logits(expected, [expected[0] + 0.001], 0.001) == {
+        "max_abs_logit_diff": pytest.approx(0.001), "prediction_agreement": 1.0}
+    with pytest.raises(ExportError) as raised:
+        compare_logits(expected, [np.array([[2.0, 0.0], [2.0, 0.0]])], 0.001)
+    assert str(raised.value) == ("the exported model's predictions differ from the adapter's on the test split "
+                                 "(agreement 0.5000, minimum 1; max logit difference 2.00e+00, "
+                                 "export.logits_tolerance 0.001)")
+
+
+def test_onnx_lines_say_each_graphs_agreement_and_what_was_left_out():
+    from peftpipe.export import onnx_lines
+
+    graphs = {"onnx": {"prediction_agreement": 1.0, "f1_difference": 0.0, "ms_per_example": 1.234, "shipped": True},
+              "int8": {"prediction_agreement": 0.9, "f1_difference": -0.0123, "ms_per_example": 0.5, "shipped": False}}
+    assert onnx_lines(graphs) == [
+        "export: ONNX onnx: agreement 1.0000, F1 +0.0000, 1.23 ms/example",
+        "export: ONNX int8: agreement 0.9000, F1 -0.0123, 0.50 ms/example (below export.min_int8_agreement: not shipped)"]
+    assert onnx_lines({"skipped": "a prompt method"}) == ["export: no ONNX graphs (a prompt method)"]
+
+
+def test_test_scores_keep_each_headline_score_with_its_interval():
+    from peftpipe.export import test_scores
+
+    evaluation = {"overall": {"f1": 0.481234, "f1_ci": {"low": 0.39, "high": 0.57}, "precision": 0.5,
+                              "support": 239, "accuracy_ci": 3}}
+    assert test_scores(evaluation) == {"f1": {"value": 0.4812, "low": 0.39, "high": 0.57}}
+    assert test_scores({}) == {}
+
+
+def test_timed_logits_hands_the_task_its_inputs_and_times_each_example():
+    import time
+
+    from peftpipe.export import timed_logits
+
+    class Task:
+        def collator(self, tokenizer):
+            return ("collator of", tokenizer)
+
+        def predict_logits(self, model, dataset, batch_size, collator, labels):
+            time.sleep(0.2)
+            return [model, dataset, batch_size, collator, labels]
+
+    logits, ms = timed_logits(Task(), "model", "tokenizer", ["row"] * 4, ["O", "B-X"], 8)
+    assert logits == ["model", ["row"] * 4, 8, ("collator of", "tokenizer"), ["O", "B-X"]]
+    assert 50 <= ms < 100  # 200 ms over 4 examples
+    assert timed_logits(Task(), "m", "t", [], [], 1)[1] >= 200  # no examples: the whole time, not a division by 0
