@@ -646,3 +646,23 @@ def test_an_artifact_is_read_from_dvc_yaml_or_named_as_missing(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # not a DVC project
     with pytest.raises(InputError, match=r"^--model artifact:peftpipe-model: cannot read dvc.yaml's artifacts \(\w+\)$"):
         parse_models(("ner=artifact:peftpipe-model",))
+
+
+def test_an_app_that_never_answers_is_logged_and_counted_as_500(caplog):
+    async def silent(scope, receive, send):
+        return None
+
+    sent, state = guarded(silent, {}, caplog)
+    assert sent == []
+    assert next(r.getMessage() for r in caplog.records if r.name == "peftpipe.serve.access").split()[4] == "500"
+    assert state.metrics.registry.get_sample_value("peftpipe_requests_total", {"path": "other", "code": "500"}) == 1
+
+
+def test_ready_names_every_model_whose_queue_is_full():
+    from types import SimpleNamespace
+
+    from peftpipe.serve.app import ready
+
+    answer = ready(SimpleNamespace(failure=None, ready=True, overloaded=["ner", "sentiment"]))
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert json.loads(answer.body) == {"error": "overloaded: the queue of ner, sentiment is full (limit --max-queue)"}
