@@ -556,7 +556,11 @@ def test_an_app_built_without_options_has_peftpipe_serves_defaults():
     built = {name: param.default for name, param in inspect.signature(server.create_app).parameters.items()}
     for name in ("max_batch", "max_wait_ms", "timeout_s", "max_queue"):
         assert built[name] == cli[name], name
-    assert built["parallel"] == 1  # one batch at a time unless --threads says more
+    app = server.create_app({})
+    state = next(middleware.kwargs["state"] for middleware in app.user_middleware if middleware.cls is server.Guard)
+    assert state.options == server.Options(max_batch=cli["max_batch"], max_wait_ms=cli["max_wait_ms"],
+                                           timeout_s=cli["timeout_s"], max_queue=cli["max_queue"], parallel=1)
+    assert state.limits == server.Limits() and state.token is None  # one batch at a time unless --threads says more
 
 
 def guarded(app, scope_extra: dict, caplog) -> list[dict]:
