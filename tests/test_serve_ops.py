@@ -563,15 +563,17 @@ def test_an_app_built_without_options_has_peftpipe_serves_defaults():
     assert state.limits == server.Limits() and state.token is None  # one batch at a time unless --threads says more
 
 
-def guarded(app, scope_extra: dict, caplog) -> list[dict]:
-    """``app`` behind the Guard, called once as a server would (plain ASGI): the messages sent."""
+def guarded(app, scope_extra: dict, caplog, limits=None, token=None, chunks=None) -> list[dict]:
+    """``app`` behind the Guard, called once as a server would (plain ASGI): the messages sent.
+    ``chunks``: the request body as the server hands it over, message by message."""
     from peftpipe.serve import app as server
 
-    state = server.AppState({}, server.Limits(), server.Options(), None)
+    state = server.AppState({}, limits or server.Limits(), server.Options(), token)
     sent = []
+    given = list(chunks or [{"type": "http.request", "body": b"", "more_body": False}])
 
     async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return given.pop(0) if given else {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
@@ -670,3 +672,63 @@ def test_ready_names_every_model_whose_queue_is_full():
     answer = ready(SimpleNamespace(failure=None, ready=True, overloaded=["ner", "sentiment"]))
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
     assert json.loads(answer.body) == {"error": "overloaded: the queue of ner, sentiment is full (limit --max-queue)"}
+
+
+def body_reader(seen: list):
+    """An app that reads the whole body as FastAPI does, then answers 200."""
+    async def app(scope, receive, send):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        seen.append((body, await receive()))  # what follows the body: the server's own receive
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+    return app
+
+
+def chunked(*parts: bytes) -> list[dict]:
+    return [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)]
+
+
+def test_a_chunked_body_within_the_limit_reaches_the_app_whole(caplog):
+    from peftpipe.serve import app as server
+
+    seen = []
+    post = {"method": "POST", "path": "/v1/predict"}
+    sent, _ = guarded(body_reader(seen), post, caplog, limits=server.Limits(max_body_bytes=10),
+                      chunks=chunked(b"01234", b"56789"))  # exactly the limit, no content-length
+    assert sent[0]["status"] == 200 and seen == [(b"0123456789", {"type": "http.disconnect"})]
+
+
+def test_a_chunked_body_over_the_limit_is_413_before_the_app_reads_it(caplog):
+    from peftpipe.serve import app as server
+
+    seen = []
+    post = {"method": "POST", "path": "/v1/predict"}
+    sent, _ = guarded(body_reader(seen), post, caplog, limits=server.Limits(max_body_bytes=10),
+                      chunks=chunked(b"01234", b"56789", b"X"))
+    assert sent[0]["status"] == 413 and seen == []
+    assert json.loads(sent[1]["body"]) == {"error": "request body over 10 bytes (limit max_body_bytes)"}
+
+
+@pytest.mark.parametrize("length, status", [("10", 200), ("11", 413), ("ten", 413), ("-1", 413)])
+def test_a_declared_content_length_is_checked_before_the_body_is_read(caplog, length, status):
+    from peftpipe.serve import app as server
+
+    seen = []
+    post = {"method": "POST", "path": "/v1/predict", "headers": [(b"content-length", length.encode())]}
+    sent, _ = guarded(body_reader(seen), post, caplog, limits=server.Limits(max_body_bytes=10),
+                      chunks=chunked(b"0123456789"))
+    assert sent[0]["status"] == status and (seen != []) == (status == 200)
+
+
+def test_a_request_with_no_authorization_header_is_401_in_one_line(caplog):
+    seen = []
+    sent, _ = guarded(body_reader(seen), {"method": "POST", "path": "/v1/predict"}, caplog, token="t" * 20)
+    assert sent[0]["status"] == 401 and seen == []
+    assert json.loads(sent[1]["body"]) == {
+        "error": "missing or wrong bearer token (Authorization: Bearer <token from --token-file>)"}
+    sent, _ = guarded(body_reader(seen), {"method": "GET", "path": "/health"}, caplog, token="t" * 20)
+    assert sent[0]["status"] == 200  # only /v1/* needs the token
