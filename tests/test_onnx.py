@@ -39,6 +39,9 @@ def test_export_writes_checked_onnx_graphs_that_predict_serves(exported_ner):
     assert set(graphs) == {"onnx", "int8"}
     fp32 = graphs["onnx"]
     assert fp32["prediction_agreement"] == 1.0 and fp32["max_abs_logit_diff"] < 1e-3 and fp32["f1_difference"] == 0
+    for graph in graphs.values():  # as printed: F1 to 6 digits, milliseconds to 3, both floats
+        assert isinstance(graph["f1_difference"], float) and isinstance(graph["ms_per_example"], float)
+        assert graph["ms_per_example"] == round(graph["ms_per_example"], 3) > 0
     assert graphs["int8"]["shipped"] == (graphs["int8"]["prediction_agreement"] >= 0.95)
     for graph in graphs.values():
         assert (exported_ner / "models/export" / graph["file"]).is_file() == graph["shipped"]
@@ -253,6 +256,7 @@ def test_logit_agreement_counts_positions_and_rows_and_the_largest_difference():
     actual = [np.array([[2.0, 0.5], [2.5, 0.0], [1.0, 0.0]]), np.array([0.0, 2.75])]
     assert logit_agreement(expected, actual) == {"max_abs_logit_diff": 2.5, "prediction_agreement": 0.75}
     assert logit_agreement([], []) == {"max_abs_logit_diff": 0.0, "prediction_agreement": 0.0}
+    assert logit_agreement([np.array([1.0, 0.0])], [np.array([2.0, 0.0])])["prediction_agreement"] == 1.0  # one row
 
 
 @pytest.mark.parametrize("found, minimum, tolerance, problem", [

@@ -313,6 +313,10 @@ def test_qlora_trains_a_4bit_decoder_on_a_balanced_split_and_exports_full_precis
     assert exported.model.layers[0].self_attn.q_proj.weight.dtype.is_floating_point  # full precision again
     assert "merged into a full-precision copy of its dequantized weights" in (
         tmp_path / "models/export/README.md").read_text()
+    served = read_json(tmp_path / "models/export/peftpipe.json")
+    assert served["quantization"] is None and served["peft_method"] == "none" and served["merged_from"] == "qlora"
+    evaluation = read_json("metrics/eval.json")["overall"]
+    assert served["test"]["accuracy"] == {"value": round(evaluation["accuracy"], 4), **evaluation["accuracy_ci"]}
 
 
 def test_packaged_model_and_data_say_how_to_install_what_they_need(monkeypatch):
