@@ -100,6 +100,14 @@ def test_models_say_where_each_came_from_and_which_are_one_run(exported, caplog)
     assert [record.getMessage() for record in caplog.records] == [
         "serve: default and r8 are one training run (the same fingerprint): the same model under 2 names"]
     assert [served[name].card["name"] for name in ("default", "r8")] == ["default", "r8"]
+    from peftpipe.serving import folder_info
+
+    info = folder_info(exported)
+    assert served["default"].card == {
+        "name": "default", "task": "token_classification", "labels": info.labels,
+        "method": info.merged_from or info.peft_method, "base_model": info.model.name, "test": info.test,
+        "source": {"folder": str(exported)}, "fingerprint": info.fingerprint, "backend": "torch"}
+    assert info.test and info.labels
 
 
 def test_a_model_served_alone_or_beside_another_run_is_not_called_a_duplicate(exported, two_adapters, caplog):
