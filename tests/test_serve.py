@@ -300,11 +300,13 @@ def test_models_on_one_base_share_one_worker_thread_and_others_have_their_own():
 
     served = {"one": server.Served("one", Named(), {"name": "one"}, base="base-a", load_seconds=1.25),
               "two": server.Served("two", Named(), {"name": "two"}, base="base-a"),
-              "solo": server.Served("solo", Named(), {"name": "solo"})}
+              "solo": server.Served("solo", Named(), {"name": "solo"}),
+              "other": server.Served("other", Named(), {"name": "other"})}
     with TestClient(server.create_app(served)) as client:
         assert client.get("/ready").status_code == 200
         assert served["one"].batcher.executor is served["two"].batcher.executor  # one adapter active at a time
-        assert served["solo"].batcher.executor not in (served["one"].batcher.executor, None)
+        assert served["solo"].batcher.executor not in (served["one"].batcher.executor, served["other"].batcher.executor,
+                                                       None)  # models with no base each have their own
         assert client.post("/v1/predict", json={"model": "solo", "texts": ["x"]}).status_code == 200
         metrics = client.get("/metrics").text
     assert served["solo"].predictor.thread.startswith("peftpipe-model")  # named for py-spy and thread dumps
