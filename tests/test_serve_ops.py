@@ -681,6 +681,7 @@ def body_reader(seen: list):
         body, more = b"", True
         while more:
             message = await receive()
+            assert message["type"] == "http.request"  # as Starlette reads it
             body += message.get("body", b"")
             more = message.get("more_body", False)
         seen.append((body, await receive()))  # what follows the body: the server's own receive
@@ -699,7 +700,8 @@ def test_a_chunked_body_within_the_limit_reaches_the_app_whole(caplog):
     seen = []
     post = {"method": "POST", "path": "/v1/predict"}
     sent, _ = guarded(body_reader(seen), post, caplog, limits=server.Limits(max_body_bytes=10),
-                      chunks=chunked(b"01234", b"56789"))  # exactly the limit, no content-length
+                      chunks=[{"type": "http.request", "more_body": True},  # ASGI: a message may carry no body
+                              *chunked(b"01234", b"56789")])  # exactly the limit, no content-length
     assert sent[0]["status"] == 200 and seen == [(b"0123456789", {"type": "http.disconnect"})]
 
 
@@ -753,6 +755,8 @@ def test_an_unknown_model_is_404_with_the_served_names():
     with client_for(server.create_app(served)) as client:
         answered = client.post("/v1/predict", json={"model": "nope", "texts": ["x"]})
         empty = client.post("/v1/predict", json={"texts": []})
+        neither = client.post("/v1/predict", json={})
     assert answered.status_code == 404
     assert answered.json() == {"error": "no model 'nope'; served: ner, sentiment", "models": ["ner", "sentiment"]}
     assert empty.json() == {"error": "texts: empty; give at least one text"}
+    assert neither.json() == {"error": "give texts (a list of strings) or pairs (a list of [first, second]), not both"}
