@@ -133,23 +133,29 @@ def test_an_export_is_read_once_and_checked_once_when_served(ner_export, monkeyp
     assert len(opened) == 1, opened
 
 
+def tagging_every_word(ner_export: Path, tmp_path: Path) -> Path:
+    """A copy of the export that tags every token B-PER: each word its own entity."""
+    import torch
+    from transformers import BertForTokenClassification
+
+    folder = Path(shutil.copytree(ner_export, tmp_path / "export"))
+    model = BertForTokenClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    model.save_pretrained(folder)
+    return folder
+
+
 real_read_text = Path.read_text
 
 
 def test_entity_spans_cover_whole_words(ner_export, tmp_path):
     """A word the tokenizer splits ("alices": alice + ##s) is one span, tagged by its first
     sub-word as training labels it, never half a word."""
-    import torch
-    from transformers import BertForTokenClassification
-
     from peftpipe.serving import Predictor
 
-    folder = Path(shutil.copytree(ner_export, tmp_path / "export"))
-    model = BertForTokenClassification.from_pretrained(folder)
-    with torch.no_grad():  # every token B-PER: each word its own entity
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
-    model.save_pretrained(folder)
+    folder = tagging_every_word(ner_export, tmp_path)
     text = "alices visited paris"
     spans = Predictor(folder)([text])[0]
     assert [(s["word"], s["start"], s["end"]) for s in spans] == [
@@ -181,17 +187,9 @@ def test_served_entities_tokenize_each_text_once(ner_export):
 
 def test_a_text_longer_than_one_window_is_tagged_to_its_end(ner_export, tmp_path):
     """NER reads a long text in overlapping windows: a word past the first window is tagged too."""
-    import torch
-    from transformers import BertForTokenClassification
-
     from peftpipe.serving import Predictor
 
-    folder = Path(shutil.copytree(ner_export, tmp_path / "export"))
-    model = BertForTokenClassification.from_pretrained(folder)
-    with torch.no_grad():  # every token B-PER: each word its own entity
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
-    model.save_pretrained(folder)
+    folder = tagging_every_word(ner_export, tmp_path)
     predictor = Predictor(folder, backend="torch")
     words = ["alice", "bob", "carol"] * 40  # 120 words; the model reads 64 tokens at a time
     assert predictor.classify.tokenizer.model_max_length < len(words)
