@@ -56,6 +56,28 @@ def built_once(key: str, folder: Path, build) -> Path:
     return folder
 
 
+def peftpipe_json_reads(monkeypatch) -> list[Path]:
+    """Every opening of a peftpipe.json from now on (open or Path.read_text), in a list that fills."""
+    import builtins
+
+    opened: list[Path] = []
+    real_open, real_read_text = builtins.open, Path.read_text
+
+    def recording_open(file, *args, **kwargs):
+        if str(file).endswith("peftpipe.json"):
+            opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    def recording_read_text(self, *args, **kwargs):
+        if self.name == "peftpipe.json":
+            opened.append(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(Path, "read_text", recording_read_text)
+    return opened
+
+
 WORDS = ("alice bob carol paris london berlin acme globex initech visited works at in the "
          "and met from to a city company person went saw").split()
 ENTITIES = {"alice": "PER", "bob": "PER", "carol": "PER", "paris": "LOC", "london": "LOC",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import save_random_model
+from conftest import peftpipe_json_reads, save_random_model
 
 from peftpipe.cli import main
 
@@ -113,21 +113,9 @@ def test_serve_refuses_a_tampered_export_at_start_up(ner_export, tmp_path):
 
 def test_an_export_is_read_once_and_checked_once_when_served(ner_export, monkeypatch):
     """Serve start-up opens peftpipe.json once per model (the Predictor hands its info down)."""
-    import builtins
-
     from peftpipe.serve import app as server
 
-    opened = []
-    real_open = builtins.open
-
-    def recording(file, *args, **kwargs):
-        if str(file).endswith("peftpipe.json"):
-            opened.append(file)
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", recording)
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(self) if self.name == "peftpipe.json"
-                                                                   else None) or real_read_text(self, *a, **k))
+    opened = peftpipe_json_reads(monkeypatch)
     served = server.load({"ner": ner_export}, "torch")
     assert served["ner"].card["labels"] == LABELS
     assert len(opened) == 1, opened
@@ -146,8 +134,6 @@ def tagging_every_word(ner_export: Path, tmp_path: Path) -> Path:
     model.save_pretrained(folder)
     return folder
 
-
-real_read_text = Path.read_text
 
 
 def test_entity_spans_cover_whole_words(ner_export, tmp_path):

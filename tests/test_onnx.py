@@ -74,8 +74,8 @@ def test_auto_runs_the_checked_fp32_graph_where_the_export_has_one(exported_ner,
     assert predicted(texts) != honest and predicted(["--backend", "torch", *texts]) == honest
 
 
-def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:
-    """onnx_backend.load gives the named graphs with their first two labels' logits swapped."""
+def planted(monkeypatch, backends: tuple[str, ...], change) -> None:
+    """onnx_backend.load gives the named graphs with ``change`` applied to their logits."""
     loaded = onnx_backend.load
 
     def load(folder, backend, task=None):
@@ -83,15 +83,20 @@ def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:
         if backend in backends:
             forward = model.forward
 
-            def swapped(*args, **kwargs):
+            def changed(*args, **kwargs):
                 output = forward(*args, **kwargs)
-                output["logits"] = output["logits"][..., [1, 0, *range(2, output["logits"].shape[-1])]]
+                output["logits"] = change(output["logits"])
                 return output
 
-            model.forward = swapped
+            model.forward = changed
         return model
 
     monkeypatch.setattr(onnx_backend, "load", load)
+
+
+def planted_swap(monkeypatch, backends: tuple[str, ...]) -> None:
+    """The named graphs with their first two labels' logits swapped."""
+    planted(monkeypatch, backends, lambda logits: logits[..., [1, 0, *range(2, logits.shape[-1])]])
 
 
 def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(exported_ner, monkeypatch, capsys):
@@ -105,30 +110,9 @@ def test_a_planted_onnx_disagreement_stops_export_and_keeps_the_last_export(expo
     assert (exported_ner / "models/export/model.safetensors").read_bytes() == before
 
 
-def planted_shift(monkeypatch, backend: str, by: float) -> None:
-    """onnx_backend.load gives the named graph with every logit moved by ``by``: the same
-    predictions, logits off by exactly that much."""
-    loaded = onnx_backend.load
-
-    def load(folder, name, task=None):
-        model = loaded(folder, name, task)
-        if name == backend:
-            forward = model.forward
-
-            def shifted(*args, **kwargs):
-                output = forward(*args, **kwargs)
-                output["logits"] = output["logits"] + by
-                return output
-
-            model.forward = shifted
-        return model
-
-    monkeypatch.setattr(onnx_backend, "load", load)
-
-
 def test_an_fp32_graph_whose_logits_drift_past_the_tolerance_stops_export(exported_ner, monkeypatch, capsys):
     """Every prediction agrees, yet the fp32 graph is not the model: its logits are 0.01 off."""
-    planted_shift(monkeypatch, "onnx", 0.01)
+    planted(monkeypatch, ("onnx",), lambda logits: logits + 0.01)  # the same predictions, logits 0.01 off
     write_params(exported_ner / "params.yaml", {"export": {"logits_tolerance": 0.002}})
     with pytest.raises(SystemExit):
         run_stage("export")
@@ -197,6 +181,8 @@ def test_batches_run_in_length_order_and_int8_runs_one_at_a_time():
     assert serving.in_length_order(classify, texts, lengths, 2) == [f"answer to {t}" for t in texts]
     assert calls == [(["a", "bb", "ccc", "dddd"], 2)]
     assert serving.served_batch_size("int8", 16) == 1 and serving.served_batch_size("onnx", 16) == 16
+    assert [serving.served_batch_size("torch", n) for n in (0, 1, 2, 32)] == [1, 1, 2, 32]
+    assert [serving.served_batch_size("int8", n) for n in (1, 32)] == [1, 1]  # one activation scale per text
 
 
 def test_serve_loads_the_backend_asked_for_and_names_it_on_the_card(exported_ner):
@@ -206,6 +192,22 @@ def test_serve_loads_the_backend_asked_for_and_names_it_on_the_card(exported_ner
     assert server.load({"m": export}, "auto")["m"].card["backend"] == "onnx"  # the checked fp32 graph
     torch_served = server.load({"m": export}, "torch")["m"]
     assert torch_served.card["backend"] == torch_served.predictor.backend == "torch"
+
+
+def test_export_checks_fail_on_planted_differences():
+    import numpy as np
+
+    from peftpipe.errors import ExportError
+    from peftpipe.export import check_quantized, compare_logits
+
+    trained = [np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
+    assert compare_logits(trained, [t.copy() for t in trained], 1e-3)["prediction_agreement"] == 1.0
+    with pytest.raises(ExportError, match=r"agreement 1.0000, minimum 1; max logit difference 1.00e-02"):
+        compare_logits(trained, [t + 0.01 for t in trained], 1e-3)  # same argmax, logits moved
+    flipped = [np.array([[0.0, 2.0], [0.0, 2.0]]), np.array([1.0, 0.0, 0.0])]
+    assert check_quantized(trained, trained, 0.9) == 1.0
+    with pytest.raises(ExportError, match=r"agrees with the 4-bit model on only 66.67% of test predictions"):
+        check_quantized(trained, flipped, 0.9)
 
 
 def test_a_merged_4bit_copy_agreeing_exactly_at_the_minimum_is_kept():
@@ -230,11 +232,6 @@ def test_a_token_classifiers_graph_declares_its_sequence_axis(exported_ner):
     graph = onnx.load(str(exported_ner / "models/export/onnx/model.onnx"), load_external_data=False).graph
     logits = next(output for output in graph.output if output.name == "logits")
     assert [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim][:2] == ["batch", "sequence"]
-
-
-def test_served_batch_sizes_are_at_least_one_and_int8_reads_one_text_at_a_time():
-    assert [serving.served_batch_size("torch", n) for n in (0, 1, 2, 32)] == [1, 1, 2, 32]
-    assert [serving.served_batch_size("int8", n) for n in (1, 32)] == [1, 1]  # one activation scale per text
 
 
 def test_int8_answers_a_text_the_same_alone_or_among_others(exported_ner):

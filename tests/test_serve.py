@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import STAGES, built_once, free_port, run_stage, serving_app, venv_env, write_tiny_recipe
+from conftest import (
+    STAGES,
+    built_once,
+    free_port,
+    peftpipe_json_reads,
+    run_stage,
+    serving_app,
+    venv_env,
+    write_tiny_recipe,
+)
 
 from peftpipe.cli import main
 from peftpipe.params import write_params
@@ -591,21 +600,9 @@ def test_adapters_of_one_base_share_it_and_answer_as_each_served_alone(two_adapt
 
 
 def test_adapters_sharing_a_base_read_their_peftpipe_json_once_each(two_adapters, monkeypatch):
-    import builtins
-
     from peftpipe.serve import app as server
 
-    opened = []
-    real_open, real_read_text = builtins.open, Path.read_text
-
-    def recording(file, *args, **kwargs):
-        if str(file).endswith("peftpipe.json"):
-            opened.append(Path(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", recording)
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(self) if self.name == "peftpipe.json"
-                                                                   else None) or real_read_text(self, *a, **k))
+    opened = peftpipe_json_reads(monkeypatch)
     served = server.load({"one": two_adapters[0], "two": two_adapters[1]}, "torch")
     assert served["one"].predictor.model is served["two"].predictor.model
     assert sorted(opened) == sorted(folder / "peftpipe.json" for folder in two_adapters)

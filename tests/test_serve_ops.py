@@ -564,8 +564,9 @@ def test_an_app_built_without_options_has_peftpipe_serves_defaults():
     assert state.limits == server.Limits() and state.token is None  # one batch at a time unless --threads says more
 
 
-def guarded(app, scope_extra: dict, caplog, limits=None, token=None, chunks=None) -> list[dict]:
-    """``app`` behind the Guard, called once as a server would (plain ASGI): the messages sent.
+def guarded(app, scope_extra: dict, caplog, limits=None, token=None, chunks=None) -> tuple[list[dict], object]:
+    """``app`` behind the Guard, called once as a server would (plain ASGI): the messages sent
+    and the app state (its metrics).
     ``chunks``: the request body as the server hands it over, message by message."""
     from peftpipe.serve import app as server
 
