@@ -137,7 +137,7 @@ def test_the_port_answers_while_the_models_load_and_ready_says_503_until_then():
         deadline = time.monotonic() + 10
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert client.get("/ready").json() == {"ready": True, "models": ["m"]}
+        assert client.get("/ready").json() == {"ready": True, "models": ["m"], "worker": os.getpid()}
         assert client.post("/v1/predict", json={"texts": ["x"]}).status_code == 200
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -325,7 +326,8 @@ def ready(state: AppState):
     if state.overloaded:
         return error(503, f"overloaded: the queue of {', '.join(state.overloaded)} is full (limit --max-queue)",
                      headers={"Retry-After": "1"})
-    return {"ready": True, "models": list(state.served)}
+    # The pid tells an operator (and a test) which of --workers N answered.
+    return {"ready": True, "models": list(state.served), "worker": os.getpid()}
 
 
 ERRORS = {
@@ -619,7 +621,6 @@ def run_workers(uvicorn_server, listening, workers: int, finish: Callable[[], in
     processes sharing the socket, each loading the models and batching on its own; SIGTERM
     and SIGINT are passed on to them. ``finish()`` says how a worker ended (its exit code,
     after printing why). The exit code: the first failed worker's, or 0."""
-    import os
     import signal
 
     from peftpipe.serve.cpus import use_threads
