@@ -78,7 +78,7 @@ def planted(monkeypatch, backends: tuple[str, ...], change) -> None:
     """onnx_backend.load gives the named graphs with ``change`` applied to their logits."""
     loaded = onnx_backend.load
 
-    def load(folder, backend, task=None):
+    def load(folder, backend, task):
         model = loaded(folder, backend, task)
         if backend in backends:
             forward = model.forward

@@ -693,3 +693,52 @@ def test_several_workers_share_the_port_and_stop_together(exported):
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{child}").exists() for child in children)
+
+
+def test_the_model_cards_pipeline_call_loads_an_adapter_as_trained(two_adapters):
+    """``inference_pipeline(folder)``, as the model card shows it: PyTorch, the adapter on its
+    base under peft's default name, windows of the length the model was trained on; the
+    export stage's pipeline check gets what that pipeline says of a test example's words."""
+    from peftpipe.serving import check_pipeline, folder_info, inference_pipeline, served_task
+
+    info = folder_info(two_adapters[0])
+    pipe = inference_pipeline(two_adapters[0])
+    assert type(pipe.model).__name__ == "PeftModelForTokenClassification"
+    assert set(pipe.model.peft_config) == {"default"}
+    assert pipe.tokenizer.model_max_length == info.model.max_length != 512
+    example = {"tokens": TEXTS[0].split(), "tags": ["O"] * len(TEXTS[0].split())}
+    checked = check_pipeline(two_adapters[0], served_task(two_adapters[0], info), example)
+    assert checked is not None and checked == pipe(TEXTS[0])
+
+
+def test_a_generation_model_has_no_classification_pipeline_and_no_pipeline_check(tmp_path):
+    from peftpipe.errors import ModelError
+    from peftpipe.serving import check_pipeline, inference_pipeline
+    from peftpipe.tasks import get_task
+
+    generation = get_task("generation", ["positive", "negative"])
+    with pytest.raises(ModelError, match=f"^{tmp_path}: a generation model has no classification pipeline; use Predictor$"):
+        inference_pipeline(tmp_path, task=generation)
+    assert check_pipeline(tmp_path, generation, {"text": "growth", "label": "positive"}) is None
+
+
+def test_a_predictor_refuses_a_folder_with_no_model_and_a_generation_model_off_torch(tmp_path):
+    """Both before anything loads, each in one line that says what to do."""
+    from peftpipe.errors import ModelError
+    from peftpipe.serving import Predictor
+
+    with pytest.raises(ModelError, match=rf"^{tmp_path}: no exported model here; run `dvc repro` first \(or pass --model\)$"):
+        Predictor(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    with pytest.raises(ModelError, match=rf"^{tmp_path}: a generation model serves with --backend torch only"):
+        Predictor(tmp_path, "onnx")
+
+
+def test_a_predictor_keeps_the_folders_card_and_labels_and_never_reaches_for_the_hub(exported, monkeypatch):
+    from peftpipe.serving import Predictor, folder_info
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    predictor = Predictor(exported, "torch")
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # a base named by the export comes from the local cache only
+    info = folder_info(exported)
+    assert predictor.info == info and predictor.task.labels == info.labels

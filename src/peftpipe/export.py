@@ -127,7 +127,7 @@ def onnx_graphs(folder: Path, model, tokenizer, task, info: TrainedInfo, test, s
     reference = task.compute_metrics(gold, task.decode(served_logits, test, labels, tokenizer), labels)["overall"]
     found = {}
     for backend, path in paths.items():
-        graph = onnx_backend.load(folder, backend)
+        graph = onnx_backend.load(folder, backend, task)
         logits, ms = timed_logits(task, graph, tokenizer, test, labels, params.eval.batch_size)
         # fp32 must agree on the predictions and stay within the logit tolerance (else export
         # stops); int8 only ships at export.min_int8_agreement.

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from peftpipe.errors import ModelError
-from peftpipe.tasks import task_for_architecture
 
 FOLDER = "onnx"
 FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
@@ -97,17 +96,17 @@ def session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def load(folder: Path, backend: str, task=None):
+def load(folder: Path, backend: str, task):
     """A transformers-shaped model (``model(**batch).logits``, ``config``) that runs the
     exported graph: the evaluation code and the transformers pipelines take it as they are.
-    ``task``: the folder's Task (from its peftpipe.json); without one, the config's head says."""
+    ``task``: the folder's Task (what its logits are per: text or token)."""
     from transformers import AutoConfig, PreTrainedModel
     from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
     config = AutoConfig.from_pretrained(str(folder))
     graph = session(folder / FOLDER / FILES[backend])
     names = [i.name for i in graph.get_inputs()]
-    per_token = (task or task_for_architecture((config.architectures or [""])[0])).per_token
+    per_token = task.per_token
 
     class OnnxClassifier(PreTrainedModel):
         config_class = type(config)

@@ -32,10 +32,9 @@ def folder_info(folder: Path) -> TrainedInfo | None:
     return info
 
 
-def served_task(folder: Path, info: TrainedInfo | None = None) -> Task:
-    """The task of a model folder: from its peftpipe.json, or from the model class in
-    config.json (a plain transformers folder)."""
-    info = info if info is not None else folder_info(folder)
+def served_task(folder: Path, info: TrainedInfo | None) -> Task:
+    """The task of a model folder: from its peftpipe.json (``info``, read by the caller), or
+    from the model class in config.json (a plain transformers folder: ``info`` None)."""
     if info is not None:
         return get_task(info.task, info.labels)
     architectures = inspect_model_folder(folder).get("architectures") or [""]
@@ -139,19 +138,18 @@ class Predictor:
             self.model = self.classify.model
 
     @staticmethod
-    def base_key(folder: Path, backend: str, info: TrainedInfo | None = None) -> tuple | None:
+    def base_key(folder: Path, backend: str, info: TrainedInfo | None) -> tuple | None:
         """What a trained adapter folder needs of its base (model, revision, task, labels,
         4-bit or not): adapters with the same key can share one copy of the base. None for
-        a plain (merged) model or an ONNX graph."""
+        a plain (merged) model or an ONNX graph. ``info``: the folder's peftpipe.json (None
+        where it has none)."""
         folder = Path(folder)
-        if backend != "torch" or not (folder / "adapter_config.json").exists() or \
-                not (folder / TRAINED_INFO_FILE).exists():
+        if backend != "torch" or info is None or not (folder / "adapter_config.json").exists():
             return None
         # An adapter that trained biases (lora.bias all or lora_only) changed the base's own
         # bias vectors: peft keeps one such adapter per model, so it gets a base of its own.
         if json.loads((folder / "adapter_config.json").read_text()).get("bias", "none") != "none":
             return None
-        info = info if info is not None else read_trained_info(folder)
         return (info.task, info.model.source, info.model.name, info.model.revision, tuple(info.labels),
                 info.method.quantized, info.method.name)
 
@@ -213,15 +211,10 @@ class Predictor:
 def token_counts(tokenizer, texts: list[str | dict]) -> list[int]:
     """Each input's token count: one tokenizer call for the single texts, a pair's two texts
     counted together."""
-    counts = [0] * len(texts)
-    singles = [i for i, text in enumerate(texts) if not isinstance(text, dict)]
-    if singles:
-        for i, ids in zip(singles, tokenizer([texts[i] for i in singles])["input_ids"]):
-            counts[i] = len(ids)
-    for i, text in enumerate(texts):
-        if isinstance(text, dict):
-            counts[i] = len(tokenizer(text["text"], text["text_pair"])["input_ids"])
-    return counts
+    singles = [text for text in texts if not isinstance(text, dict)]
+    single_counts = iter([len(ids) for ids in tokenizer(singles)["input_ids"]] if singles else [])
+    return [len(tokenizer(text["text"], text["text_pair"])["input_ids"]) if isinstance(text, dict)
+            else next(single_counts) for text in texts]
 
 
 def served_batch_size(backend: str, batch_size: int) -> int:
@@ -243,4 +236,4 @@ def in_length_order(classify, texts: list, lengths: list[int], batch_size: int) 
 
 
 def exported(folder: Path) -> bool:
-    return folder.is_dir() and ((folder / "config.json").exists() or (folder / "adapter_config.json").exists())
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
