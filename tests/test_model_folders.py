@@ -183,9 +183,8 @@ def test_a_text_longer_than_one_window_is_tagged_to_its_end(ner_export, tmp_path
     assert [span["word"] for span in spans] == words
 
 
-def test_predict_is_a_predictor_loaded_for_one_call(ner_export):
-    from peftpipe import serving
+def test_a_predictor_answers_the_same_one_text_at_a_time_or_batched(ner_export):
+    from peftpipe.serving import Predictor
 
-    texts = ["alice visited paris", "bob"]
-    assert serving.predict(ner_export, texts, backend="torch", batch_size=1) == \
-        serving.Predictor(ner_export, backend="torch")(texts)
+    predictor, texts = Predictor(ner_export, backend="torch"), ["alice visited paris", "bob"]
+    assert predictor(texts, batch_size=1) == predictor(texts)

@@ -185,6 +185,24 @@ def test_batches_run_in_length_order_and_int8_runs_one_at_a_time():
     assert [serving.served_batch_size("int8", n) for n in (1, 32)] == [1, 1]  # one activation scale per text
 
 
+def test_an_onnx_graph_reads_windows_of_the_trained_length_with_its_own_tokenizer(exported_ner, tmp_path):
+    import shutil
+
+    from peftpipe.errors import ModelError
+    from peftpipe.serving import Predictor, folder_info
+
+    export = exported_ner / "models/export"
+    predictor = Predictor(export, "onnx")
+    assert predictor.classify.tokenizer.model_max_length == folder_info(export).model.max_length != 512
+    foreign = shutil.copytree(export, tmp_path / "foreign")
+    tokenizer = json.loads((foreign / "tokenizer.json").read_text())  # another model's, 5,000 words larger
+    vocabulary = tokenizer["model"]["vocab"]
+    vocabulary.update({f"extra{i}": len(vocabulary) + i for i in range(5000)})
+    (foreign / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ModelError, match=f"^{foreign}: the tokenizer has .* tokens but the model's embeddings have"):
+        Predictor(foreign, "onnx")
+
+
 def test_serve_loads_the_backend_asked_for_and_names_it_on_the_card(exported_ner):
     from peftpipe.serve import app as server
 

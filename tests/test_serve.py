@@ -632,6 +632,8 @@ def test_an_adapter_sharing_a_base_carries_its_own_card(two_adapters):
     second = first.sharing(two_adapters[1], "two")  # its peftpipe.json not handed in: read from its folder
     assert second.info == folder_info(two_adapters[1]) and second.info != first.info
     assert (second.folder, second.adapter, first.folder) == (two_adapters[1], "two", two_adapters[0])
+    assert first.adapter == "default" and set(first.model.peft_config) == {"default", "two"}  # peft's own name
+    assert Predictor.base_key(two_adapters[0], "onnx", first.info) is None  # an ONNX graph shares no base
 
 
 def test_adapters_that_trained_biases_each_get_their_own_base(exported):
@@ -742,3 +744,16 @@ def test_a_predictor_keeps_the_folders_card_and_labels_and_never_reaches_for_the
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # a base named by the export comes from the local cache only
     info = folder_info(exported)
     assert predictor.info == info and predictor.task.labels == info.labels
+
+
+def test_a_plain_transformers_folder_is_served_by_its_head(exported, tmp_path):
+    """No peftpipe.json (a folder from elsewhere, given to --model): the head in config.json
+    says the task; the pipeline answers as for the export it was copied from."""
+    import shutil
+
+    from peftpipe.serving import Predictor, inference_pipeline
+
+    plain = Path(shutil.copytree(exported, tmp_path / "plain"))
+    (plain / "peftpipe.json").unlink()
+    assert inference_pipeline(plain)(TEXTS[0]) == inference_pipeline(exported)(TEXTS[0])
+    assert Predictor(plain, "torch").info is None

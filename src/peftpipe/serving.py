@@ -95,19 +95,6 @@ def check_pipeline(folder: Path, task, example: dict):
 BATCH_SIZE = 16
 
 
-def predict(folder: Path, texts: list[str | dict], backend: str = "auto", batch_size: int = BATCH_SIZE) -> list:
-    """Per text: entity spans (token classification, aggregation_strategy=first: whole words), the class
-    with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
-    for models trained on pairs), or the label a generation model writes, with its probability.
-
-    An entity's ``word`` is cut from the input text by the offsets, so an uncased model
-    still shows the text as written. Texts run ``batch_size`` at a time, of similar length
-    (little padding); the answers come back in the input's order, as one at a time would
-    give them (padding moves a score by float rounding at most).
-    """
-    return Predictor(folder, backend)(texts, batch_size)
-
-
 class Predictor:
     """An exported model loaded once, answering lists of texts: what `peftpipe predict` runs
     once and `peftpipe serve` keeps loaded. What differs by task is the task's (answer,
@@ -177,6 +164,15 @@ class Predictor:
         return problem
 
     def __call__(self, texts: list[str | dict], batch_size: int = BATCH_SIZE) -> list:
+        """Per text: entity spans (token classification, aggregation_strategy=first: whole words), the class
+        with its score (sequence classification; a text may be a ``{"text", "text_pair"}`` dict
+        for models trained on pairs), or the label a generation model writes, with its probability.
+
+        An entity's ``word`` is cut from the input text by the offsets, so an uncased model
+        still shows the text as written. Texts run ``batch_size`` at a time, of similar length
+        (little padding); the answers come back in the input's order, as one at a time would
+        give them (padding moves a score by float rounding at most).
+        """
         problem = self.input_problem(texts)
         if problem:
             raise ModelError(f"{self.folder}: {problem}")
