@@ -21,9 +21,9 @@ PIECES = [*WORDS, "persons", "saws", "acmeing", "Parised", "Acme.", "acme's", "Z
           "BOB", "l0ndon"]
 
 
-def tagger(folder, tokenizer):
+def tagger(folder, tokenizer, loudness: float = 40):
     """A token classifier of random weights whose tags change from token to token (its head
-    scaled up, so a random model still names entities), with a 12-token window."""
+    scaled up by ``loudness``, so a random model still names entities), with a 12-token window."""
     import torch
     from transformers import BertConfig, BertForTokenClassification, pipeline
 
@@ -33,7 +33,7 @@ def tagger(folder, tokenizer):
     save_random_model(folder, BertForTokenClassification, config, tokenizer)
     model = BertForTokenClassification.from_pretrained(folder).eval()
     with torch.no_grad():
-        model.classifier.weight.mul_(40)
+        model.classifier.weight.mul_(loudness)
     tokenizer.model_max_length = 12
     task = get_task("token_classification", LABELS)
     return task, pipeline("token-classification", model=model, tokenizer=tokenizer, device="cpu",
@@ -45,6 +45,24 @@ def wordpiece_tagger(tiny_model_dir, tmp_path_factory):
     from transformers import AutoTokenizer
 
     return tagger(tmp_path_factory.mktemp("wordpiece-tagger"), AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def left_padding(wordpiece_tagger, tiny_model_dir):
+    """The wordpiece tagger's tokenizer, saved to pad on the left (as some are)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
+    tokenizer.model_max_length = wordpiece_tagger[1].tokenizer.model_max_length
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def loud_tagger(tiny_model_dir, tmp_path_factory):
+    """Logits in the thousands: exp() of them overflows unless each token's largest is taken off first."""
+    from transformers import AutoTokenizer
+
+    return tagger(tmp_path_factory.mktemp("loud-tagger"), AutoTokenizer.from_pretrained(tiny_model_dir), 20000)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +88,43 @@ texts = st.lists(st.lists(st.sampled_from(PIECES), max_size=30).map(" ".join), m
 @given(texts=texts, batch_size=st.sampled_from([1, 2, 32]))
 def test_wordpiece_answers_are_the_pipelines(wordpiece_tagger, texts, batch_size):
     same_as_pipeline(*wordpiece_tagger, texts, batch_size)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=texts, batch_size=st.sampled_from([1, 3]))
+def test_left_padding_changes_nothing_and_very_confident_answers_are_the_pipelines(wordpiece_tagger, left_padding,
+                                                                                 loud_tagger, texts, batch_size):
+    # Windows are padded on the right whatever the tokenizer says: on the left a BERT's
+    # positions would shift, and a window's answer would depend on its batch.
+    task, pipe = wordpiece_tagger
+    options = task.pipeline_options(pipe.tokenizer)
+    assert task.pipeline_outputs(pipe.model, left_padding, texts, batch_size, **options) == \
+        task.pipeline_outputs(pipe.model, pipe.tokenizer, texts, batch_size, **options)
+    same_as_pipeline(*loud_tagger, texts, batch_size)
+
+
+def test_windows_go_to_the_model_batch_size_at_a_time_shortest_first(wordpiece_tagger, monkeypatch):
+    """Windows of similar length share a model call (little padding), never more than
+    batch_size of them, and each window runs once."""
+    task, pipe = wordpiece_tagger
+    calls = []
+    forward = pipe.model.forward
+
+    def counted(**batch):
+        calls.append(tuple(batch["input_ids"].shape))
+        return forward(**batch)
+
+    monkeypatch.setattr(pipe.model, "forward", counted)
+    texts = ["alice", " ".join(WORDS[:6]), "bob visited paris", "carol", " ".join(WORDS[:4]), "dave"]
+    options = task.pipeline_options(pipe.tokenizer)
+    for batch_size in (1, 2):
+        calls.clear()
+        task.pipeline_outputs(pipe.model, pipe.tokenizer, texts, batch_size, **options)
+        windows = pipe.tokenizer(texts, truncation=True, return_overflowing_tokens=True, stride=options["stride"])
+        assert sum(rows for rows, _ in calls) == len(windows["input_ids"])
+        assert [rows for rows, _ in calls[:-1]] == [batch_size] * (len(calls) - 1)
+        widths = [width for _, width in calls]
+        assert widths == sorted(widths) and len(set(widths)) > 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

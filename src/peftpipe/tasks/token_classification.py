@@ -332,7 +332,7 @@ def decode(logits: list[np.ndarray], dataset, labels: list[str], tokenizer=None)
 
 
 def pipeline_outputs(model, tokenizer, texts: list[str], batch_size: int, aggregation_strategy: str = "first",
-                     stride: int | None = None) -> list[list[dict]]:
+                     stride: int = 0) -> list[list[dict]]:
     """Per text, the entity groups the transformers token-classification pipeline gives with
     these options ({entity_group, score, start, end}), without its per-token Python work:
     one tokenizer call for every text, windows of similar length ``batch_size`` to a model
@@ -340,21 +340,21 @@ def pipeline_outputs(model, tokenizer, texts: list[str], batch_size: int, aggreg
     outside the model (postprocess alone a quarter); this spends a few percent. The groups
     follow the pipeline's rules (a word is tagged by its first sub-word; adjacent words of
     one type group unless a word starts with B-; "O" dropped; where windows overlap, the
-    longer span wins), which tests check against the pipeline itself."""
+    longer span wins), which tests check against the pipeline itself. ``stride``: the overlap
+    of a long text's windows (pipeline_options: a quarter of the window)."""
     import torch
 
     if aggregation_strategy != "first":
         raise ValueError(f"aggregation_strategy {aggregation_strategy!r}: only 'first' is computed here")
     if not texts:
         return []
-    windows = tokenizer(texts, truncation=True, stride=stride or 0, return_overflowing_tokens=bool(stride),
+    windows = tokenizer(texts, truncation=True, stride=stride, return_overflowing_tokens=True,
                         return_offsets_mapping=True, return_special_tokens_mask=True)
-    owner = windows.get("overflow_to_sample_mapping") or list(range(len(texts)))
+    owner = windows["overflow_to_sample_mapping"]  # each window's text
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in windows]
     subword = _subword_rule(tokenizer)
     id2label = model.config.id2label
     found: list[list[dict]] = [[] for _ in texts]
-    count = [0] * len(texts)
     # An empty window (an empty text, where the tokenizer adds no special tokens) has no groups.
     per_window: dict[int, list[dict]] = {w: [] for w in range(len(owner)) if not windows["input_ids"][w]}
     order = sorted((w for w in range(len(owner)) if w not in per_window), key=lambda w: len(windows["input_ids"][w]))
@@ -363,28 +363,26 @@ def pipeline_outputs(model, tokenizer, texts: list[str], batch_size: int, aggreg
         width = max(len(windows["input_ids"][w]) for w in batch)
         arrays = {name: np.full((len(batch), width), tokenizer.pad_token_id if name == "input_ids" else 0,
                                 dtype=np.int64) for name in names}
+        # Padded on the right whatever the tokenizer's padding_side: on the left, an encoder's
+        # positions would shift and a window's answer would depend on the others in its batch.
         for row, w in enumerate(batch):
-            n = len(windows["input_ids"][w])
-            place = slice(width - n, width) if tokenizer.padding_side == "left" else slice(0, n)
             for name in names:
-                arrays[name][row, place] = windows[name][w]
+                arrays[name][row, :len(windows[name][w])] = windows[name][w]
         with torch.inference_mode():
             output = model(**{name: torch.from_numpy(array) for name, array in arrays.items()})
-        logits = (output["logits"] if isinstance(output, dict) else output[0]).float().numpy()
+        logits = output["logits"].float().numpy()  # a ModelOutput, or the ONNX graph's
         scores = np.exp(logits - logits.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
         for row, w in enumerate(batch):
             n = len(windows["input_ids"][w])
-            start = width - n if tokenizer.padding_side == "left" else 0
             per_window[w] = _window_groups(texts[owner[w]], np.asarray(windows["input_ids"][w]),
                                            np.asarray(windows["offset_mapping"][w], dtype=np.int64).reshape(-1, 2),
                                            np.asarray(windows["special_tokens_mask"][w], dtype=bool),
-                                           scores[row, start:start + n], subword, tokenizer.unk_token_id, id2label)
+                                           scores[row, :n], subword, tokenizer.unk_token_id, id2label)
     for w, text_index in enumerate(owner):  # windows in text order
         found[text_index].extend(per_window[w])
-        count[text_index] += 1
-    return [_longest_overlapping(groups) if windows_of_text > 1 else groups
-            for groups, windows_of_text in zip(found, count)]
+    # One window's groups never overlap, so this changes only a text read in several.
+    return [_longest_overlapping(groups) for groups in found]
 
 
 def _subword_rule(tokenizer):
