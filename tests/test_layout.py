@@ -54,3 +54,65 @@ def test_the_layers_are_where_the_layout_says():
     assert layer("peftpipe.tasks.base") == layer("peftpipe.params.schema") == "library"
     # The rule bites: a library module that imported a tool would be named.
     assert "tools" not in ALLOWED["library"] and "serve" not in ALLOWED["tools"]
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The peftpipe modules a file imports when it runs (function-level imports too; those
+    under ``if TYPE_CHECKING:``, read by type checkers only, left out)."""
+    import ast
+
+    found = set()
+
+    def visit(node) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module:
+                found.add(child.module)
+                found.update(f"{child.module}.{alias.name}" for alias in child.names)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    modules = {module_name(p) for p in SOURCES}
+    return {name if name in modules else name.rsplit(".", 1)[0] for name in found
+            if name.split(".")[0] == "peftpipe"} & modules
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or around a circle (Tarjan's
+    strongly connected components of more than one module)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for other in graph.get(module, ()):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_around_a_circle():
+    """How the import graph is counted: every peftpipe module's runtime imports, function-level
+    ones included, TYPE_CHECKING-only ones (annotations) left out."""
+    graph = {module_name(path): runtime_imports(path) - {module_name(path)} for path in SOURCES}
+    assert sum(map(len, graph.values())) > 100  # the graph was read
+    assert circles(graph) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the counter sees one
