@@ -173,3 +173,38 @@ def test_a_window_that_starts_inside_a_word_tags_its_first_piece():
     groups = tc._window_groups("sons", np.array([7, 8]), np.array([[0, 1], [1, 4]]), np.zeros(2, dtype=bool), scores,
                                every_piece_continues, 1, dict(enumerate(LABELS)))
     assert groups == [{"entity_group": "PER", "start": 0, "end": 4, "score": pytest.approx(0.9)}]
+
+
+def test_a_group_is_named_by_its_label_after_the_first_dash():
+    """As the pipeline names it: "B-geo-loc" makes a "geo-loc" group, not "loc"."""
+    import numpy as np
+
+    from peftpipe.tasks import token_classification as tc
+
+    no_piece_continues = lambda ids, starts, ends, text: np.zeros(len(ids), dtype=bool)  # noqa: E731
+    groups = tc._window_groups("paris", np.array([5]), np.array([[0, 5]]), np.zeros(1, dtype=bool),
+                               np.array([[0.1, 0.9]], dtype=np.float32), no_piece_continues, 1, {0: "O", 1: "B-geo-loc"})
+    assert [group["entity_group"] for group in groups] == ["geo-loc"]
+
+
+def test_a_piece_continues_a_word_as_the_pipeline_decides(wordpiece_tagger):
+    """With continuation marks ("##s"), a piece continues a word when its text is shorter than
+    the token: "." after "bob" starts a word. Without marks, the pipeline's heuristic: a
+    piece continues when no space is on either side of its start (the text's first never)."""
+    import numpy as np
+
+    from peftpipe.tasks import token_classification as tc
+
+    tokenizer = wordpiece_tagger[1].tokenizer
+    text = "bob.bob persons"  # the second "bob" follows "." with no space: a word of its own all the same
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = np.array(encoded["input_ids"]), np.array(encoded["offset_mapping"])
+    assert tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == ["bob", "[UNK]", "bob", "person", "##s"]
+    marked = tc._subword_rule(tokenizer)(ids, offsets[:, 0], offsets[:, 1], text)
+    # "[UNK]" is longer than its "." (pipeline_outputs keeps unknown tokens as words apart).
+    assert marked.tolist() == [False, True, False, False, True]
+
+    heuristic = tc._subword_rule(object())  # a tokenizer with no continuation marks
+    starts = np.array([0, 1, 3, 4, 5])  # in "ab c.d": a, b, c, ".", d
+    assert heuristic(np.zeros(5, dtype=np.int64), starts, starts + 1, "ab c.d").tolist() == \
+        [False, True, False, True, True]
