@@ -33,6 +33,13 @@ def pytest_collection_modifyitems(config, items):
     if os.environ.get("MUTANT_UNDER_TEST") and stats.exists():
         seconds = json.loads(stats.read_text()).get("duration_by_test", {})
         items.sort(key=lambda item: seconds.get(item.nodeid, float("inf")))
+        return
+    # Two workers take whole files (pyproject's addopts, in collection order): the files with
+    # end-to-end runs go first, so the longest (the real default's `dvc repro`) starts at once
+    # instead of last, beside an idle worker. A file's tests keep their order.
+    with_slow = {item.path for item in items if item.get_closest_marker("slow")}
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (item.path not in with_slow, position[id(item)]))
 
 
 # Mutation runs only (TESTING.md): the serving tests' fixtures train and export tiny models

@@ -1,18 +1,18 @@
 """Nothing from outside is trusted blindly, and nothing is written where it does not belong:
-recipe names are names, output folders keep the umask's modes, no command writes into the
-user's home folder."""
+recipe names are names, output folders keep the umask's modes. (That no command writes into
+the user's home folder is checked beside the quiet run, in test_quiet.py: one run of every
+stage for both.)"""
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, STAGES, stage_args, venv_env, write_tiny_recipe
+from conftest import ROOT
 
 from peftpipe.cli import main
 
@@ -63,30 +63,6 @@ def test_an_output_folder_gets_the_umasks_modes_whatever_a_library_wrote(tmp_pat
         os.umask(old)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "export").rglob("*")}
     assert modes == {"model.safetensors": 0o644, "sub": 0o755, "config.json": 0o644}
-
-
-@pytest.mark.slow
-def test_no_command_writes_into_the_home_folder(tmp_path, tiny_model_dir):
-    """Every stage, the ONNX backend and predict/check run with an empty HOME: it stays empty
-    (ONNX Runtime's telemetry and matplotlib's caches wrote there)."""
-    project = write_tiny_recipe(tmp_path / "project", tiny_model_dir)
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**venv_env(), "HOME": str(home)}
-    for name in ("ORT_DISABLE_TELEMETRY", "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HF_HOME"):
-        env.pop(name, None)  # as a user's shell has them: unset
-    env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
-    (project / "params.yaml").write_text((project / "params.yaml").read_text()
-                                         .replace("epochs: 10", "epochs: 1"))
-    for name in [*STAGES[:4], "settings", *STAGES[4:]]:
-        done = subprocess.run([sys.executable, str(ROOT / f"stages/{name}.py"), *stage_args(name)], cwd=project,
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-    assert (project / "models/export/onnx/model.onnx").is_file()
-    for command in (["predict", "--backend", "onnx", "alice visited paris"], ["predict", "alice"], ["check"]):
-        done = subprocess.run([PEFTPIPE, *command], cwd=project, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(str(path.relative_to(home)) for path in home.rglob("*")) == []
 
 
 def test_init_flags_look_alike_classes_and_cuts_a_long_class_list(tmp_path, monkeypatch):
