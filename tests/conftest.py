@@ -28,6 +28,20 @@ SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 # Under mutmut each mutant runs the tests that reach it and stops at the first failure: the
 # quickest go first (mutmut measured each test's time), so a mutant a unit test catches costs
 # a second, not the stage runs' half minute.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores (pyproject's addopts): one compute thread each, here and in
+    # the stages they start, since torch's threads wait on each other whenever another process
+    # takes a core (a default run beside a second worker took 14 min instead of 4).
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     stats = ROOT / "mutmut-stats.json"  # ROOT is mutmut's mutants/ copy when mutmut runs us
     if os.environ.get("MUTANT_UNDER_TEST") and stats.exists():

@@ -81,32 +81,14 @@ def runtime_imports(path: Path) -> set[str]:
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The groups of modules that import each other, directly or around a circle (Tarjan's
-    strongly connected components of more than one module)."""
-    index, low, stack, on_stack, found = {}, {}, [], set(), []
+    """dev/import_cycles.py's count (Tarjan's strongly connected components of more than one
+    module), which that script applies to module-level imports only."""
+    import importlib.util
 
-    def visit(module: str) -> None:
-        index[module] = low[module] = len(index)
-        stack.append(module)
-        on_stack.add(module)
-        for other in graph.get(module, ()):
-            if other not in index:
-                visit(other)
-                low[module] = min(low[module], low[other])
-            elif other in on_stack:
-                low[module] = min(low[module], index[other])
-        if low[module] == index[module]:
-            group = []
-            while not group or group[-1] != module:
-                group.append(stack.pop())
-                on_stack.discard(group[-1])
-            if len(group) > 1:
-                found.append(sorted(group))
-
-    for module in sorted(graph):
-        if module not in index:
-            visit(module)
-    return found
+    spec = importlib.util.spec_from_file_location("import_cycles", ROOT / "dev" / "import_cycles.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.circles(graph)
 
 
 def test_no_module_imports_itself_around_a_circle():

@@ -406,13 +406,13 @@ def test_use_threads_sets_torch_and_onnx_runtime(monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.delenv("PEFTPIPE_ORT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # both put back as they were afterwards
     try:
         use_threads(1)
         assert torch.get_num_threads() == 1 and os.environ["PEFTPIPE_ORT_THREADS"] == "1"
+        assert os.environ["OMP_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(before)
-        os.environ.pop("PEFTPIPE_ORT_THREADS", None)
-        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def test_pairs_to_a_model_trained_on_single_texts_are_422(tmp_path, tiny_model_dir):
