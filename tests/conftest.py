@@ -25,9 +25,6 @@ if "peftpipe" in sys.modules and not Path(sys.modules["peftpipe"].__file__).reso
         del sys.modules[_name]  # imported from another tree before the tests started: take this one's
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
-# Under mutmut each mutant runs the tests that reach it and stops at the first failure: the
-# quickest go first (mutmut measured each test's time), so a mutant a unit test catches costs
-# a second, not the stage runs' half minute.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers share the cores (pyproject's addopts): one compute thread each, here and in
     # the stages they start, since torch's threads wait on each other whenever another process
@@ -43,6 +40,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Under mutmut each mutant runs the tests that reach it and stops at the first failure: the
+    # quickest go first (mutmut measured each test's time), so a mutant a unit test catches costs
+    # a second, not the stage runs' half minute.
     stats = ROOT / "mutmut-stats.json"  # ROOT is mutmut's mutants/ copy when mutmut runs us
     if os.environ.get("MUTANT_UNDER_TEST") and stats.exists():
         seconds = json.loads(stats.read_text()).get("duration_by_test", {})

@@ -33,6 +33,7 @@ ALLOWED = {  # layer -> the layers it may import
     "cli": {"library", "tools", "serve", "cli"},
 }
 SOURCES = sorted(SRC.rglob("*.py"))
+MODULES = {module_name(path) for path in SOURCES}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(SRC).as_posix())
@@ -75,9 +76,8 @@ def runtime_imports(path: Path) -> set[str]:
             visit(child)
 
     visit(ast.parse(path.read_text()))
-    modules = {module_name(p) for p in SOURCES}
-    return {name if name in modules else name.rsplit(".", 1)[0] for name in found
-            if name.split(".")[0] == "peftpipe"} & modules
+    return {name if name in MODULES else name.rsplit(".", 1)[0] for name in found
+            if name.split(".")[0] == "peftpipe"} & MODULES
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:

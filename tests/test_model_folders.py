@@ -135,7 +135,6 @@ def tagging_every_word(ner_export: Path, tmp_path: Path) -> Path:
     return folder
 
 
-
 def test_entity_spans_cover_whole_words(ner_export, tmp_path):
     """A word the tokenizer splits ("alices": alice + ##s) is one span, tagged by its first
     sub-word as training labels it, never half a word."""

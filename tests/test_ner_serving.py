@@ -188,9 +188,10 @@ def test_a_group_is_named_by_its_label_after_the_first_dash():
 
 
 def test_a_piece_continues_a_word_as_the_pipeline_decides(wordpiece_tagger):
-    """With continuation marks ("##s"), a piece continues a word when its text is shorter than
-    the token: "." after "bob" starts a word. Without marks, the pipeline's heuristic: a
-    piece continues when no space is on either side of its start (the text's first never)."""
+    """With continuation marks, a piece continues a word when its token is longer than its
+    text ("##s" for "s"), so "bob" right after "." starts a word of its own. Without marks,
+    the pipeline's heuristic: a piece continues when no space is on either side of its start
+    (the text's first never)."""
     import numpy as np
 
     from peftpipe.tasks import token_classification as tc
